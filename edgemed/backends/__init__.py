@@ -1,0 +1,118 @@
+"""Runtime backends behind one small interface, imported lazily by name.
+
+Adding a runtime = one module here + one line in BACKENDS + one test class subclassing the shared
+backend test template. Each backend imports its runtime inside its methods, never at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgemed.contract import Contract
+from edgemed.errors import InputError, UnavailableError
+
+BACKENDS: dict[str, str] = {
+    "onnx": "edgemed.backends.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "edgemed.backends.openvino:OpenVINOBackend",
+    "tflite": "edgemed.backends.tflite:TFLiteBackend",
+    "tensorrt": "edgemed.backends.tensorrt:TensorRTBackend",
+}
+
+
+@dataclass(frozen=True)
+class ConvertRequest:
+    """What a backend converts: the FP32 reference ONNX (always), the torch module when there is
+    one, the contract, the precision, calibration (INT8), the target profile and free options."""
+
+    onnx_path: Path
+    contract: Contract
+    precision: str
+    module: object | None = None
+    calibration: object | None = None
+    profile: object | None = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Converted:
+    """What a backend wrote: files (relative to the output dir), the main model file, the contract
+    as the artifact expects input (e.g. NHWC for TFLite), and backend facts for the manifest."""
+
+    files: tuple[str, ...]
+    model_file: str
+    contract: Contract
+    info: dict = field(default_factory=dict)
+
+
+class Runner(ABC):
+    """A loaded model, Polygraphy-style: activate() loads, infer() runs, deactivate() frees."""
+
+    load_seconds: float = 0.0
+    batch_limit: int | None = None  # e.g. 1 for fixed-batch TFLite models
+
+    @abstractmethod
+    def activate(self) -> None: ...
+
+    @abstractmethod
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Contract-normalized float32 input in the artifact's layout -> logits (N, outputs)."""
+
+    def deactivate(self) -> None:
+        return None
+
+    def __enter__(self) -> Runner:
+        self.activate()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+
+class Backend(ABC):
+    """One runtime: can it run here, convert the reference ONNX, open a runner on an artifact."""
+
+    name: str = ""
+    package: str = ""  # pip distribution that provides the runtime
+    precisions: frozenset[str] = frozenset()
+
+    @abstractmethod
+    def available(self) -> str | None:
+        """None when usable here, else one line saying what is missing and how to get it."""
+
+    @abstractmethod
+    def convert(self, req: ConvertRequest, out: Path) -> Converted: ...
+
+    @abstractmethod
+    def open(self, artifact_dir: Path, manifest: dict, threads: int | None = None) -> Runner: ...
+
+    def require(self) -> None:
+        msg = self.available()
+        if msg:
+            raise UnavailableError(msg)
+
+    def check_precision(self, precision: str) -> None:
+        if precision not in self.precisions:
+            raise InputError(
+                f"target {self.name} cannot do precision {precision!r}; it can do "
+                f"{', '.join(sorted(self.precisions))}"
+            )
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered under `name` (its module is imported only now)."""
+    if name not in BACKENDS:
+        raise InputError(f"unknown runtime {name!r}; known runtimes: {', '.join(BACKENDS)}")
+    module_name, _, attr = BACKENDS[name].partition(":")
+    return getattr(importlib.import_module(module_name), attr)()
+
+
+def run_batches(runner: Runner, contract: Contract, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Normalize uint8 images (N, H, W, C) by the contract and collect logits in batches."""
+    step = min(batch, runner.batch_limit or batch)
+    outs = [runner.infer(contract.normalize(images[i : i + step])) for i in range(0, len(images), step)]
+    return np.concatenate(outs).reshape(len(images), -1).astype(np.float32)

@@ -1,0 +1,62 @@
+"""The `edgemed` command. Subcommands load lazily; no runtime is imported for `--help`.
+
+This is the only place where an EdgemedError becomes a message: one line on stderr, non-zero exit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from edgemed import __version__
+from edgemed.errors import EdgemedError
+
+# name -> "module:attribute"; each module imports only click and light edgemed modules at top level.
+COMMANDS = {
+    "train": "edgemed.cli.train:train",
+    "export": "edgemed.cli.export:export",
+    "demo": "edgemed.cli.demo:demo",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module_name, _, attr = COMMANDS[name].partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgemed")
+def cli() -> None:
+    """Take compact medical image classifiers to edge hardware and prove they still work there."""
+
+
+def error_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"edgemed: error: {text}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI, turning user errors into one line and an exit code."""
+    try:
+        rc = cli.main(args=argv, prog_name="edgemed", standalone_mode=False)
+    except EdgemedError as exc:
+        click.echo(error_line(exc), err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("edgemed: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("edgemed: interrupted; no partial output was kept", err=True)
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -1,0 +1,158 @@
+"""The preprocessing contract: how pixels become model input and logits become a decision.
+
+It travels with every artifact (ONNX `metadata_props["edgemed.contract"]` and each manifest), so
+anyone can run an exported model without edgemed:
+
+    x = resize(image, input_size, bilinear) as float32 / scale      # pixel values in [0, 1]
+    x = (x - mean[c]) / std[c]                                        # per channel
+    layout NCHW (or NHWC for TFLite artifacts); outputs are logits
+    binary: p = sigmoid(logit[0]); positive when p >= threshold
+    multiclass: p = softmax(logits); multilabel: p_k = sigmoid(logit_k) >= threshold
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from edgemed.errors import InputError
+
+CONTRACT_KEY = "edgemed.contract"
+TASKS = ("binary", "multiclass", "multilabel")
+LAYOUTS = ("NCHW", "NHWC")
+
+
+@dataclass(frozen=True)
+class Contract:
+    """Input size, channels, layout, normalization, class names, task and operating threshold."""
+
+    input_size: tuple[int, int]
+    channels: int
+    class_names: tuple[str, ...]
+    task: str = "binary"
+    layout: str = "NCHW"
+    scale: float = 255.0
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+    threshold: float = 0.5
+    resample: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        problems = _contract_problems(self)
+        if problems:
+            raise InputError("invalid preprocessing contract: " + "; ".join(problems))
+
+    @property
+    def num_outputs(self) -> int:
+        """Logits the model emits: 1 for binary, one per class otherwise."""
+        return 1 if self.task == "binary" else len(self.class_names)
+
+    def input_shape(self, batch: int = 1) -> tuple[int, ...]:
+        h, w = self.input_size
+        if self.layout == "NCHW":
+            return (batch, self.channels, h, w)
+        return (batch, h, w, self.channels)
+
+    def with_threshold(self, threshold: float) -> Contract:
+        return replace(self, threshold=float(threshold))
+
+    def with_layout(self, layout: str) -> Contract:
+        return replace(self, layout=layout)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        for key in ("class_names", "mean", "std"):
+            d[key] = list(d[key])
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Contract:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InputError(f"preprocessing contract has unknown keys {sorted(unknown)}")
+        try:
+            return cls(
+                input_size=tuple(int(v) for v in d["input_size"]),
+                channels=int(d["channels"]),
+                class_names=tuple(str(c) for c in d["class_names"]),
+                **{k: _coerce(k, d[k]) for k in d if k not in ("input_size", "channels", "class_names")},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"preprocessing contract is incomplete or malformed ({exc})") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> Contract:
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"preprocessing contract is not valid JSON ({exc})") from None
+
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images (N, H, W, C) already at `input_size` -> float32 model input in `layout`."""
+        if images.ndim != 4 or images.shape[1:] != (*self.input_size, self.channels):
+            raise InputError(
+                f"images have shape {images.shape[1:]}, the model expects "
+                f"{(*self.input_size, self.channels)} (H, W, C); resize them with the contract"
+            )
+        x = images.astype(np.float32) / np.float32(self.scale)
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        if self.layout == "NCHW":
+            x = x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Logits (N, num_outputs) -> probabilities: sigmoid (binary, multilabel) or softmax."""
+        z = np.asarray(logits, np.float64).reshape(len(logits), -1)
+        if self.task == "multiclass":
+            z = z - z.max(axis=1, keepdims=True)
+            e = np.exp(z)
+            return e / e.sum(axis=1, keepdims=True)
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        """The score the threshold applies to: p(positive) for binary, all probabilities otherwise."""
+        p = self.probabilities(logits)
+        return p[:, 0] if self.task == "binary" else p
+
+    def decisions(self, logits: np.ndarray) -> np.ndarray:
+        """Binary/multilabel: score >= threshold. Multiclass: argmax."""
+        p = self.probabilities(logits)
+        if self.task == "multiclass":
+            return p.argmax(axis=1)
+        d = p >= self.threshold
+        return d[:, 0] if self.task == "binary" else d
+
+
+def _coerce(key: str, value):
+    if key in ("mean", "std"):
+        return tuple(float(v) for v in value)
+    if key in ("scale", "threshold"):
+        return float(value)
+    return str(value)
+
+
+def _contract_problems(c: Contract) -> list[str]:
+    problems = []
+    if len(c.input_size) != 2 or min(c.input_size) < 1:
+        problems.append(f"input_size must be [H, W] with positive sizes, got {list(c.input_size)}")
+    if c.channels not in (1, 3):
+        problems.append(f"channels must be 1 or 3, got {c.channels}")
+    if c.task not in TASKS:
+        problems.append(f"task must be one of {', '.join(TASKS)}, got {c.task!r}")
+    if c.layout not in LAYOUTS:
+        problems.append(f"layout must be NCHW or NHWC, got {c.layout!r}")
+    if len(c.mean) != c.channels or len(c.std) != c.channels:
+        problems.append(f"mean and std need {c.channels} values each (one per channel)")
+    if any(s <= 0 for s in c.std) or c.scale <= 0:
+        problems.append("std and scale must be positive")
+    if len(c.class_names) < 2 and c.task != "multilabel":
+        problems.append("class_names needs at least two classes")
+    if not 0.0 < c.threshold < 1.0:
+        problems.append(f"threshold must be in (0, 1), got {c.threshold}")
+    return problems

@@ -1,0 +1,107 @@
+"""Datasets: MedMNIST npz files and one-folder-per-class image trees, with duplicate-aware splits.
+
+`load_dataset(path, ...)` returns a `Dataset` whose splits hold uint8 images (N, H, W, C) already
+resized by the contract's rule, labels, sample ids and per-sample SHA-256 hashes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgemed.data.split import DuplicateReport
+from edgemed.errors import InputError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: uint8 images (N, H, W, C), labels (N,) or (N, K), ids and content hashes."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    ids: tuple[str, ...]
+    hashes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, idx: np.ndarray) -> Split:
+        idx = np.asarray(idx, dtype=np.int64)
+        return Split(
+            self.images[idx],
+            self.labels[idx],
+            tuple(self.ids[i] for i in idx),
+            tuple(self.hashes[i] for i in idx),
+        )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded dataset with its splits, class names, task and a hash of the source data."""
+
+    name: str
+    path: str
+    kind: str
+    class_names: tuple[str, ...]
+    task: str
+    splits: dict[str, Split]
+    data_hash: str
+    duplicates: DuplicateReport | None = None
+    split_config: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> Split:
+        if name not in self.splits or len(self.splits[name]) == 0:
+            raise InputError(
+                f"dataset {self.path} has no '{name}' split (or it is empty); "
+                f"available: {', '.join(k for k, v in self.splits.items() if len(v))}"
+            )
+        return self.splits[name]
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name,
+            "path": self.path,
+            "kind": self.kind,
+            "class_names": list(self.class_names),
+            "task": self.task,
+            "sizes": {k: len(v) for k, v in self.splits.items()},
+            "data_hash": self.data_hash,
+            "duplicates": self.duplicates.to_dict() if self.duplicates else None,
+            "split": dict(self.split_config),
+        }
+
+
+def load_dataset(
+    path: str | Path,
+    image_size: tuple[int, int] | None = None,
+    channels: int = 1,
+    seed: int = 0,
+    near_duplicates: bool = False,
+    fractions: tuple[float, float, float] = (0.6, 0.15, 0.25),
+) -> Dataset:
+    """Load an npz (MedMNIST layout) or an image folder tree (one sub-folder per class).
+
+    Folder trees are split duplicate-aware (byte-identical files, and with `near_duplicates`
+    perceptually near-identical ones, stay in one split), class-stratified and seeded.
+    """
+    p = embedded_dataset_path() if str(path) == "embedded" else Path(path).expanduser()
+    if not p.exists():
+        raise InputError(f"data path {p} does not exist; pass an .npz file or a folder of class folders")
+    if p.is_file() and p.suffix == ".npz":
+        from edgemed.data.npz import load_npz
+
+        return load_npz(p, image_size, channels)
+    if p.is_dir():
+        from edgemed.data.folder import load_folder
+
+        return load_folder(p, image_size, channels, seed, near_duplicates, fractions)
+    raise InputError(f"data path {p} is neither an .npz file nor a folder of class folders")
+
+
+def embedded_dataset_path() -> Path:
+    """The bundled PneumoniaMNIST subset (CC BY 4.0, MedMNIST v2)."""
+    return Path(__file__).resolve().parent.parent / "resources" / "pneumoniamnist_subset.npz"

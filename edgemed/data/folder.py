@@ -1,0 +1,73 @@
+"""One-folder-per-class image trees (JPEG/PNG of any mode, names with spaces), split duplicate-aware."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from edgemed.data import Dataset, Split
+from edgemed.data.images import IMAGE_SUFFIXES, read_image
+from edgemed.data.split import DuplicateReport, conflicting_label_groups, duplicate_groups, grouped_split
+from edgemed.errors import InputError
+
+DEFAULT_FOLDER_SIZE = (128, 128)
+NEAR_DUPLICATE_BITS = 4
+
+
+def list_class_files(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
+    """Class names (sorted sub-folder names) and (file, class index) pairs; refuses empty/one-class."""
+    classes = tuple(sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")))
+    files = [
+        (f, ci)
+        for ci, c in enumerate(classes)
+        for f in sorted((root / c).rglob("*"))
+        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    counts = {c: sum(1 for _, ci in files if ci == i) for i, c in enumerate(classes)}
+    if not files:
+        raise InputError(f"{root} holds no images; expected one sub-folder per class with PNG/JPEG files")
+    populated = [c for c, n in counts.items() if n]
+    if len(populated) < 2:
+        raise InputError(
+            f"{root} has images for only one class ({', '.join(populated)}); "
+            "a classifier needs at least two class folders with images"
+        )
+    return classes, files
+
+
+def load_folder(
+    root: Path,
+    image_size: tuple[int, int] | None,
+    channels: int,
+    seed: int,
+    near_duplicates: bool,
+    fractions: tuple[float, float, float],
+) -> Dataset:
+    """Read every image, hash its bytes, group duplicates, and split whole groups."""
+    size = tuple(image_size) if image_size else DEFAULT_FOLDER_SIZE
+    classes, files = list_class_files(root)
+    raw = [f.read_bytes() for f, _ in files]
+    hashes = [hashlib.sha256(b).hexdigest() for b in raw]
+    images = np.stack([read_image(f, size, channels) for f, _ in files])
+    labels = np.array([ci for _, ci in files], dtype=np.int64)
+    ids = tuple(str(f.relative_to(root)) for f, _ in files)
+    bits = NEAR_DUPLICATE_BITS if near_duplicates else -1
+    groups, exact, near = duplicate_groups(hashes, images, bits)
+    n_groups = len({g for g in groups.tolist() if (groups == g).sum() > 1})
+    report = DuplicateReport(
+        exact_groups=len({h for h in hashes if hashes.count(h) > 1}),
+        exact_redundant=exact,
+        near_groups=n_groups,
+        near_redundant=near,
+        conflicting_labels=conflicting_label_groups(labels, groups),
+    )
+    frac = dict(zip(("train", "val", "test"), fractions, strict=True))
+    index = grouped_split(labels, groups, frac, seed)
+    everything = Split(images, labels, ids, tuple(hashes))
+    splits = {name: everything.take(idx) for name, idx in index.items()}
+    data_hash = hashlib.sha256("\n".join(sorted(f"{i} {h}" for i, h in zip(ids, hashes, strict=True))).encode()).hexdigest()
+    config = {"seed": seed, "fractions": list(fractions), "near_duplicates": near_duplicates, "image_size": list(size)}
+    task = "binary" if len(classes) == 2 else "multiclass"
+    return Dataset(root.name, str(root.resolve()), "folder", classes, task, splits, data_hash, report, config)

@@ -1,0 +1,201 @@
+"""The export pipeline: model source -> reference ONNX (parity-checked) -> backend artifact.
+
+Each stage is a small function from one value to the next; `run_export` strings them together
+inside a staged output directory, so a failure at any stage leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgemed.artifact import write_manifest
+from edgemed.backends import ConvertRequest, get_backend, run_batches
+from edgemed.contract import Contract
+from edgemed.errors import DriftError, InputError
+from edgemed.fileio import staged_dir, write_json_atomic
+from edgemed.harness.drift import Drift, drift_from_logits
+from edgemed.models.source import LoadedModel, load_model_source
+from edgemed.profiles import Profile, resolve_target
+from edgemed.provenance import provenance
+
+MAX_EVAL_IMAGES = 512
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """Everything `edgemed export` was asked to do (recorded in the manifest as the config)."""
+
+    model: str
+    target: str
+    out: Path
+    precision: str = "fp32"
+    force: bool = False
+    calib: str | None = None
+    data: str | None = None
+    checkpoint: str | None = None
+    contract: str | None = None
+    model_args: dict = field(default_factory=dict)
+    opset: int = 17
+    simplify: bool = False
+    parity_tol: float = 1e-4
+    options: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["out"] = str(self.out)
+        return d
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Real images from the model's own data (validation split) used for parity and drift."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    ref: dict
+
+
+def evaluation_set(loaded: LoadedModel, data: str | None, split: str = "val") -> EvalSet | None:
+    """Images for parity: `--data` if given, else the data recorded in the model card.
+
+    The card's data hash must still match, so parity is never measured on different data silently.
+    """
+    from edgemed.data import load_dataset
+
+    card_data = (loaded.card or {}).get("data") or {}
+    path = data or card_data.get("path")
+    if not path:
+        return None
+    cfg = card_data.get("split", {}) if not data else {}
+    c = loaded.contract
+    ds = load_dataset(path, c.input_size, c.channels, seed=cfg.get("seed", 0),
+                      near_duplicates=cfg.get("near_duplicates", False),
+                      **({"fractions": tuple(cfg["fractions"])} if "fractions" in cfg else {}))
+    if not data and card_data.get("data_hash") not in (None, ds.data_hash):
+        raise InputError(f"the training data at {path} changed since the model was trained (hash differs); "
+                         "pass --data to choose evaluation data explicitly")
+    s = ds.split(split)
+    idx = np.arange(min(len(s), MAX_EVAL_IMAGES))
+    return EvalSet(s.images[idx], s.labels[idx], {"path": ds.path, "split": split, "n": len(idx), "data_hash": ds.data_hash})
+
+
+def reference_onnx(loaded: LoadedModel, path: Path, opset: int) -> Path:
+    """The FP32 reference ONNX: exported from torch, or the user's ONNX with the contract embedded."""
+    from edgemed.onnx_export import embed_contract, load_onnx, onnx_from_torch, save_onnx
+
+    if loaded.kind == "torch":
+        return onnx_from_torch(loaded.module, loaded.contract, path, opset)
+    save_onnx(embed_contract(load_onnx(loaded.onnx_path), loaded.contract), path)
+    return path
+
+
+def reference_logits(loaded: LoadedModel, onnx_path: Path, ev: EvalSet) -> np.ndarray:
+    """FP32 reference outputs: torch when we have the module, else ONNX Runtime on the input ONNX."""
+    if loaded.kind == "torch":
+        from edgemed.training import predict_logits
+
+        return predict_logits(loaded.module, loaded.contract, ev.images)
+    from edgemed.backends.onnxruntime import OnnxRuntimeRunner
+
+    with OnnxRuntimeRunner(onnx_path) as r:
+        return run_batches(r, loaded.contract, ev.images)
+
+
+def check_parity(contract: Contract, ref: np.ndarray, onnx_path: Path, ev: EvalSet, tol: float) -> Drift:
+    """ONNX Runtime vs the reference: max |delta p| <= tol and no decision flips, else DriftError."""
+    from edgemed.backends.onnxruntime import OnnxRuntimeRunner
+
+    with OnnxRuntimeRunner(onnx_path) as r:
+        drift = drift_from_logits(contract, ref, run_batches(r, contract, ev.images), ev.labels)
+    if drift.max_abs_dp > tol or drift.flips:
+        raise DriftError(
+            f"ONNX export does not match torch: max |delta p| {drift.max_abs_dp:.2e} (tolerance {tol:.0e}), "
+            f"{drift.flips} decision flips on {drift.n} images; check for unsupported ops or pass --parity-tol",
+            drift.to_dict(),
+        )
+    return drift
+
+
+def candidate_drift(backend, out: Path, manifest: dict, ref: np.ndarray, ev: EvalSet) -> Drift:
+    """Run the freshly written artifact with its own runtime and compare to the reference."""
+    contract = Contract.from_dict(manifest["contract"])
+    with backend.open(out, manifest) as runner:
+        return drift_from_logits(contract, ref, run_batches(runner, contract, ev.images), ev.labels)
+
+
+def run_export(req: ExportRequest) -> dict:
+    """Export one model to one target and precision; returns the written manifest."""
+    profile: Profile = resolve_target(req.target)
+    profile.allow(req.precision)
+    backend = get_backend(profile.runtime)
+    backend.check_precision(req.precision)
+    loaded = load_model_source(req.model, req.checkpoint, req.model_args, req.contract)
+    ev = evaluation_set(loaded, req.data)
+    with staged_dir(req.out, req.force) as tmp:
+        work = tmp / ".work"
+        work.mkdir()
+        onnx_path = reference_onnx(loaded, work / "reference.onnx", req.opset)
+        simplified = _maybe_simplify(onnx_path, req.simplify)
+        ref = reference_logits(loaded, onnx_path, ev) if ev else None
+        parity = check_parity(loaded.contract, ref, onnx_path, ev, req.parity_tol).to_dict() if ev else None
+        calibration = _calibration(req, loaded)
+        conv = backend.convert(
+            ConvertRequest(onnx_path, loaded.contract, req.precision, loaded.module, calibration, profile, req.options),
+            tmp,
+        )
+        shutil.rmtree(work)
+        if loaded.card:
+            write_json_atomic(tmp / "card.json", loaded.card)
+        manifest = _manifest(req, profile, backend, loaded, conv, parity, simplified, ev, calibration)
+        if ev and profile.device == "cpu":
+            manifest["drift"] = candidate_drift(backend, tmp, manifest, ref, ev).to_dict()
+        return write_manifest(tmp, manifest)
+
+
+def _maybe_simplify(onnx_path: Path, simplify: bool) -> dict | None:
+    if not simplify:
+        return None
+    from edgemed.onnx_export import simplify_onnx
+
+    return simplify_onnx(onnx_path)
+
+
+def _calibration(req: ExportRequest, loaded: LoadedModel):
+    """Resolve `--calib` for INT8 (never silently: INT8 without calibration data is an error)."""
+    if req.precision != "int8":
+        return None
+    if not req.calib:
+        raise InputError("INT8 needs calibration images: pass --calib RECIPE.toml or --calib DATA_PATH")
+    from edgemed.calibration import resolve_calibration
+
+    return resolve_calibration(req.calib, loaded.contract, loaded.card, req.options)
+
+
+def _manifest(req, profile, backend, loaded, conv, parity, simplified, ev, calibration) -> dict:
+    inputs = {"model": loaded.source.get("sha256", "")}
+    if ev:
+        inputs["data"] = ev.ref["data_hash"]
+    if profile.sha256:
+        inputs["target_profile"] = profile.sha256
+    cal = getattr(calibration, "manifest_sha256", None)
+    if cal:
+        inputs["calibration_manifest"] = cal
+    return {
+        "runtime": backend.name,
+        "runtime_package": backend.package,
+        "target": profile.name,
+        "profile": profile.to_dict(),
+        "precision": req.precision,
+        "model_file": conv.model_file,
+        "contract": conv.contract.to_dict(),
+        "source": loaded.source,
+        "parity": parity,
+        "evaluation": ev.ref if ev else None,
+        "simplify": simplified,
+        "backend": conv.info,
+        "provenance": provenance(inputs=inputs, config=req.to_dict()),
+    }

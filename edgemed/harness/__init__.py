@@ -1,0 +1,1 @@
+"""The target harness: drift against the FP32 reference, latency, memory, reports."""

@@ -1,0 +1,41 @@
+"""Provenance: edgemed and runtime versions (read from package metadata, nothing imported)."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+
+RUNTIME_PACKAGES = (
+    "numpy", "onnx", "onnxruntime", "torch", "openvino", "nncf", "ai-edge-litert", "tflite-runtime",
+    "litert-torch", "tensorrt", "polygraphy", "onnxconverter-common", "pydicom", "cryptography",
+)
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def runtime_versions() -> dict[str, str]:
+    """Installed versions of the packages an artifact's numbers depend on."""
+    return {n: v for n in RUNTIME_PACKAGES if (v := package_version(n))}
+
+
+def provenance(inputs: dict[str, str] | None = None, config: dict | None = None) -> dict:
+    """The provenance block every artifact records: versions, input hashes, resolved config."""
+    from edgemed import __version__
+
+    return {
+        "edgemed": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "runtimes": runtime_versions(),
+        "inputs": dict(inputs or {}),
+        "config": dict(config or {}),
+    }

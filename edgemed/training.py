@@ -1,0 +1,192 @@
+"""Train a zoo (or factory) model on CPU with early stopping on validation AUC; write checkpoint + card."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgemed.contract import Contract
+from edgemed.data import Dataset, load_dataset
+from edgemed.errors import InputError
+from edgemed.fileio import staged_dir, write_json_atomic
+from edgemed.metrics import auc, binary_metrics, youden_threshold
+from edgemed.models import ModelSpec
+from edgemed.progress import Progress
+from edgemed.provenance import provenance
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (recorded in the model card)."""
+
+    data: str
+    model: ModelSpec = field(default_factory=lambda: ModelSpec("cnn"))
+    epochs: int = 15
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    patience: int = 5
+    seed: int = 0
+    image_size: tuple[int, int] | None = None
+    channels: int = 1
+    near_duplicates: bool = False
+    augment: bool = True
+    threads: int | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    module: object
+    contract: Contract
+    card: dict
+
+
+def contract_for(ds: Dataset) -> Contract:
+    """Contract from the training split: its size, channels, and pixel mean/std after /255."""
+    train = ds.split("train").images.astype(np.float32) / 255.0
+    axes = (0, 1, 2)
+    mean = tuple(round(float(v), 4) for v in train.mean(axis=axes))
+    std = tuple(round(max(float(v), 1e-3), 4) for v in train.std(axis=axes))
+    return Contract(
+        input_size=tuple(train.shape[1:3]), channels=train.shape[3], class_names=ds.class_names,
+        task=ds.task, mean=mean, std=std,
+    )
+
+
+def train(cfg: TrainConfig, ds: Dataset | None = None) -> TrainResult:
+    """Run training and evaluation; returns the best-on-validation model, its contract and card."""
+    import torch
+
+    from edgemed.models import build_model
+    from edgemed.models.complexity import measure_complexity
+
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ds = ds or load_dataset(cfg.data, cfg.image_size, cfg.channels, cfg.seed, cfg.near_duplicates)
+    contract = contract_for(ds)
+    module = build_model(cfg.model, contract.channels, contract.num_outputs)
+    t0 = time.perf_counter()
+    best_state, history = _fit(module, ds, contract, cfg)
+    seconds = time.perf_counter() - t0
+    module.load_state_dict(best_state)
+    module.eval()
+    val_scores = contract.scores(predict_logits(module, contract, ds.split("val").images))
+    threshold = youden_threshold(ds.split("val").labels, val_scores) if contract.task == "binary" else 0.5
+    contract = contract.with_threshold(threshold)
+    test_logits = predict_logits(module, contract, ds.split("test").images)
+    card = {
+        "model": cfg.model.to_dict(),
+        "complexity": measure_complexity(module, contract.input_shape(1)).to_dict(),
+        "test": evaluate(contract, ds.split("test").labels, test_logits),
+        "training": {"seconds": round(seconds, 2), "epochs_run": len(history), "history": history,
+                     "best_epoch": int(np.argmax([h["val_auc"] for h in history])) + 1},
+        "data": ds.summary(),
+        "contract": contract.to_dict(),
+        "config": cfg.to_dict(),
+        "provenance": provenance(inputs={"data": ds.data_hash}),
+    }
+    return TrainResult(module, contract, card)
+
+
+def evaluate(contract: Contract, labels: np.ndarray, logits: np.ndarray) -> dict:
+    """Binary: AUC (95% CI), accuracy, sensitivity, specificity at the contract threshold.
+    Multiclass/multilabel: macro one-vs-rest AUC and accuracy."""
+    if contract.task == "binary":
+        return binary_metrics(labels, contract.scores(logits), contract.threshold).to_dict()
+    probs = contract.probabilities(logits)
+    onehot = labels if labels.ndim == 2 else np.eye(probs.shape[1])[labels]
+    aucs = [auc(onehot[:, k], probs[:, k]) for k in range(probs.shape[1]) if 0 < onehot[:, k].sum() < len(onehot)]
+    acc = float((contract.decisions(logits) == labels).mean())
+    return {"n": len(labels), "auc": float(np.mean(aucs)), "auc_per_class": aucs, "accuracy": acc}
+
+
+def predict_logits(module, contract: Contract, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Torch FP32 logits for uint8 images (N, H, W, C) through the contract's normalization."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            x = torch.from_numpy(contract.normalize(images[i : i + batch]))
+            out.append(module(x).float().numpy())
+    return np.concatenate(out).reshape(len(images), -1)
+
+
+def _fit(module, ds: Dataset, contract: Contract, cfg: TrainConfig) -> tuple[dict, list[dict]]:
+    import torch
+
+    train_split, val = ds.split("train"), ds.split("val")
+    x_all = torch.from_numpy(contract.normalize(train_split.images))
+    y_all = torch.from_numpy(train_split.labels.astype(np.float32 if contract.task != "multiclass" else np.int64))
+    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * ((len(x_all) + cfg.batch_size - 1) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, steps))
+    loss_fn = _loss(contract.task)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    best, best_auc, history, stale = None, -1.0, [], 0
+    bar = Progress(steps, "train")
+    for epoch in range(cfg.epochs):
+        module.train()
+        losses = []
+        for idx in torch.randperm(len(x_all), generator=gen).split(cfg.batch_size):
+            xb = _augment(x_all[idx], gen) if cfg.augment else x_all[idx]
+            loss = loss_fn(module(xb), y_all[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.advance(1, f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.3f}")
+        module.eval()
+        val_auc = evaluate(contract, val.labels, predict_logits(module, contract, val.images))["auc"]
+        history.append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5), "val_auc": round(val_auc, 5)})
+        bar.note(f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.3f} val AUC {val_auc:.4f}")
+        if val_auc > best_auc + 1e-4:
+            best, best_auc, stale = {k: v.clone() for k, v in module.state_dict().items()}, val_auc, 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                bar.note(f"early stop: val AUC did not improve for {cfg.patience} epochs (best {best_auc:.4f})")
+                break
+    bar.close()
+    return best, history
+
+
+def _loss(task: str):
+    import torch
+
+    if task == "multiclass":
+        return torch.nn.CrossEntropyLoss()
+    bce = torch.nn.BCEWithLogitsLoss()
+    return lambda logits, y: bce(logits.reshape(y.shape[0], -1), y.reshape(y.shape[0], -1))
+
+
+def _augment(x, gen):
+    """Random shift by up to 1/14 of the size (reflect-padded crop); no flips (anatomy is sided)."""
+    import torch
+
+    pad = max(1, x.shape[-1] // 14)
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
+    return padded[..., dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
+
+
+def write_training_dir(result: TrainResult, spec: ModelSpec, out: Path, force: bool) -> Path:
+    """Write `model.pt` and `card.json` into `out` atomically."""
+    from edgemed.models.checkpoint import save_checkpoint
+
+    if result.card["test"].get("auc") is None:
+        raise InputError("training produced no test metrics")
+    with staged_dir(out, force) as tmp:
+        save_checkpoint(tmp / "model.pt", result.module, spec, result.contract)
+        write_json_atomic(tmp / "card.json", result.card)
+    return out
