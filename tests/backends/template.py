@@ -1,0 +1,79 @@
+"""Shared backend test template (NNCF-style): each runtime's test class subclasses it.
+
+    class TestOpenVINO(BackendTemplate):
+        backend = "openvino"
+        precisions = ("fp32", "fp16", "int8")
+
+Each test exports the real chest X-ray model trained in the session fixture, runs the artifact
+with its runtime on real test images, and checks drift against the torch FP32 reference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import CXR
+
+# Drift budgets by precision: (max |delta p|, max flip rate, max AUC drop).
+BUDGETS = {"fp32": (1e-4, 0.0, 1e-6), "fp16": (5e-3, 0.01, 0.005), "int8": (0.2, 0.01, 0.005)}
+
+
+class BackendTemplate:
+    backend: str = ""
+    precisions: tuple[str, ...] = ("fp32",)
+    export_options: dict = {}
+
+    @pytest.fixture(scope="class")
+    def artifacts(self, cxr_model, tmp_path_factory) -> dict:
+        return {}
+
+    def _export(self, cxr_model, artifacts, tmp_path_factory, precision) -> Path:
+        if precision not in artifacts:
+            from edgemed.export import ExportRequest, run_export
+
+            out = tmp_path_factory.mktemp(f"{self.backend}-{precision}") / "artifact"
+            run_export(ExportRequest(
+                model=str(cxr_model), target=self.backend, out=out, precision=precision,
+                calib=str(CXR) if precision == "int8" else None, options=dict(self.export_options),
+            ))
+            artifacts[precision] = out
+        return artifacts[precision]
+
+    def test_backend_is_available(self):
+        from edgemed.backends import get_backend
+
+        assert get_backend(self.backend).available() is None
+
+    def test_export_runs_real_images_within_budget(self, cxr_model, artifacts, tmp_path_factory, precision):
+        from edgemed.artifact import load_artifact, open_runner
+        from edgemed.backends import run_batches
+        from edgemed.data import load_dataset
+        from edgemed.harness.drift import drift_from_logits
+        from edgemed.models.source import load_model_source
+        from edgemed.training import predict_logits
+
+        art = load_artifact(self._export(cxr_model, artifacts, tmp_path_factory, precision))
+        assert art.manifest["runtime"] == self.backend and art.manifest["precision"] == precision
+        test = load_dataset(CXR).split("test")
+        with open_runner(art, threads=1) as runner:
+            cand = run_batches(runner, art.contract, test.images)
+        loaded = load_model_source(str(cxr_model))
+        ref = predict_logits(loaded.module, loaded.contract, test.images)
+        d = drift_from_logits(loaded.contract, ref, cand, test.labels)
+        max_dp, max_flip, max_drop = BUDGETS[precision]
+        assert np.isfinite(cand).all()
+        assert d.max_abs_dp <= max_dp, d
+        assert d.flip_rate <= max_flip, d
+        assert d.auc_drop <= max_drop, d
+
+    def test_manifest_records_drift_and_provenance(self, cxr_model, artifacts, tmp_path_factory, precision):
+        from edgemed.artifact import load_artifact
+
+        m = load_artifact(self._export(cxr_model, artifacts, tmp_path_factory, precision)).manifest
+        assert m["provenance"]["edgemed"]
+        assert m["provenance"]["inputs"]["model"]
+        assert m["drift"]["n"] > 0
+        assert m["contract"]["class_names"] == ["normal", "pneumonia"]

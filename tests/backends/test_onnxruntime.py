@@ -1,0 +1,6 @@
+from tests.backends.template import BackendTemplate
+
+
+class TestOnnxRuntime(BackendTemplate):
+    backend = "onnx"
+    precisions = ("fp32",)
