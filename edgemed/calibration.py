@@ -78,7 +78,9 @@ def load_recipe(path: Path, data_root: Path | None = None) -> CalibrationRecipe:
     allowed = set(CalibrationRecipe.__dataclass_fields__)
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise InputError(f"calibration recipe {path} has unknown keys {unknown}; allowed: {', '.join(sorted(allowed))}")
+        raise InputError(
+            f"calibration recipe {path} has unknown keys {unknown}; allowed: {', '.join(sorted(allowed))}"
+        )
     if "data" not in raw:
         raise InputError(f"calibration recipe {path} does not say which data (key 'data')")
     raw["data"] = str((Path(data_root) if data_root else Path.cwd()) / raw["data"])
@@ -98,13 +100,17 @@ def recipe_from_arg(calib: str, options: dict) -> tuple[CalibrationRecipe, str |
     return CalibrationRecipe(data=str(p), count=count, name="data-path"), None
 
 
-def resolve_calibration(calib: str, contract: Contract, card: dict | None, options: dict) -> CalibrationSet:
+def resolve_calibration(
+    calib: str, contract: Contract, card: dict | None, options: dict
+) -> CalibrationSet:
     """Resolve `--calib` to a checked CalibrationSet for this model's contract."""
     from edgemed.data import load_dataset
 
     recipe, recipe_path = recipe_from_arg(calib, options)
     if not Path(recipe.data).exists():
-        raise InputError(f"calibration data {recipe.data} does not exist; fix the recipe's 'data' or --data-root")
+        raise InputError(
+            f"calibration data {recipe.data} does not exist; fix the recipe's 'data' or --data-root"
+        )
     cfg = _split_config(recipe.data, card)
     ds = load_dataset(recipe.data, contract.input_size, contract.channels, **cfg)
     split = ds.split(recipe.split)
@@ -117,7 +123,10 @@ def resolve_calibration(calib: str, contract: Contract, card: dict | None, optio
         "recipe": recipe.to_dict(),
         "recipe_path": recipe_path,
         "data_hash": ds.data_hash,
-        "class_counts": {ds.class_names[int(k)]: int(v) for k, v in zip(*np.unique(chosen.labels, return_counts=True), strict=True)},
+        "class_counts": {
+            ds.class_names[int(k)]: int(v)
+            for k, v in zip(*np.unique(chosen.labels, return_counts=True), strict=True)
+        },
         "samples": [{"id": i, "sha256": h} for i, h in zip(chosen.ids, chosen.hashes, strict=True)],
         "warnings": list(warnings),
     }

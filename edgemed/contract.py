@@ -81,7 +81,11 @@ class Contract:
                 input_size=tuple(int(v) for v in d["input_size"]),
                 channels=int(d["channels"]),
                 class_names=tuple(str(c) for c in d["class_names"]),
-                **{k: _coerce(k, d[k]) for k in d if k not in ("input_size", "channels", "class_names")},
+                **{
+                    k: _coerce(k, d[k])
+                    for k in d
+                    if k not in ("input_size", "channels", "class_names")
+                },
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"preprocessing contract is incomplete or malformed ({exc})") from None

@@ -72,15 +72,26 @@ def evaluation_set(loaded: LoadedModel, data: str | None, split: str = "val") ->
         return None
     cfg = card_data.get("split", {}) if not data else {}
     c = loaded.contract
-    ds = load_dataset(path, c.input_size, c.channels, seed=cfg.get("seed", 0),
-                      near_duplicates=cfg.get("near_duplicates", False),
-                      **({"fractions": tuple(cfg["fractions"])} if "fractions" in cfg else {}))
+    ds = load_dataset(
+        path,
+        c.input_size,
+        c.channels,
+        seed=cfg.get("seed", 0),
+        near_duplicates=cfg.get("near_duplicates", False),
+        **({"fractions": tuple(cfg["fractions"])} if "fractions" in cfg else {}),
+    )
     if not data and card_data.get("data_hash") not in (None, ds.data_hash):
-        raise InputError(f"the training data at {path} changed since the model was trained (hash differs); "
-                         "pass --data to choose evaluation data explicitly")
+        raise InputError(
+            f"the training data at {path} changed since the model was trained (hash differs); "
+            "pass --data to choose evaluation data explicitly"
+        )
     s = ds.split(split)
     idx = np.arange(min(len(s), MAX_EVAL_IMAGES))
-    return EvalSet(s.images[idx], s.labels[idx], {"path": ds.path, "split": split, "n": len(idx), "data_hash": ds.data_hash})
+    return EvalSet(
+        s.images[idx],
+        s.labels[idx],
+        {"path": ds.path, "split": split, "n": len(idx), "data_hash": ds.data_hash},
+    )
 
 
 def reference_onnx(loaded: LoadedModel, path: Path, opset: int) -> Path:
@@ -105,7 +116,9 @@ def reference_logits(loaded: LoadedModel, onnx_path: Path, ev: EvalSet) -> np.nd
         return run_batches(r, loaded.contract, ev.images)
 
 
-def check_parity(contract: Contract, ref: np.ndarray, onnx_path: Path, ev: EvalSet, tol: float) -> Drift:
+def check_parity(
+    contract: Contract, ref: np.ndarray, onnx_path: Path, ev: EvalSet, tol: float
+) -> Drift:
     """ONNX Runtime vs the reference: max |delta p| <= tol and no decision flips, else DriftError."""
     from edgemed.backends.onnxruntime import OnnxRuntimeRunner
 
@@ -141,16 +154,30 @@ def run_export(req: ExportRequest) -> dict:
         onnx_path = reference_onnx(loaded, work / "reference.onnx", req.opset)
         simplified = _maybe_simplify(onnx_path, req.simplify)
         ref = reference_logits(loaded, onnx_path, ev) if ev else None
-        parity = check_parity(loaded.contract, ref, onnx_path, ev, req.parity_tol).to_dict() if ev else None
+        parity = (
+            check_parity(loaded.contract, ref, onnx_path, ev, req.parity_tol).to_dict()
+            if ev
+            else None
+        )
         calibration = _calibration(req, loaded)
         conv = backend.convert(
-            ConvertRequest(onnx_path, loaded.contract, req.precision, loaded.module, calibration, profile, req.options),
+            ConvertRequest(
+                onnx_path,
+                loaded.contract,
+                req.precision,
+                loaded.module,
+                calibration,
+                profile,
+                req.options,
+            ),
             tmp,
         )
         shutil.rmtree(work)
         if loaded.card:
             write_json_atomic(tmp / "card.json", loaded.card)
-        manifest = _manifest(req, profile, backend, loaded, conv, parity, simplified, ev, calibration)
+        manifest = _manifest(
+            req, profile, backend, loaded, conv, parity, simplified, ev, calibration
+        )
         if ev and profile.device == "cpu":
             manifest["drift"] = candidate_drift(backend, tmp, manifest, ref, ev).to_dict()
         return write_manifest(tmp, manifest)
@@ -169,7 +196,9 @@ def _calibration(req: ExportRequest, loaded: LoadedModel):
     if req.precision != "int8":
         return None
     if not req.calib:
-        raise InputError("INT8 needs calibration images: pass --calib RECIPE.toml or --calib DATA_PATH")
+        raise InputError(
+            "INT8 needs calibration images: pass --calib RECIPE.toml or --calib DATA_PATH"
+        )
     from edgemed.calibration import resolve_calibration
 
     return resolve_calibration(req.calib, loaded.contract, loaded.card, req.options)

@@ -30,7 +30,9 @@ def sha256_bytes(data: bytes) -> str:
 def refuse_existing(out: Path, force: bool) -> None:
     """Raise unless `out` is free or the user asked to replace it."""
     if out.exists() and not force:
-        raise InputError(f"output {out} already exists; choose another path or pass --force to replace it")
+        raise InputError(
+            f"output {out} already exists; choose another path or pass --force to replace it"
+        )
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -22,10 +22,14 @@ def onnx_from_torch(module, contract: Contract, path: Path, opset: int = DEFAULT
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module.eval(), torch.zeros(contract.input_shape(2)), buf,
-            input_names=["input"], output_names=["logits"],
+            module.eval(),
+            torch.zeros(contract.input_shape(2)),
+            buf,
+            input_names=["input"],
+            output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=opset, dynamo=False,
+            opset_version=opset,
+            dynamo=False,
         )
     import onnx
 

@@ -46,19 +46,28 @@ class Profile:
     def __post_init__(self) -> None:
         where = self.path or self.name
         if self.runtime not in RUNTIMES:
-            raise InputError(f"profile {where}: runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+            raise InputError(
+                f"profile {where}: runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}"
+            )
         if self.device not in DEVICES:
-            raise InputError(f"profile {where}: device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+            raise InputError(
+                f"profile {where}: device must be one of {', '.join(DEVICES)}, got {self.device!r}"
+            )
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad or not self.precisions:
-            raise InputError(f"profile {where}: precisions must be a non-empty subset of {list(PRECISIONS)}, got {list(self.precisions)}")
+            raise InputError(
+                f"profile {where}: precisions must be a non-empty subset of {list(PRECISIONS)}, got {list(self.precisions)}"
+            )
         if self.dla_core is not None and self.runtime != "tensorrt":
             raise InputError(f"profile {where}: dla_core applies only to the tensorrt runtime")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"profile {where}: threads must be >= 1")
 
     def to_dict(self) -> dict:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+            for f in fields(self)
+        }
 
     def allow(self, precision: str) -> None:
         if precision not in self.precisions:
@@ -94,7 +103,9 @@ def load_profile(path: Path) -> Profile:
     allowed = {f.name for f in fields(Profile)} - {"path", "sha256"}
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise InputError(f"profile {path} has unknown keys {unknown}; allowed: {', '.join(sorted(allowed))}")
+        raise InputError(
+            f"profile {path} has unknown keys {unknown}; allowed: {', '.join(sorted(allowed))}"
+        )
     data.setdefault("name", Path(path).stem)
     if "precisions" in data:
         data["precisions"] = tuple(data["precisions"])
@@ -114,4 +125,6 @@ def resolve_target(target: str) -> Profile:
         return load_profile(candidate)
     if target in RUNTIMES:
         return Profile(name=target, runtime=target)
-    raise InputError(f"unknown target {target!r}; known targets: {', '.join(known_profiles())} (or a path to a .toml profile)")
+    raise InputError(
+        f"unknown target {target!r}; known targets: {', '.join(known_profiles())} (or a path to a .toml profile)"
+    )

@@ -41,6 +41,12 @@ class Progress:
         filled = int(width * self.done / self.total)
         elapsed = time.perf_counter() - self.start
         bar = "#" * filled + "-" * (width - filled)
-        self.stream.write(f"{prefix}{self.label} [{bar}] {self.done}/{self.total} {elapsed:5.1f}s {self.text}\033[K"[: 200] + end if self.tty
-                          else f"{self.label} {self.done}/{self.total} {elapsed:.1f}s {self.text}{end}")
+        self.stream.write(
+            f"{prefix}{self.label} [{bar}] {self.done}/{self.total} {elapsed:5.1f}s {self.text}\033[K"[
+                :200
+            ]
+            + end
+            if self.tty
+            else f"{self.label} {self.done}/{self.total} {elapsed:.1f}s {self.text}{end}"
+        )
         self.stream.flush()

@@ -8,8 +8,20 @@ from datetime import datetime, timezone
 from importlib import metadata
 
 RUNTIME_PACKAGES = (
-    "numpy", "onnx", "onnxruntime", "torch", "openvino", "nncf", "ai-edge-litert", "tflite-runtime",
-    "litert-torch", "tensorrt", "polygraphy", "onnxconverter-common", "pydicom", "cryptography",
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "torch",
+    "openvino",
+    "nncf",
+    "ai-edge-litert",
+    "tflite-runtime",
+    "litert-torch",
+    "tensorrt",
+    "polygraphy",
+    "onnxconverter-common",
+    "pydicom",
+    "cryptography",
 )
 
 

@@ -56,8 +56,12 @@ def contract_for(ds: Dataset) -> Contract:
     mean = tuple(round(float(v), 4) for v in train.mean(axis=axes))
     std = tuple(round(max(float(v), 1e-3), 4) for v in train.std(axis=axes))
     return Contract(
-        input_size=tuple(train.shape[1:3]), channels=train.shape[3], class_names=ds.class_names,
-        task=ds.task, mean=mean, std=std,
+        input_size=tuple(train.shape[1:3]),
+        channels=train.shape[3],
+        class_names=ds.class_names,
+        task=ds.task,
+        mean=mean,
+        std=std,
     )
 
 
@@ -80,15 +84,21 @@ def train(cfg: TrainConfig, ds: Dataset | None = None) -> TrainResult:
     module.load_state_dict(best_state)
     module.eval()
     val_scores = contract.scores(predict_logits(module, contract, ds.split("val").images))
-    threshold = youden_threshold(ds.split("val").labels, val_scores) if contract.task == "binary" else 0.5
+    threshold = (
+        youden_threshold(ds.split("val").labels, val_scores) if contract.task == "binary" else 0.5
+    )
     contract = contract.with_threshold(threshold)
     test_logits = predict_logits(module, contract, ds.split("test").images)
     card = {
         "model": cfg.model.to_dict(),
         "complexity": measure_complexity(module, contract.input_shape(1)).to_dict(),
         "test": evaluate(contract, ds.split("test").labels, test_logits),
-        "training": {"seconds": round(seconds, 2), "epochs_run": len(history), "history": history,
-                     "best_epoch": int(np.argmax([h["val_auc"] for h in history])) + 1},
+        "training": {
+            "seconds": round(seconds, 2),
+            "epochs_run": len(history),
+            "history": history,
+            "best_epoch": int(np.argmax([h["val_auc"] for h in history])) + 1,
+        },
         "data": ds.summary(),
         "contract": contract.to_dict(),
         "config": cfg.to_dict(),
@@ -104,7 +114,11 @@ def evaluate(contract: Contract, labels: np.ndarray, logits: np.ndarray) -> dict
         return binary_metrics(labels, contract.scores(logits), contract.threshold).to_dict()
     probs = contract.probabilities(logits)
     onehot = labels if labels.ndim == 2 else np.eye(probs.shape[1])[labels]
-    aucs = [auc(onehot[:, k], probs[:, k]) for k in range(probs.shape[1]) if 0 < onehot[:, k].sum() < len(onehot)]
+    aucs = [
+        auc(onehot[:, k], probs[:, k])
+        for k in range(probs.shape[1])
+        if 0 < onehot[:, k].sum() < len(onehot)
+    ]
     acc = float((contract.decisions(logits) == labels).mean())
     return {"n": len(labels), "auc": float(np.mean(aucs)), "auc_per_class": aucs, "accuracy": acc}
 
@@ -126,7 +140,9 @@ def _fit(module, ds: Dataset, contract: Contract, cfg: TrainConfig) -> tuple[dic
 
     train_split, val = ds.split("train"), ds.split("val")
     x_all = torch.from_numpy(contract.normalize(train_split.images))
-    y_all = torch.from_numpy(train_split.labels.astype(np.float32 if contract.task != "multiclass" else np.int64))
+    y_all = torch.from_numpy(
+        train_split.labels.astype(np.float32 if contract.task != "multiclass" else np.int64)
+    )
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * ((len(x_all) + cfg.batch_size - 1) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, steps))
@@ -147,15 +163,29 @@ def _fit(module, ds: Dataset, contract: Contract, cfg: TrainConfig) -> tuple[dic
             losses.append(loss.item())
             bar.advance(1, f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.3f}")
         module.eval()
-        val_auc = evaluate(contract, val.labels, predict_logits(module, contract, val.images))["auc"]
-        history.append({"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5), "val_auc": round(val_auc, 5)})
+        val_auc = evaluate(contract, val.labels, predict_logits(module, contract, val.images))[
+            "auc"
+        ]
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": round(float(np.mean(losses)), 5),
+                "val_auc": round(val_auc, 5),
+            }
+        )
         bar.note(f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.3f} val AUC {val_auc:.4f}")
         if val_auc > best_auc + 1e-4:
-            best, best_auc, stale = {k: v.clone() for k, v in module.state_dict().items()}, val_auc, 0
+            best, best_auc, stale = (
+                {k: v.clone() for k, v in module.state_dict().items()},
+                val_auc,
+                0,
+            )
         else:
             stale += 1
             if stale >= cfg.patience:
-                bar.note(f"early stop: val AUC did not improve for {cfg.patience} epochs (best {best_auc:.4f})")
+                bar.note(
+                    f"early stop: val AUC did not improve for {cfg.patience} epochs (best {best_auc:.4f})"
+                )
                 break
     bar.close()
     return best, history

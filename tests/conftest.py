@@ -51,7 +51,9 @@ def assert_user_error(res: CliResult, *needles: str) -> None:
 
 def tree_snapshot(path: Path) -> dict[str, bytes]:
     """Every file under `path` with its bytes (to prove nothing was written or changed)."""
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
 
 
 def pytest_generate_tests(metafunc):
@@ -79,8 +81,14 @@ def brain_model(tmp_path_factory) -> Path:
     from edgemed.training import TrainConfig, train, write_training_dir
 
     out = tmp_path_factory.mktemp("brain") / "model"
-    cfg = TrainConfig(data=str(BRAIN), model=ModelSpec("cnn", {"width": 0.5}), epochs=6, patience=6,
-                      image_size=(64, 64), batch_size=32)
+    cfg = TrainConfig(
+        data=str(BRAIN),
+        model=ModelSpec("cnn", {"width": 0.5}),
+        epochs=6,
+        patience=6,
+        image_size=(64, 64),
+        batch_size=32,
+    )
     write_training_dir(train(cfg), cfg.model, out, force=False)
     return out
 

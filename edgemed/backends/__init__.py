@@ -111,8 +111,12 @@ def get_backend(name: str) -> Backend:
     return getattr(importlib.import_module(module_name), attr)()
 
 
-def run_batches(runner: Runner, contract: Contract, images: np.ndarray, batch: int = 64) -> np.ndarray:
+def run_batches(
+    runner: Runner, contract: Contract, images: np.ndarray, batch: int = 64
+) -> np.ndarray:
     """Normalize uint8 images (N, H, W, C) by the contract and collect logits in batches."""
     step = min(batch, runner.batch_limit or batch)
-    outs = [runner.infer(contract.normalize(images[i : i + step])) for i in range(0, len(images), step)]
+    outs = [
+        runner.infer(contract.normalize(images[i : i + step])) for i in range(0, len(images), step)
+    ]
     return np.concatenate(outs).reshape(len(images), -1).astype(np.float32)

@@ -16,7 +16,12 @@ from edgemed.provenance import package_version
 class OnnxRuntimeRunner(Runner):
     """An InferenceSession with explicit thread counts and full graph optimization."""
 
-    def __init__(self, model_path: Path, threads: int | None = None, providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        threads: int | None = None,
+        providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    ) -> None:
         self.model_path, self.threads, self.providers = Path(model_path), threads, providers
         self.session = None
 
@@ -30,10 +35,14 @@ class OnnxRuntimeRunner(Runner):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         t0 = time.perf_counter()
         try:
-            self.session = ort.InferenceSession(str(self.model_path), opts, providers=list(self.providers))
+            self.session = ort.InferenceSession(
+                str(self.model_path), opts, providers=list(self.providers)
+            )
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/InvalidProtobuf types
             first = str(exc).strip().splitlines()[0][:300]
-            raise InputError(f"ONNX Runtime cannot load {self.model_path} ({first}); re-export it") from None
+            raise InputError(
+                f"ONNX Runtime cannot load {self.model_path} ({first}); re-export it"
+            ) from None
         self.load_seconds = time.perf_counter() - t0
         self.input_name = self.session.get_inputs()[0].name
         dim0 = self.session.get_inputs()[0].shape[0]

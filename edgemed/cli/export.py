@@ -10,44 +10,140 @@ from edgemed.cli.options import force_option, model_arg_option, out_option
 
 
 @click.command()
-@click.option("--model", required=True, help="Training output dir, .pt checkpoint, .onnx file, or package.module:factory.")
-@click.option("--target", required=True, help="Runtime (onnx, openvino, tflite, tensorrt), profile name, or profile .toml path.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True)
+@click.option(
+    "--model",
+    required=True,
+    help="Training output dir, .pt checkpoint, .onnx file, or package.module:factory.",
+)
+@click.option(
+    "--target",
+    required=True,
+    help="Runtime (onnx, openvino, tflite, tensorrt), profile name, or profile .toml path.",
+)
+@click.option(
+    "--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True
+)
 @click.option("--calib", help="Calibration recipe (.toml) or data path, required for int8.")
-@click.option("--data", help="Data for parity/drift checks (default: the data recorded in the model card).")
+@click.option(
+    "--data", help="Data for parity/drift checks (default: the data recorded in the model card)."
+)
 @click.option("--checkpoint", help="State-dict checkpoint for a package.module:factory model.")
-@click.option("--contract", "contract_path", help="Contract JSON for factory models or ONNX files without one.")
+@click.option(
+    "--contract",
+    "contract_path",
+    help="Contract JSON for factory models or ONNX files without one.",
+)
 @model_arg_option
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--simplify", is_flag=True, help="Simplify the ONNX graph with onnxslim.")
-@click.option("--parity-tol", type=float, default=1e-4, show_default=True, help="Max |delta p| allowed for FP32 parity.")
-@click.option("--data-root", type=click.Path(), help="Directory that a calibration recipe's 'data' is relative to.")
-@click.option("--calib-count", type=int, help="Calibration images when --calib is a data path (default 256).")
-@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), help="INT8 range estimation (default: the backend's measured best).")
-@click.option("--granularity", type=click.Choice(["per-channel", "per-tensor"]), help="INT8 weight quantization granularity (default per-channel).")
-@click.option("--quant-mode", type=click.Choice(["static", "dynamic"]), help="INT8 static (calibrated) or dynamic (ONNX Runtime only).")
-@click.option("--accuracy-control", is_flag=True, default=None, help="Keep the most sensitive layers in float until the drift budget holds.")
-@click.option("--max-auc-drop", type=float, help="Drift budget: AUC drop vs FP32 on validation (default 0.005).")
-@click.option("--max-flip-rate", type=float, help="Drift budget: decision flip rate vs FP32 (default 0.01).")
-@click.option("--option", "backend_options", multiple=True, metavar="KEY=VALUE", help="Backend-specific setting (repeatable).")
+@click.option(
+    "--parity-tol",
+    type=float,
+    default=1e-4,
+    show_default=True,
+    help="Max |delta p| allowed for FP32 parity.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(),
+    help="Directory that a calibration recipe's 'data' is relative to.",
+)
+@click.option(
+    "--calib-count", type=int, help="Calibration images when --calib is a data path (default 256)."
+)
+@click.option(
+    "--calib-method",
+    type=click.Choice(["minmax", "entropy", "percentile"]),
+    help="INT8 range estimation (default: the backend's measured best).",
+)
+@click.option(
+    "--granularity",
+    type=click.Choice(["per-channel", "per-tensor"]),
+    help="INT8 weight quantization granularity (default per-channel).",
+)
+@click.option(
+    "--quant-mode",
+    type=click.Choice(["static", "dynamic"]),
+    help="INT8 static (calibrated) or dynamic (ONNX Runtime only).",
+)
+@click.option(
+    "--accuracy-control",
+    is_flag=True,
+    default=None,
+    help="Keep the most sensitive layers in float until the drift budget holds.",
+)
+@click.option(
+    "--max-auc-drop",
+    type=float,
+    help="Drift budget: AUC drop vs FP32 on validation (default 0.005).",
+)
+@click.option(
+    "--max-flip-rate", type=float, help="Drift budget: decision flip rate vs FP32 (default 0.01)."
+)
+@click.option(
+    "--option",
+    "backend_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Backend-specific setting (repeatable).",
+)
 @out_option
 @force_option
-def export(model, target, precision, calib, data, checkpoint, contract_path, model_args, opset, simplify,
-           parity_tol, data_root, calib_count, calib_method, granularity, quant_mode, accuracy_control,
-           max_auc_drop, max_flip_rate, backend_options, out, force) -> None:
+def export(
+    model,
+    target,
+    precision,
+    calib,
+    data,
+    checkpoint,
+    contract_path,
+    model_args,
+    opset,
+    simplify,
+    parity_tol,
+    data_root,
+    calib_count,
+    calib_method,
+    granularity,
+    quant_mode,
+    accuracy_control,
+    max_auc_drop,
+    max_flip_rate,
+    backend_options,
+    out,
+    force,
+) -> None:
     """Export MODEL to TARGET at PRECISION, check it against FP32 on real images, write DIR."""
     from edgemed.export import ExportRequest, run_export
     from edgemed.models import parse_model_args
 
-    given = {"data_root": data_root, "calib_count": calib_count, "calib_method": calib_method,
-             "granularity": granularity, "quant_mode": quant_mode, "accuracy_control": accuracy_control,
-             "max_auc_drop": max_auc_drop, "max_flip_rate": max_flip_rate}
+    given = {
+        "data_root": data_root,
+        "calib_count": calib_count,
+        "calib_method": calib_method,
+        "granularity": granularity,
+        "quant_mode": quant_mode,
+        "accuracy_control": accuracy_control,
+        "max_auc_drop": max_auc_drop,
+        "max_flip_rate": max_flip_rate,
+    }
     options = {k: v for k, v in given.items() if v is not None}
     options.update(parse_model_args(backend_options))
     req = ExportRequest(
-        model=model, target=target, out=Path(out), precision=precision, force=force, calib=calib, data=data,
-        checkpoint=checkpoint, contract=contract_path, model_args=parse_model_args(model_args), opset=opset,
-        simplify=simplify, parity_tol=parity_tol, options=options,
+        model=model,
+        target=target,
+        out=Path(out),
+        precision=precision,
+        force=force,
+        calib=calib,
+        data=data,
+        checkpoint=checkpoint,
+        contract=contract_path,
+        model_args=parse_model_args(model_args),
+        opset=opset,
+        simplify=simplify,
+        parity_tol=parity_tol,
+        options=options,
     )
     manifest = run_export(req)
     click.echo(export_summary(manifest, out))
@@ -57,9 +153,13 @@ def export_summary(m: dict, out) -> str:
     size = sum(f["bytes"] for name, f in m["files"].items() if not name.endswith(".json"))
     parts = [f"exported {m['target']} {m['precision']} ({size / 1024:.0f} KiB) -> {out}"]
     if m.get("parity"):
-        parts.append(f"parity vs torch: max |dp| {m['parity']['max_abs_dp']:.1e}, {m['parity']['flips']} flips / {m['parity']['n']}")
+        parts.append(
+            f"parity vs torch: max |dp| {m['parity']['max_abs_dp']:.1e}, {m['parity']['flips']} flips / {m['parity']['n']}"
+        )
     d = m.get("drift")
     if d:
         auc = f", AUC drop {d['auc_drop']:+.4f}" if d.get("auc_drop") is not None else ""
-        parts.append(f"drift vs FP32: max |dp| {d['max_abs_dp']:.1e}, flip rate {d['flip_rate']:.2%}{auc}")
+        parts.append(
+            f"drift vs FP32: max |dp| {d['max_abs_dp']:.1e}, flip rate {d['flip_rate']:.2%}{auc}"
+        )
     return "; ".join(parts)

@@ -10,8 +10,18 @@ from edgemed.cli.options import force_option, model_arg_option, out_option
 
 
 @click.command()
-@click.option("--data", required=True, help="MedMNIST .npz, a folder of class folders, or 'embedded' (bundled chest X-ray subset).")
-@click.option("--model", "model_name", default="cnn", show_default=True, help="Zoo name or package.module:factory.")
+@click.option(
+    "--data",
+    required=True,
+    help="MedMNIST .npz, a folder of class folders, or 'embedded' (bundled chest X-ray subset).",
+)
+@click.option(
+    "--model",
+    "model_name",
+    default="cnn",
+    show_default=True,
+    help="Zoo name or package.module:factory.",
+)
 @model_arg_option
 @click.option("--width", type=float, help="Width multiplier (zoo models).")
 @click.option("--depth", type=float, help="Depth multiplier (zoo CNNs).")
@@ -20,22 +30,53 @@ from edgemed.cli.options import force_option, model_arg_option, out_option
 @click.option("--epochs", type=int, default=15, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=3e-3, show_default=True)
-@click.option("--patience", type=int, default=5, show_default=True, help="Early-stopping patience (epochs without val AUC gain).")
-@click.option("--image-size", type=int, help="Resize images to SIZE x SIZE (default: npz native, folders 128).")
+@click.option(
+    "--patience",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Early-stopping patience (epochs without val AUC gain).",
+)
+@click.option(
+    "--image-size",
+    type=int,
+    help="Resize images to SIZE x SIZE (default: npz native, folders 128).",
+)
 @click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True)
-@click.option("--near-duplicates", is_flag=True, help="Also keep perceptually near-identical images in one split.")
+@click.option(
+    "--near-duplicates",
+    is_flag=True,
+    help="Also keep perceptually near-identical images in one split.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, help="torch intra-op threads (default: all cores).")
 @out_option
 @force_option
-def train(data, model_name, model_args, width, depth, groups, rank, epochs, batch_size, lr, patience,
-          image_size, channels, near_duplicates, seed, threads, out, force) -> None:
+def train(
+    data,
+    model_name,
+    model_args,
+    width,
+    depth,
+    groups,
+    rank,
+    epochs,
+    batch_size,
+    lr,
+    patience,
+    image_size,
+    channels,
+    near_duplicates,
+    seed,
+    threads,
+    out,
+    force,
+) -> None:
     """Train a classifier with early stopping on validation AUC; write model.pt and card.json."""
     from edgemed.fileio import refuse_existing
     from edgemed.models import ModelSpec, parse_model_args
-    from edgemed.training import TrainConfig
+    from edgemed.training import TrainConfig, write_training_dir
     from edgemed.training import train as run_train
-    from edgemed.training import write_training_dir
 
     refuse_existing(Path(out), force)
     kwargs = parse_model_args(model_args)
@@ -43,9 +84,17 @@ def train(data, model_name, model_args, width, depth, groups, rank, epochs, batc
         if value is not None:
             kwargs[key] = value
     cfg = TrainConfig(
-        data=data, model=ModelSpec(model_name, kwargs), epochs=epochs, batch_size=batch_size, lr=lr,
-        patience=patience, seed=seed, image_size=(image_size, image_size) if image_size else None,
-        channels=int(channels), near_duplicates=near_duplicates, threads=threads,
+        data=data,
+        model=ModelSpec(model_name, kwargs),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        patience=patience,
+        seed=seed,
+        image_size=(image_size, image_size) if image_size else None,
+        channels=int(channels),
+        near_duplicates=near_duplicates,
+        threads=threads,
     )
     _check(cfg)
     result = run_train(cfg)
@@ -67,6 +116,12 @@ def summary_line(card: dict, out) -> str:
     t, c = card["test"], card["complexity"]
     ci = t.get("auc_ci95")
     ci_text = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
-    sens = f", sens {t['sensitivity']:.3f} spec {t['specificity']:.3f} @ {t['threshold']:.3f}" if "sensitivity" in t else ""
-    return (f"trained {card['model']['name']}: test AUC {t['auc']:.4f}{ci_text}{sens}, "
-            f"{c['params']:,} params, {c['macs'] / 1e6:.1f} M MACs, {card['training']['seconds']:.0f} s -> {out}")
+    sens = (
+        f", sens {t['sensitivity']:.3f} spec {t['specificity']:.3f} @ {t['threshold']:.3f}"
+        if "sensitivity" in t
+        else ""
+    )
+    return (
+        f"trained {card['model']['name']}: test AUC {t['auc']:.4f}{ci_text}{sens}, "
+        f"{c['params']:,} params, {c['macs'] / 1e6:.1f} M MACs, {card['training']['seconds']:.0f} s -> {out}"
+    )

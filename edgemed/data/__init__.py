@@ -90,7 +90,9 @@ def load_dataset(
     """
     p = embedded_dataset_path() if str(path) == "embedded" else Path(path).expanduser()
     if not p.exists():
-        raise InputError(f"data path {p} does not exist; pass an .npz file or a folder of class folders")
+        raise InputError(
+            f"data path {p} does not exist; pass an .npz file or a folder of class folders"
+        )
     if p.is_file() and p.suffix == ".npz":
         from edgemed.data.npz import load_npz
 

@@ -9,7 +9,12 @@ import numpy as np
 
 from edgemed.data import Dataset, Split
 from edgemed.data.images import IMAGE_SUFFIXES, read_image
-from edgemed.data.split import DuplicateReport, conflicting_label_groups, duplicate_groups, grouped_split
+from edgemed.data.split import (
+    DuplicateReport,
+    conflicting_label_groups,
+    duplicate_groups,
+    grouped_split,
+)
 from edgemed.errors import InputError
 
 DEFAULT_FOLDER_SIZE = (128, 128)
@@ -18,7 +23,9 @@ NEAR_DUPLICATE_BITS = 4
 
 def list_class_files(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]]]:
     """Class names (sorted sub-folder names) and (file, class index) pairs; refuses empty/one-class."""
-    classes = tuple(sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")))
+    classes = tuple(
+        sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    )
     files = [
         (f, ci)
         for ci, c in enumerate(classes)
@@ -27,7 +34,9 @@ def list_class_files(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]
     ]
     counts = {c: sum(1 for _, ci in files if ci == i) for i, c in enumerate(classes)}
     if not files:
-        raise InputError(f"{root} holds no images; expected one sub-folder per class with PNG/JPEG files")
+        raise InputError(
+            f"{root} holds no images; expected one sub-folder per class with PNG/JPEG files"
+        )
     populated = [c for c, n in counts.items() if n]
     if len(populated) < 2:
         raise InputError(
@@ -67,7 +76,16 @@ def load_folder(
     index = grouped_split(labels, groups, frac, seed)
     everything = Split(images, labels, ids, tuple(hashes))
     splits = {name: everything.take(idx) for name, idx in index.items()}
-    data_hash = hashlib.sha256("\n".join(sorted(f"{i} {h}" for i, h in zip(ids, hashes, strict=True))).encode()).hexdigest()
-    config = {"seed": seed, "fractions": list(fractions), "near_duplicates": near_duplicates, "image_size": list(size)}
+    data_hash = hashlib.sha256(
+        "\n".join(sorted(f"{i} {h}" for i, h in zip(ids, hashes, strict=True))).encode()
+    ).hexdigest()
+    config = {
+        "seed": seed,
+        "fractions": list(fractions),
+        "near_duplicates": near_duplicates,
+        "image_size": list(size),
+    }
     task = "binary" if len(classes) == 2 else "multiclass"
-    return Dataset(root.name, str(root.resolve()), "folder", classes, task, splits, data_hash, report, config)
+    return Dataset(
+        root.name, str(root.resolve()), "folder", classes, task, splits, data_hash, report, config
+    )

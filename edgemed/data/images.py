@@ -49,12 +49,19 @@ def resize_array(arr: np.ndarray, size: tuple[int, int], resample: str = "biline
     h, w = size
     if arr.shape[:2] == (h, w):
         return arr
-    method = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "bicubic": Image.BICUBIC}[resample]
-    bands = [np.asarray(Image.fromarray(arr[:, :, c]).resize((w, h), method)) for c in range(arr.shape[2])]
+    method = {"bilinear": Image.BILINEAR, "nearest": Image.NEAREST, "bicubic": Image.BICUBIC}[
+        resample
+    ]
+    bands = [
+        np.asarray(Image.fromarray(arr[:, :, c]).resize((w, h), method))
+        for c in range(arr.shape[2])
+    ]
     return np.stack(bands, axis=2)
 
 
-def read_image(path: Path, size: tuple[int, int], channels: int, resample: str = "bilinear") -> np.ndarray:
+def read_image(
+    path: Path, size: tuple[int, int], channels: int, resample: str = "bilinear"
+) -> np.ndarray:
     """Decode an image file to uint8 (H, W, C); an unreadable file is an InputError naming it."""
     from PIL import Image, UnidentifiedImageError
 

@@ -14,7 +14,10 @@ from edgemed.errors import InputError
 from edgemed.fileio import sha256_file
 
 # Class names of MedMNIST sets we know by file name; others get class_0..class_K.
-KNOWN_CLASSES = {"pneumoniamnist": ("normal", "pneumonia"), "breastmnist": ("malignant", "normal/benign")}
+KNOWN_CLASSES = {
+    "pneumoniamnist": ("normal", "pneumonia"),
+    "breastmnist": ("malignant", "normal/benign"),
+}
 
 
 def load_npz(path: Path, image_size: tuple[int, int] | None, channels: int) -> Dataset:
@@ -24,17 +27,23 @@ def load_npz(path: Path, image_size: tuple[int, int] | None, channels: int) -> D
     for name in SPLITS:
         images, labels = arrays[f"{name}_images"], arrays[f"{name}_labels"]
         if len(images) != len(labels):
-            raise InputError(f"{path}: {name}_images has {len(images)} rows but {name}_labels has {len(labels)}")
+            raise InputError(
+                f"{path}: {name}_images has {len(images)} rows but {name}_labels has {len(labels)}"
+            )
         images = _as_hwc(to_uint8(images), channels, image_size)
         hashes = tuple(hashlib.sha256(im.tobytes()).hexdigest() for im in images)
         ids = tuple(f"{name}/{i}" for i in range(len(images)))
         splits[name] = Split(images, _labels(labels), ids, hashes)
     task, k = _task(splits["train"].labels)
-    class_names = KNOWN_CLASSES.get(path.stem.split("_")[0].lower()) or tuple(f"class_{i}" for i in range(k))
+    class_names = KNOWN_CLASSES.get(path.stem.split("_")[0].lower()) or tuple(
+        f"class_{i}" for i in range(k)
+    )
     if len(class_names) != k:
         class_names = tuple(f"class_{i}" for i in range(k))
     _check_classes(path, splits["train"].labels, task)
-    return Dataset(path.stem, str(path.resolve()), "npz", class_names, task, splits, sha256_file(path))
+    return Dataset(
+        path.stem, str(path.resolve()), "npz", class_names, task, splits, sha256_file(path)
+    )
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -50,7 +59,9 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                 )
             return {k: f[k] for k in need}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot read {path} as an npz file ({exc}); re-download or re-save it") from None
+        raise InputError(
+            f"cannot read {path} as an npz file ({exc}); re-download or re-save it"
+        ) from None
 
 
 def _as_hwc(images: np.ndarray, channels: int, size: tuple[int, int] | None) -> np.ndarray:
@@ -59,7 +70,11 @@ def _as_hwc(images: np.ndarray, channels: int, size: tuple[int, int] | None) -> 
     if images.ndim != 4:
         raise InputError(f"npz images must be (N, H, W) or (N, H, W, C), got shape {images.shape}")
     if images.shape[3] != channels:
-        images = images.mean(axis=3, keepdims=True).astype(np.uint8) if channels == 1 else np.repeat(images[..., :1], 3, axis=3)
+        images = (
+            images.mean(axis=3, keepdims=True).astype(np.uint8)
+            if channels == 1
+            else np.repeat(images[..., :1], 3, axis=3)
+        )
     if size is not None and tuple(images.shape[1:3]) != tuple(size):
         images = np.stack([resize_array(im, size) for im in images])
     return np.ascontiguousarray(images)
@@ -82,4 +97,6 @@ def _task(labels: np.ndarray) -> tuple[str, int]:
 def _check_classes(path: Path, labels: np.ndarray, task: str) -> None:
     present = np.unique(labels) if task != "multilabel" else np.unique(labels.sum(axis=0) > 0)
     if task != "multilabel" and len(present) < 2:
-        raise InputError(f"{path}: the training split holds only one class ({present.tolist()}); a classifier needs at least two")
+        raise InputError(
+            f"{path}: the training split holds only one class ({present.tolist()}); a classifier needs at least two"
+        )

@@ -40,7 +40,12 @@ def drift_from_logits(
         auc_ref, auc_cand = auc(labels, p_ref[:, 0]), auc(labels, p_cand[:, 0])
         drop = auc_ref - auc_cand
     return Drift(
-        n=len(p_ref), max_abs_dp=float(dp.max()), mean_abs_dp=float(dp.mean()),
-        flips=int(changed.sum()), flip_rate=float(changed.mean()),
-        auc_reference=auc_ref, auc_candidate=auc_cand, auc_drop=drop,
+        n=len(p_ref),
+        max_abs_dp=float(dp.max()),
+        mean_abs_dp=float(dp.mean()),
+        flips=int(changed.sum()),
+        flip_rate=float(changed.mean()),
+        auc_reference=auc_ref,
+        auc_candidate=auc_cand,
+        auc_drop=drop,
     )

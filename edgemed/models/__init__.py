@@ -59,7 +59,9 @@ def load_factory(target: str):
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise InputError(f"cannot import {module_name!r} for model factory {target!r} ({exc}); install it") from None
+        raise InputError(
+            f"cannot import {module_name!r} for model factory {target!r} ({exc}); install it"
+        ) from None
     try:
         return getattr(module, attr)
     except AttributeError:

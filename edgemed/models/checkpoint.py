@@ -39,9 +39,18 @@ def read_checkpoint(path: Path) -> dict:
         raise InputError(f"checkpoint {path} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except (
+        RuntimeError,
+        EOFError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        ValueError,
+        OSError,
+    ) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"checkpoint {path} is corrupt or not a torch checkpoint ({first}); re-train or re-copy it") from None
+        raise InputError(
+            f"checkpoint {path} is corrupt or not a torch checkpoint ({first}); re-train or re-copy it"
+        ) from None
 
 
 def load_checkpoint(path: Path) -> tuple[object, ModelSpec, Contract]:
@@ -65,4 +74,6 @@ def load_state(module, state_dict: dict, path: Path) -> None:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise InputError(f"checkpoint {path} does not fit the model architecture ({first})") from None
+        raise InputError(
+            f"checkpoint {path} does not fit the model architecture ({first})"
+        ) from None

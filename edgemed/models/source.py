@@ -23,7 +23,10 @@ class LoadedModel:
 
 
 def load_model_source(
-    model: str, checkpoint: str | None = None, model_args: dict | None = None, contract_path: str | None = None
+    model: str,
+    checkpoint: str | None = None,
+    model_args: dict | None = None,
+    contract_path: str | None = None,
 ) -> LoadedModel:
     """Resolve MODEL as given on the command line."""
     p = Path(model).expanduser()
@@ -43,7 +46,9 @@ def load_model_source(
 
 def _from_training_dir(d: Path) -> LoadedModel:
     if not (d / "model.pt").is_file():
-        raise InputError(f"{d} is not a training output dir (no model.pt); run `edgemed train` first")
+        raise InputError(
+            f"{d} is not a training output dir (no model.pt); run `edgemed train` first"
+        )
     loaded = _from_checkpoint(d / "model.pt")
     card = read_json(d / "card.json", "model card") if (d / "card.json").exists() else None
     source = {**loaded.source, "kind": "training-dir", "dir": str(d.resolve())}
@@ -54,7 +59,12 @@ def _from_checkpoint(path: Path) -> LoadedModel:
     from edgemed.models.checkpoint import load_checkpoint
 
     module, spec, contract = load_checkpoint(path)
-    source = {"kind": "checkpoint", "path": str(path.resolve()), "sha256": sha256_file(path), "arch": spec.to_dict()}
+    source = {
+        "kind": "checkpoint",
+        "path": str(path.resolve()),
+        "sha256": sha256_file(path),
+        "arch": spec.to_dict(),
+    }
     return LoadedModel("torch", contract, source, module)
 
 
@@ -64,17 +74,27 @@ def _from_onnx(path: Path, contract_path: str | None) -> LoadedModel:
     model = load_onnx(path)
     contract = _contract_file(contract_path) if contract_path else contract_from_onnx(model)
     if contract is None:
-        raise InputError(f"{path} carries no edgemed.contract metadata; pass --contract contract.json")
-    return LoadedModel("onnx", contract, {"kind": "onnx", "path": str(path.resolve()), "sha256": sha256_file(path)},
-                       onnx_path=path)
+        raise InputError(
+            f"{path} carries no edgemed.contract metadata; pass --contract contract.json"
+        )
+    return LoadedModel(
+        "onnx",
+        contract,
+        {"kind": "onnx", "path": str(path.resolve()), "sha256": sha256_file(path)},
+        onnx_path=path,
+    )
 
 
-def _from_factory(spec_text: str, checkpoint: str | None, kwargs: dict, contract_path: str | None) -> LoadedModel:
+def _from_factory(
+    spec_text: str, checkpoint: str | None, kwargs: dict, contract_path: str | None
+) -> LoadedModel:
     from edgemed.models import ModelSpec, build_model
     from edgemed.models.checkpoint import load_state, read_checkpoint
 
     if not contract_path:
-        raise InputError(f"model factory {spec_text!r} needs --contract contract.json (input size, normalization, classes)")
+        raise InputError(
+            f"model factory {spec_text!r} needs --contract contract.json (input size, normalization, classes)"
+        )
     contract = _contract_file(contract_path)
     spec = ModelSpec(spec_text, kwargs)
     module = build_model(spec, contract.channels, contract.num_outputs)

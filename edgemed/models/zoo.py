@@ -44,7 +44,11 @@ class CompactCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         head_rank = min(rank, cin)
-        self.head = LowRankLinear(cin, num_outputs, head_rank) if conv == "lowrank" else nn.Linear(cin, num_outputs)
+        self.head = (
+            LowRankLinear(cin, num_outputs, head_rank)
+            if conv == "lowrank"
+            else nn.Linear(cin, num_outputs)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.features(x)).flatten(1)
@@ -55,8 +59,12 @@ class _DenseLayer(nn.Module):
     def __init__(self, cin: int, growth: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.Conv2d(cin, 4 * growth, 1, bias=False),
-            nn.BatchNorm2d(4 * growth), nn.ReLU(inplace=True), nn.Conv2d(4 * growth, growth, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cin),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cin, 4 * growth, 1, bias=False),
+            nn.BatchNorm2d(4 * growth),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(4 * growth, growth, 3, 1, 1, bias=False),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,8 +74,14 @@ class _DenseLayer(nn.Module):
 class SmallDenseNet(nn.Module):
     """DenseNet-BC with three dense blocks and compressing transitions (growth 12 by default)."""
 
-    def __init__(self, in_channels: int = 1, num_outputs: int = 1, growth: int = 12,
-                 layers: tuple[int, ...] = (4, 4, 4), width: float = 1.0) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_outputs: int = 1,
+        growth: int = 12,
+        layers: tuple[int, ...] = (4, 4, 4),
+        width: float = 1.0,
+    ) -> None:
         super().__init__()
         growth = max(4, int(round(growth * width)))
         c = 2 * growth
@@ -77,7 +91,12 @@ class SmallDenseNet(nn.Module):
                 mods.append(_DenseLayer(c, growth))
                 c += growth
             if i < len(layers) - 1:
-                mods += [nn.BatchNorm2d(c), nn.ReLU(inplace=True), nn.Conv2d(c, c // 2, 1, bias=False), nn.AvgPool2d(2)]
+                mods += [
+                    nn.BatchNorm2d(c),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(c, c // 2, 1, bias=False),
+                    nn.AvgPool2d(2),
+                ]
                 c //= 2
         mods += [nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*mods)
@@ -93,9 +112,14 @@ class _InvertedResidual(nn.Module):
         mid = cin * expand
         self.use_res = stride == 1 and cin == cout
         self.body = nn.Sequential(
-            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(inplace=True),
-            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(inplace=True),
-            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(cin, mid, 1, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False),
+            nn.BatchNorm2d(mid),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(mid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,11 +132,21 @@ class SmallMobileNetV2(nn.Module):
 
     SETTINGS = ((16, 1, 1), (24, 2, 2), (32, 2, 2), (64, 2, 2))  # (channels, blocks, first stride)
 
-    def __init__(self, in_channels: int = 1, num_outputs: int = 1, width: float = 1.0,
-                 expand: int = 4, dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_outputs: int = 1,
+        width: float = 1.0,
+        expand: int = 4,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         c = _ch(16, width)
-        mods: list[nn.Module] = [nn.Conv2d(in_channels, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU6(inplace=True)]
+        mods: list[nn.Module] = [
+            nn.Conv2d(in_channels, c, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU6(inplace=True),
+        ]
         for ch, n, s in self.SETTINGS:
             cout = _ch(ch, width)
             for i in range(n):
@@ -131,12 +165,16 @@ class _BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
         )
         self.short = (
             nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-            if stride != 1 or cin != cout else nn.Identity()
+            if stride != 1 or cin != cout
+            else nn.Identity()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,11 +184,20 @@ class _BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     """ResNet-18 (11.2 M parameters at width 1), the MedMNIST v2 baseline; a 3x3 stem for small inputs."""
 
-    def __init__(self, in_channels: int = 1, num_outputs: int = 1, width: float = 1.0, small_input: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_outputs: int = 1,
+        width: float = 1.0,
+        small_input: bool = True,
+    ) -> None:
         super().__init__()
         c = _ch(64, width)
-        stem = ([nn.Conv2d(in_channels, c, 3, 1, 1, bias=False)] if small_input
-                else [nn.Conv2d(in_channels, c, 7, 2, 3, bias=False)])
+        stem = (
+            [nn.Conv2d(in_channels, c, 3, 1, 1, bias=False)]
+            if small_input
+            else [nn.Conv2d(in_channels, c, 7, 2, 3, bias=False)]
+        )
         stem += [nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
         if not small_input:
             stem.append(nn.MaxPool2d(3, 2, 1))

@@ -35,10 +35,16 @@ class BackendTemplate:
             from edgemed.export import ExportRequest, run_export
 
             out = tmp_path_factory.mktemp(f"{self.backend}-{precision}") / "artifact"
-            run_export(ExportRequest(
-                model=str(cxr_model), target=self.backend, out=out, precision=precision,
-                calib=str(CXR) if precision == "int8" else None, options=dict(self.export_options),
-            ))
+            run_export(
+                ExportRequest(
+                    model=str(cxr_model),
+                    target=self.backend,
+                    out=out,
+                    precision=precision,
+                    calib=str(CXR) if precision == "int8" else None,
+                    options=dict(self.export_options),
+                )
+            )
             artifacts[precision] = out
         return artifacts[precision]
 
@@ -47,7 +53,9 @@ class BackendTemplate:
 
         assert get_backend(self.backend).available() is None
 
-    def test_export_runs_real_images_within_budget(self, cxr_model, artifacts, tmp_path_factory, precision):
+    def test_export_runs_real_images_within_budget(
+        self, cxr_model, artifacts, tmp_path_factory, precision
+    ):
         from edgemed.artifact import load_artifact, open_runner
         from edgemed.backends import run_batches
         from edgemed.data import load_dataset
@@ -69,7 +77,9 @@ class BackendTemplate:
         assert d.flip_rate <= max_flip, d
         assert d.auc_drop <= max_drop, d
 
-    def test_manifest_records_drift_and_provenance(self, cxr_model, artifacts, tmp_path_factory, precision):
+    def test_manifest_records_drift_and_provenance(
+        self, cxr_model, artifacts, tmp_path_factory, precision
+    ):
         from edgemed.artifact import load_artifact
 
         m = load_artifact(self._export(cxr_model, artifacts, tmp_path_factory, precision)).manifest
