@@ -18,6 +18,7 @@ COMMANDS = {
     "train": "edgemed.cli.train:train",
     "export": "edgemed.cli.export:export",
     "demo": "edgemed.cli.demo:demo",
+    "bench": "edgemed.cli.bench:bench",
 }
 
 
@@ -53,10 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("edgemed: aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("edgemed: interrupted; no partial output was kept", err=True)
         sys.exit(130)
     sys.exit(rc if isinstance(rc, int) else 0)
