@@ -8,7 +8,13 @@ from edgemed.errors import InputError
 
 
 def _c(**kw):
-    base = dict(input_size=(28, 28), channels=1, class_names=("normal", "pneumonia"), mean=(0.5,), std=(0.25,))
+    base = dict(
+        input_size=(28, 28),
+        channels=1,
+        class_names=("normal", "pneumonia"),
+        mean=(0.5,),
+        std=(0.25,),
+    )
     return Contract(**{**base, **kw})
 
 
@@ -16,14 +22,30 @@ def test_round_trip_json():
     c = _c(threshold=0.37)
     assert Contract.from_json(c.to_json()) == c
     d = c.to_dict()
-    for key in ("input_size", "channels", "layout", "scale", "mean", "std", "class_names", "task", "threshold"):
+    for key in (
+        "input_size",
+        "channels",
+        "layout",
+        "scale",
+        "mean",
+        "std",
+        "class_names",
+        "task",
+        "threshold",
+    ):
         assert key in d
 
 
 @pytest.mark.parametrize(
     "kw, needle",
-    [(dict(channels=2), "channels"), (dict(task="segmentation"), "task"), (dict(mean=(0.1, 0.2)), "mean"),
-     (dict(threshold=1.5), "threshold"), (dict(layout="CHW"), "layout"), (dict(class_names=("a",)), "class_names")],
+    [
+        (dict(channels=2), "channels"),
+        (dict(task="segmentation"), "task"),
+        (dict(mean=(0.1, 0.2)), "mean"),
+        (dict(threshold=1.5), "threshold"),
+        (dict(layout="CHW"), "layout"),
+        (dict(class_names=("a",)), "class_names"),
+    ],
 )
 def test_invalid_contract_is_refused(kw, needle):
     with pytest.raises(InputError, match=needle):
@@ -51,6 +73,13 @@ def test_probabilities_and_decisions():
     logits = np.array([[0.0], [1.0], [-3.0]])
     assert np.allclose(c.scores(logits), 1 / (1 + np.exp(-logits[:, 0])))
     assert c.decisions(logits).tolist() == [False, True, False]
-    mc = Contract(input_size=(8, 8), channels=1, class_names=("a", "b", "c"), task="multiclass", mean=(0,), std=(1,))
+    mc = Contract(
+        input_size=(8, 8),
+        channels=1,
+        class_names=("a", "b", "c"),
+        task="multiclass",
+        mean=(0,),
+        std=(1,),
+    )
     p = mc.probabilities(np.array([[1.0, 2.0, 3.0]]))
     assert np.isclose(p.sum(), 1) and mc.decisions(np.array([[1.0, 2.0, 3.0]])).tolist() == [2]

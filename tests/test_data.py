@@ -59,19 +59,38 @@ def _write_modes(root):
         base = rng.integers(0, 255, (20, 24), dtype=np.uint8)
         Image.fromarray(base).save(root / cls / "gray L.png")
         Image.fromarray(np.stack([base] * 3, 2)).save(root / cls / "rgb image.jpg")
-        Image.fromarray(np.dstack([base] * 3 + [np.full_like(base, 255)])).save(root / cls / "rgba.png")
+        Image.fromarray(np.dstack([base] * 3 + [np.full_like(base, 255)])).save(
+            root / cls / "rgba.png"
+        )
         Image.fromarray(base).convert("P").save(root / cls / "palette.png")
-        Image.fromarray((base.astype(np.uint16) * 257)).save(root / cls / "sixteen.png")
+        Image.fromarray(base.astype(np.uint16) * 257).save(root / cls / "sixteen.png")
     return root
 
 
 def test_folder_reader_handles_every_mode(tmp_path):
-    ds = load_dataset(_write_modes(tmp_path / "tree"), image_size=(16, 16), channels=3, fractions=(0.5, 0.25, 0.25))
+    ds = load_dataset(
+        _write_modes(tmp_path / "tree"),
+        image_size=(16, 16),
+        channels=3,
+        fractions=(0.5, 0.25, 0.25),
+    )
     images = np.concatenate([s.images for s in ds.splits.values()])
     assert images.shape == (10, 16, 16, 3)
-    sixteen = [im for s in ds.splits.values() for im, i in zip(s.images, s.ids) if "sixteen" in i]
-    gray = [im for s in ds.splits.values() for im, i in zip(s.images, s.ids) if "gray" in i]
-    assert np.abs(sixteen[0].astype(int) - gray[0].astype(int)).max() <= 1  # 16-bit scaled to 8-bit range
+    sixteen = [
+        im
+        for s in ds.splits.values()
+        for im, i in zip(s.images, s.ids, strict=False)
+        if "sixteen" in i
+    ]
+    gray = [
+        im
+        for s in ds.splits.values()
+        for im, i in zip(s.images, s.ids, strict=False)
+        if "gray" in i
+    ]
+    assert (
+        np.abs(sixteen[0].astype(int) - gray[0].astype(int)).max() <= 1
+    )  # 16-bit scaled to 8-bit range
 
 
 def test_folder_bad_inputs(tmp_path):

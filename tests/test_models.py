@@ -45,12 +45,16 @@ def test_conv_kinds_reduce_parameters_and_macs():
 
 
 def test_width_scales_parameters():
-    small, big = (count_params(build_model(ModelSpec("cnn", {"width": w}), 1, 1)) for w in (0.5, 1.0))
+    small, big = (
+        count_params(build_model(ModelSpec("cnn", {"width": w}), 1, 1)) for w in (0.5, 1.0)
+    )
     assert 3 < big / small < 4.5
 
 
 def test_factory_spec_and_errors():
-    m = build_model(ModelSpec("edgemed.models.zoo:CompactCNN", {"in_channels": 3, "num_outputs": 2}), 3, 2)
+    m = build_model(
+        ModelSpec("edgemed.models.zoo:CompactCNN", {"in_channels": 3, "num_outputs": 2}), 3, 2
+    )
     assert m(torch.zeros(1, 3, 28, 28)).shape == (1, 2)
     with pytest.raises(InputError, match="unknown model"):
         build_model(ModelSpec("vgg-huge"), 1, 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+
 import tomllib
 
 from tests.conftest import REPO
@@ -12,8 +13,13 @@ HEAVY = ("torch", "tensorflow", "openvino", "tensorrt", "nncf", "ai_edge_litert"
 
 
 def _modules_after(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
-                         capture_output=True, text=True, check=True, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
     return set(out.stdout.split())
 
 
@@ -23,9 +29,11 @@ def test_import_edgemed_imports_no_heavy_runtime():
 
 
 def test_cli_help_imports_no_heavy_runtime():
-    code = ("import sys\nfrom edgemed.cli import cli\n"
-            "try:\n    cli.main(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
-            "for name in cli.list_commands(None):\n    cli.get_command(None, name)")
+    code = (
+        "import sys\nfrom edgemed.cli import cli\n"
+        "try:\n    cli.main(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+        "for name in cli.list_commands(None):\n    cli.get_command(None, name)"
+    )
     mods = _modules_after(code)
     assert not [m for m in HEAVY if m in mods], [m for m in HEAVY if m in mods]
 
@@ -44,7 +52,9 @@ def test_torch_requirement_accepts_2_13():
     extras = meta["project"]["optional-dependencies"]
     torch_req = next(Requirement(r) for r in extras["torch"] if r.startswith("torch"))
     assert torch_req.specifier.contains("2.13.0")
-    assert not torch_req.specifier.contains("2.14.0"), "a newer torch would pull a multi-GB CUDA build"
+    assert not torch_req.specifier.contains("2.14.0"), (
+        "a newer torch would pull a multi-GB CUDA build"
+    )
     core = [Requirement(r).name for r in meta["project"]["dependencies"]]
     assert set(core) == {"click", "numpy", "onnx", "onnxruntime", "pillow"}
     assert meta["project"]["scripts"]["edgemed"] == "edgemed.cli:main"

@@ -28,8 +28,21 @@ def test_card_records_what_a_user_needs(cxr_model):
 
 def test_train_cli_on_brain_mri_with_progress(tmp_path):
     out = tmp_path / "brain"
-    res = run_cli("train", "--data", BRAIN, "--image-size", "32", "--epochs", "2", "--width", "0.25",
-                  "--batch-size", "32", "--out", out)
+    res = run_cli(
+        "train",
+        "--data",
+        BRAIN,
+        "--image-size",
+        "32",
+        "--epochs",
+        "2",
+        "--width",
+        "0.25",
+        "--batch-size",
+        "32",
+        "--out",
+        out,
+    )
     assert res.code == 0, res.err
     assert "epoch 2/2" in res.err and "test AUC" in res.out
     card = json.loads((out / "card.json").read_text())
@@ -39,7 +52,9 @@ def test_train_cli_on_brain_mri_with_progress(tmp_path):
 
 def test_onnx_export_parity_and_manifest(cxr_onnx):
     m = json.loads((cxr_onnx / "manifest.json").read_text())
-    assert m["parity"]["max_abs_dp"] < 1e-4 and m["parity"]["flips"] == 0 and m["parity"]["n"] == 270
+    assert (
+        m["parity"]["max_abs_dp"] < 1e-4 and m["parity"]["flips"] == 0 and m["parity"]["n"] == 270
+    )
     assert m["runtime"] == "onnx" and m["precision"] == "fp32"
     assert set(m["files"]) >= {"model.onnx", "card.json"}
     for key in ("edgemed", "runtimes", "inputs", "config"):
@@ -62,10 +77,30 @@ def test_exported_onnx_runs_without_edgemed(cxr_onnx):
 
 
 def test_export_from_checkpoint_and_from_onnx(cxr_model, cxr_onnx, tmp_path):
-    res = run_cli("export", "--model", cxr_model / "model.pt", "--target", "onnx", "--data", CXR, "--out", tmp_path / "a")
+    res = run_cli(
+        "export",
+        "--model",
+        cxr_model / "model.pt",
+        "--target",
+        "onnx",
+        "--data",
+        CXR,
+        "--out",
+        tmp_path / "a",
+    )
     assert res.code == 0, res.err
     assert json.loads((tmp_path / "a" / "manifest.json").read_text())["parity"]["flips"] == 0
-    res = run_cli("export", "--model", cxr_onnx / "model.onnx", "--target", "onnx", "--data", CXR, "--out", tmp_path / "b")
+    res = run_cli(
+        "export",
+        "--model",
+        cxr_onnx / "model.onnx",
+        "--target",
+        "onnx",
+        "--data",
+        CXR,
+        "--out",
+        tmp_path / "b",
+    )
     assert res.code == 0, res.err
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["source"]["kind"] == "onnx"
 
@@ -73,13 +108,28 @@ def test_export_from_checkpoint_and_from_onnx(cxr_model, cxr_onnx, tmp_path):
 def test_export_factory_spec_with_contract(cxr_model, tmp_path):
     contract = json.loads((cxr_model / "card.json").read_text())["contract"]
     (tmp_path / "c.json").write_text(json.dumps(contract))
-    res = run_cli("export", "--model", "edgemed.models.zoo:CompactCNN", "--model-arg", "width=0.5",
-                  "--contract", tmp_path / "c.json", "--target", "onnx", "--data", CXR, "--out", tmp_path / "f")
+    res = run_cli(
+        "export",
+        "--model",
+        "edgemed.models.zoo:CompactCNN",
+        "--model-arg",
+        "width=0.5",
+        "--contract",
+        tmp_path / "c.json",
+        "--target",
+        "onnx",
+        "--data",
+        CXR,
+        "--out",
+        tmp_path / "f",
+    )
     assert res.code == 0, res.err
 
 
 def test_simplify_option(cxr_model, tmp_path):
-    res = run_cli("export", "--model", cxr_model, "--target", "onnx", "--simplify", "--out", tmp_path / "s")
+    res = run_cli(
+        "export", "--model", cxr_model, "--target", "onnx", "--simplify", "--out", tmp_path / "s"
+    )
     assert res.code == 0, res.err
     m = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert m["simplify"]["tool"] == "onnxslim" and m["parity"]["flips"] == 0
@@ -103,7 +153,10 @@ def corrupt_files(tmp_path, cxr_model):
         (["--model", "{tmp}/corrupt.onnx"], ["not a valid onnx"]),
         (["--model", "{tmp}/missing.onnx"], ["does not exist"]),
         (["--model", "vgg-huge"], ["not found"]),
-        (["--model", "no_such_pkg.nets:Net", "--contract", "{tmp}/missing.json"], ["contract file"]),
+        (
+            ["--model", "no_such_pkg.nets:Net", "--contract", "{tmp}/missing.json"],
+            ["contract file"],
+        ),
         (["--model", "{model}", "--target", "coreml"], ["unknown target", "onnx"]),
     ],
 )
@@ -121,8 +174,17 @@ def test_export_bad_inputs(args, needles, corrupt_files, cxr_model):
 def test_unknown_factory_is_one_line(tmp_path, cxr_model):
     contract = json.loads((cxr_model / "card.json").read_text())["contract"]
     (tmp_path / "c.json").write_text(json.dumps(contract))
-    res = run_cli("export", "--model", "no_such_pkg.nets:Net", "--contract", tmp_path / "c.json",
-                  "--target", "onnx", "--out", tmp_path / "o")
+    res = run_cli(
+        "export",
+        "--model",
+        "no_such_pkg.nets:Net",
+        "--contract",
+        tmp_path / "c.json",
+        "--target",
+        "onnx",
+        "--out",
+        tmp_path / "o",
+    )
     assert_user_error(res, "cannot import")
 
 
@@ -169,7 +231,7 @@ def test_train_bad_data(make, needles, tmp_path):
     if make == "empty":
         data.mkdir()
     elif make in ("oneclass", "unreadable"):
-        for cls in (("only",) if make == "oneclass" else ("a", "b")):
+        for cls in ("only",) if make == "oneclass" else ("a", "b"):
             (data / cls).mkdir(parents=True)
             Image.fromarray(np.zeros((8, 8), np.uint8)).save(data / cls / "ok.png")
         if make == "unreadable":
@@ -194,7 +256,12 @@ def test_changed_training_data_is_not_used_silently(cxr_model, tmp_path):
 
 def test_brain_split_reproduced_for_parity(brain_model):
     card = json.loads((brain_model / "card.json").read_text())
-    ds = load_dataset(BRAIN, (64, 64), 1, seed=card["data"]["split"]["seed"],
-                      fractions=tuple(card["data"]["split"]["fractions"]))
+    ds = load_dataset(
+        BRAIN,
+        (64, 64),
+        1,
+        seed=card["data"]["split"]["seed"],
+        fractions=tuple(card["data"]["split"]["fractions"]),
+    )
     assert ds.data_hash == card["data"]["data_hash"]
     assert len(ds.split("test")) == card["test"]["n"]
