@@ -100,6 +100,13 @@ def train(
     result = run_train(cfg)
     write_training_dir(result, cfg.model, Path(out), force)
     click.echo(summary_line(result.card, out))
+    dup = result.card["data"].get("duplicates")
+    if dup:
+        click.echo(
+            f"split: {dup['exact_groups']} groups of byte-identical images ({dup['exact_redundant']} redundant "
+            f"copies) and {dup['near_redundant']} near-duplicates kept within one split; sizes "
+            f"{result.card['data']['sizes']}"
+        )
 
 
 def _check(cfg) -> None:
