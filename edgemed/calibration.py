@@ -41,6 +41,17 @@ class CalibrationRecipe:
     name: str = ""
     description: str = ""
 
+    def __post_init__(self) -> None:
+        where = f"calibration recipe {self.name or self.data}"
+        for key in ("count", "min_images", "seed"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "seed" else 1):
+                raise InputError(f"{where}: '{key}' must be a positive integer, got {v!r}")
+        if self.split not in ("train", "val", "test"):
+            raise InputError(f"{where}: 'split' must be train, val or test, got {self.split!r}")
+        if not isinstance(self.balance, bool):
+            raise InputError(f"{where}: 'balance' must be true or false, got {self.balance!r}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -81,7 +92,7 @@ def load_recipe(path: Path, data_root: Path | None = None) -> CalibrationRecipe:
         raise InputError(
             f"calibration recipe {path} has unknown keys {unknown}; allowed: {', '.join(sorted(allowed))}"
         )
-    if "data" not in raw:
+    if not isinstance(raw.get("data"), str):
         raise InputError(f"calibration recipe {path} does not say which data (key 'data')")
     raw["data"] = str((Path(data_root) if data_root else Path.cwd()) / raw["data"])
     raw.setdefault("name", Path(path).stem)
@@ -96,8 +107,41 @@ def recipe_from_arg(calib: str, options: dict) -> tuple[CalibrationRecipe, str |
     p = Path(calib).expanduser()
     if p.suffix == ".toml":
         return load_recipe(p, options.get("data_root")), str(p.resolve()) if p.exists() else None
-    count = int(options.get("calib_count") or DEFAULT_COUNT)
+    count = options.get("calib_count")
+    count = DEFAULT_COUNT if count is None else count
     return CalibrationRecipe(data=str(p), count=count, name="data-path"), None
+
+
+def calibration_for_export(
+    calib: str | None, precision: str, contract: Contract, card: dict | None, options: dict
+) -> CalibrationSet | None:
+    """The calibration set an export needs: static INT8 only, and then `--calib` is required.
+
+    Calibration flags given where nothing is calibrated (fp32, fp16, dynamic INT8) are refused.
+    """
+    static_int8 = precision == "int8" and options.get("quant_mode", "static") == "static"
+    if not static_int8:
+        given = [f for f, v in (("--calib", calib), *_calib_flags(options)) if v is not None]
+        if given:
+            what = "dynamic INT8" if precision == "int8" else precision
+            raise InputError(
+                f"{', '.join(given)} applies only to static INT8 calibration, not {what}; drop it"
+            )
+        return None
+    if not calib:
+        raise InputError(
+            "INT8 needs calibration images: pass --calib RECIPE.toml or --calib DATA_PATH"
+        )
+    if options.get("calib_count") is not None and Path(calib).suffix == ".toml":
+        raise InputError("--calib-count applies to --calib DATA_PATH; a recipe sets 'count' itself")
+    return resolve_calibration(calib, contract, card, options)
+
+
+def _calib_flags(options: dict) -> tuple[tuple[str, object], ...]:
+    return (
+        ("--calib-count", options.get("calib_count")),
+        ("--data-root", options.get("data_root")),
+    )
 
 
 def resolve_calibration(
@@ -117,7 +161,7 @@ def resolve_calibration(
     idx = select(split.labels, recipe.count, recipe.balance, recipe.seed)
     chosen = split.take(idx)
     _check_count_and_classes(recipe, chosen.labels, ds.class_names)
-    _check_test_overlap(chosen.hashes, card, ds)
+    _check_test_overlap(chosen.hashes, card, ds, contract)
     warnings = _stat_warnings(contract, chosen.images)
     manifest = {
         "recipe": recipe.to_dict(),
@@ -169,7 +213,7 @@ def _check_count_and_classes(recipe: CalibrationRecipe, labels: np.ndarray, clas
     if len(labels) < recipe.min_images:
         raise InputError(
             f"calibration set has {len(labels)} images, fewer than the minimum {recipe.min_images}; "
-            "point --calib at more images"
+            "raise the recipe's 'count' (or --calib-count) or point --calib at more images"
         )
     flat = labels if labels.ndim == 1 else labels.argmax(axis=1)
     present = np.unique(flat)
@@ -180,17 +224,37 @@ def _check_count_and_classes(recipe: CalibrationRecipe, labels: np.ndarray, clas
         )
 
 
-def _check_test_overlap(hashes: tuple[str, ...], card: dict | None, ds) -> None:
-    """Refuse calibration images that are also in the model's test split (by content hash)."""
-    d = (card or {}).get("data") or {}
-    if d.get("data_hash") != ds.data_hash:
-        return
-    test = set(ds.split("test").hashes) if "test" in ds.splits and len(ds.splits["test"]) else set()
+def _check_test_overlap(hashes: tuple[str, ...], card: dict | None, ds, contract: Contract) -> None:
+    """Refuse calibration images that are also in the model's test split (by content hash).
+
+    The test split is the one recorded in the model card (recomputed with its split settings),
+    also when the calibration images come from another file or folder.
+    """
+    test = _model_test_hashes(card, ds, contract)
     overlap = sum(h in test for h in hashes)
     if overlap:
         raise InputError(
-            f"{overlap} calibration images are also in the model's test split; calibrate on the train split"
+            f"{overlap} of {len(hashes)} calibration images are also in the model's test split "
+            '(same content hash); calibrate on training images only (e.g. split = "train")'
         )
+
+
+def _model_test_hashes(card: dict | None, ds, contract: Contract) -> set[str]:
+    from edgemed.data import load_dataset
+
+    d = (card or {}).get("data") or {}
+    if d.get("data_hash") == ds.data_hash:
+        model_ds = ds
+    elif d.get("path") and Path(d["path"]).exists():
+        model_ds = load_dataset(
+            d["path"], contract.input_size, contract.channels, **_split_config(d["path"], card)
+        )
+        if model_ds.data_hash != d.get("data_hash"):
+            return set()  # the model's data changed since training: its test split is unknown
+    else:
+        return set()
+    test = model_ds.splits.get("test")
+    return set(test.hashes) if test is not None else set()
 
 
 def _stat_warnings(contract: Contract, images: np.ndarray) -> tuple[str, ...]:

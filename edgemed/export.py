@@ -16,6 +16,7 @@ from edgemed.artifact import write_manifest
 from edgemed.backends import ConvertRequest, get_backend, run_batches
 from edgemed.contract import Contract
 from edgemed.errors import DriftError, InputError
+from edgemed.fallback import convert_within_budget
 from edgemed.fileio import staged_dir, write_json_atomic
 from edgemed.harness.drift import Drift, drift_from_logits
 from edgemed.models.source import LoadedModel, load_model_source
@@ -160,26 +161,35 @@ def run_export(req: ExportRequest) -> dict:
             else None
         )
         calibration = _calibration(req, loaded)
-        conv = backend.convert(
-            ConvertRequest(
-                onnx_path,
-                loaded.contract,
-                req.precision,
-                loaded.module,
-                calibration,
-                profile,
-                req.options,
-            ),
-            tmp,
+        creq = ConvertRequest(
+            onnx_path,
+            loaded.contract,
+            req.precision,
+            loaded.module,
+            calibration,
+            profile,
+            req.options,
+        )
+        facts = (req, profile, backend, loaded)
+        rest = (parity, simplified, ev, calibration)
+
+        def measure(d: Path, c) -> Drift:  # run an attempt on the validation split
+            return candidate_drift(backend, d, _manifest(*facts, c, *rest), ref, ev)
+
+        runnable = ev is not None and profile.device == "cpu"
+        conv, drift, budget = convert_within_budget(
+            backend, creq, tmp, work / "attempts", measure if runnable else None
         )
         shutil.rmtree(work)
         if loaded.card:
             write_json_atomic(tmp / "card.json", loaded.card)
-        manifest = _manifest(
-            req, profile, backend, loaded, conv, parity, simplified, ev, calibration
-        )
-        if ev and profile.device == "cpu":
-            manifest["drift"] = candidate_drift(backend, tmp, manifest, ref, ev).to_dict()
+        manifest = _manifest(*facts, conv, *rest)
+        if budget:
+            manifest["accuracy_control"] = budget
+        if drift is None and runnable:
+            drift = candidate_drift(backend, tmp, manifest, ref, ev)
+        if drift is not None:
+            manifest["drift"] = drift.to_dict()
         return write_manifest(tmp, manifest)
 
 
@@ -192,16 +202,12 @@ def _maybe_simplify(onnx_path: Path, simplify: bool) -> dict | None:
 
 
 def _calibration(req: ExportRequest, loaded: LoadedModel):
-    """Resolve `--calib` for INT8 (never silently: INT8 without calibration data is an error)."""
-    if req.precision != "int8":
-        return None
-    if not req.calib:
-        raise InputError(
-            "INT8 needs calibration images: pass --calib RECIPE.toml or --calib DATA_PATH"
-        )
-    from edgemed.calibration import resolve_calibration
+    """Resolve `--calib` for static INT8 (never silently: INT8 without calibration is an error)."""
+    from edgemed.calibration import calibration_for_export
 
-    return resolve_calibration(req.calib, loaded.contract, loaded.card, req.options)
+    return calibration_for_export(
+        req.calib, req.precision, loaded.contract, loaded.card, req.options
+    )
 
 
 def _manifest(req, profile, backend, loaded, conv, parity, simplified, ev, calibration) -> dict:

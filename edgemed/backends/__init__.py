@@ -74,7 +74,17 @@ class Runner(ABC):
 
 
 class Backend(ABC):
-    """One runtime: can it run here, convert the reference ONNX, open a runner on an artifact."""
+    """One runtime: can it run here, convert the reference ONNX, open a runner on an artifact.
+
+    Quantization options: validate `req.options` with `edgemed.backends.quant.quant_settings`
+    (inapplicable options are refused, never ignored) and write the calibration manifest with
+    `quant.write_calibration_manifest` (-> `calibration.json`, listed in `Converted.files`).
+
+    Accuracy-aware fallback hook (`edgemed.fallback`): a backend that can keep layers in float
+    returns their names from `quantizable_nodes(req)` and, in `convert`, keeps every name in
+    `req.options["exclude_nodes"]` (a tuple of those names) in float, recording them in
+    `Converted.info["excluded_nodes"]`. The default returns () and `--accuracy-control` is refused.
+    """
 
     name: str = ""
     package: str = ""  # pip distribution that provides the runtime
@@ -89,6 +99,10 @@ class Backend(ABC):
 
     @abstractmethod
     def open(self, artifact_dir: Path, manifest: dict, threads: int | None = None) -> Runner: ...
+
+    def quantizable_nodes(self, req: ConvertRequest) -> tuple[str, ...]:
+        """Layers `options["exclude_nodes"]` can keep in float at req.precision, in graph order."""
+        return ()
 
     def require(self) -> None:
         msg = self.available()

@@ -1,16 +1,40 @@
-"""ONNX Runtime backend (CPU; CUDA execution provider when asked and present)."""
+"""ONNX Runtime backend (CPU; CUDA execution provider when asked and present).
+
+FP32 copies the reference ONNX; FP16 converts with onnxconverter-common (FP32 inputs/outputs);
+INT8 is static QDQ calibrated on the user's images (MinMax by default: measured best here) or
+dynamic. The quantization itself lives in `ort_quant`.
+"""
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from edgemed.backends import Backend, Converted, ConvertRequest, Runner
+from edgemed.backends import ort_quant as oq
+from edgemed.backends.quant import (
+    QuantSettings,
+    calibration_info,
+    check_node_names,
+    quant_settings,
+    write_calibration_manifest,
+)
 from edgemed.errors import InputError
+from edgemed.fileio import sha256_file
 from edgemed.provenance import package_version
+
+MODEL_FILE = "model.onnx"
+# Backend-specific --option keys and the precisions they apply to.
+EXTRA_OPTIONS = {
+    "activation_type": ("int8",),
+    "weight_type": ("int8",),
+    "calib_bins": ("int8",),
+    "calib_percentile": ("int8",),
+}
 
 
 class OnnxRuntimeRunner(Runner):
@@ -39,10 +63,7 @@ class OnnxRuntimeRunner(Runner):
                 str(self.model_path), opts, providers=list(self.providers)
             )
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/InvalidProtobuf types
-            first = str(exc).strip().splitlines()[0][:300]
-            raise InputError(
-                f"ONNX Runtime cannot load {self.model_path} ({first}); re-export it"
-            ) from None
+            raise _load_error(self.model_path, exc) from None
         self.load_seconds = time.perf_counter() - t0
         self.input_name = self.session.get_inputs()[0].name
         dim0 = self.session.get_inputs()[0].shape[0]
@@ -55,20 +76,144 @@ class OnnxRuntimeRunner(Runner):
         self.session = None
 
 
+def _load_error(path: Path, exc: Exception) -> InputError:
+    """Name the op and node ONNX Runtime has no kernel for; else its own first line."""
+    missing = unsupported_nodes(path)
+    if missing:
+        node, op = missing[0]
+        more = f" (and {len(missing) - 1} more nodes)" if len(missing) > 1 else ""
+        return InputError(
+            f"ONNX Runtime cannot run op {op} at node {node!r} in {path}{more}; "
+            "replace that layer with standard ONNX ops and re-export"
+        )
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return InputError(f"ONNX Runtime cannot load {path} ({first}); re-export it")
+
+
+def unsupported_nodes(path: Path) -> list[tuple[str, str]]:
+    """(node name, domain::op) for nodes with no CPU kernel in this ONNX Runtime build."""
+    import onnx
+    import onnxruntime.capi._pybind_state as C
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # unreadable file: the session error says it better
+        return []
+    kernels = {(k.domain or "", k.op_name) for k in C.get_all_opkernel_def()}
+    functions = {(f.domain, f.name) for f in model.functions}
+    out = []
+    for n in model.graph.node:
+        key = ("" if n.domain in ("", "ai.onnx") else n.domain, n.op_type)
+        if key not in kernels and key not in functions:
+            out.append(
+                (n.name or "(unnamed)", f"{n.domain}::{n.op_type}" if n.domain else n.op_type)
+            )
+    return out
+
+
 class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime: fp32 copy, fp16 (onnxconverter-common), int8 static QDQ or dynamic."""
+
     name = "onnx"
     package = "onnxruntime"
-    precisions = frozenset({"fp32"})
+    precisions = frozenset({"fp32", "fp16", "int8"})
+
+    def __init__(self) -> None:
+        # Caches for the accuracy-aware fallback, which converts the same model many times.
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._pre: dict[str, Path] = {}
+        self._ranges: dict[tuple, object] = {}
 
     def available(self) -> str | None:
         if package_version("onnxruntime") is None:
             return "ONNX Runtime is not installed; pip install onnxruntime"
         return None
 
-    def convert(self, req: ConvertRequest, out: Path) -> Converted:
+    def settings(self, req: ConvertRequest) -> QuantSettings:
+        """The validated quantization settings for `req` (unknown/inapplicable options refused)."""
         self.check_precision(req.precision)
-        shutil.copyfile(req.onnx_path, out / "model.onnx")
-        return Converted(("model.onnx",), "model.onnx", req.contract, {"format": "onnx"})
+        return quant_settings(
+            req,
+            self.name,
+            methods=oq.METHODS,
+            default_method="minmax",
+            modes=("static", "dynamic"),
+            granularities=oq.GRANULARITIES,
+            default_granularity="per-channel",
+            extra_keys=EXTRA_OPTIONS,
+        )
+
+    def quantizable_nodes(self, req: ConvertRequest) -> tuple[str, ...]:
+        s = self.settings(req)
+        if s.precision == "fp16":
+            return oq.nodes_of_types(req.onnx_path, oq.FP16_CANDIDATES)
+        if s.precision == "int8":
+            kinds = oq.DYNAMIC_CANDIDATES if s.mode == "dynamic" else oq.STATIC_CANDIDATES
+            return oq.nodes_of_types(self._preprocessed(req.onnx_path), kinds)
+        return ()
+
+    def convert(self, req: ConvertRequest, out: Path) -> Converted:
+        s = self.settings(req)
+        if s.exclude_nodes:
+            check_node_names(s.exclude_nodes, self.quantizable_nodes(req), self.name)
+        target = Path(out) / MODEL_FILE
+        if s.precision == "fp32":
+            shutil.copyfile(req.onnx_path, target)
+            info: dict = {}
+        elif s.precision == "fp16":
+            info = oq.fp16_from_onnx(req.onnx_path, target, s)
+        elif s.mode == "dynamic":
+            info = self._dynamic(req, target, s)
+        else:
+            info = self._static(req, target, s)
+        oq.ensure_contract(target, req.contract)
+        files = [MODEL_FILE]
+        if cal := write_calibration_manifest(out, req.calibration):
+            files.append(cal)
+        settings = {k: v for k, v in s.to_dict().items() if k != "exclude_nodes"}
+        info = {"format": "onnx", **settings, **info, "excluded_nodes": list(s.exclude_nodes)}
+        return Converted(tuple(files), MODEL_FILE, req.contract, info)
+
+    def _static(self, req: ConvertRequest, target: Path, s: QuantSettings) -> dict:
+        if req.calibration is None:
+            raise InputError(
+                "static INT8 needs calibration images: pass --calib RECIPE.toml or --calib DATA_PATH"
+            )
+        pre = self._preprocessed(req.onnx_path)
+        options = oq.calib_options(s)
+        key = (
+            str(pre),
+            req.calibration.manifest_sha256,
+            s.calib_method,
+            repr(sorted(options.items())),
+        )
+        if key not in self._ranges:
+            self._ranges[key] = oq.ranges_from_calibration(
+                pre, req.calibration, req.contract, s.calib_method, options
+            )
+        info = oq.qdq_from_onnx(pre, target, self._ranges[key], s)
+        return {
+            **info,
+            "calib_options": options,
+            "preprocess": "quant_pre_process(skip_symbolic_shape=True)",
+            "calibration": calibration_info(req.calibration),
+        }
+
+    def _dynamic(self, req: ConvertRequest, target: Path, s: QuantSettings) -> dict:
+        if req.calibration is not None:
+            raise InputError(
+                "dynamic INT8 uses no calibration images; drop --calib or use --quant-mode static"
+            )
+        info = oq.dynamic_int8_from_onnx(self._preprocessed(req.onnx_path), target, s)
+        return {**info, "preprocess": "quant_pre_process(skip_symbolic_shape=True)"}
+
+    def _preprocessed(self, onnx_path: Path) -> Path:
+        digest = sha256_file(onnx_path)
+        if digest not in self._pre:
+            self._tmp = self._tmp or tempfile.TemporaryDirectory(prefix="edgemed-ort-")
+            dst = Path(self._tmp.name) / f"{digest[:16]}.onnx"
+            self._pre[digest] = oq.preprocess_for_quant(onnx_path, dst)
+        return self._pre[digest]
 
     def open(self, artifact_dir: Path, manifest: dict, threads: int | None = None) -> Runner:
         return OnnxRuntimeRunner(Path(artifact_dir) / manifest["model_file"], threads)

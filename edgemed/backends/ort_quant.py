@@ -1,0 +1,227 @@
+"""ONNX -> FP16 / static INT8 (QDQ) / dynamic INT8 ONNX with onnxruntime.quantization.
+
+Static INT8 calibrates activation ranges once (`ranges_from_calibration`) and quantizes from those
+ranges, so the accuracy-aware fallback can re-quantize with other layers kept in float cheaply.
+
+Why the calibrator is driven here instead of inside `quantize_static`: onnxruntime 1.31's
+`quantize_static` does not pass bin counts to the Entropy calibrator, whose defaults (128 bins,
+128 quantized bins) leave exactly one threshold candidate, so "Entropy" silently equals MinMax.
+Entropy here uses 512 bins / 128 quantized bins (193 KL threshold candidates; 2048 bins took
+~85 s per model on 2 cores for one small CNN because the search is a Python loop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgemed.backends.quant import QuantSettings
+from edgemed.contract import Contract
+from edgemed.errors import InputError
+from edgemed.progress import Progress
+
+METHODS = ("minmax", "entropy", "percentile")
+GRANULARITIES = ("per-channel", "per-tensor")
+TYPES = ("uint8", "int8")
+# Calibrator settings per method; `calib_bins` / `calib_percentile` override them.
+CALIB_DEFAULTS = {
+    "minmax": {},
+    "entropy": {"num_bins": 512, "num_quantized_bins": 128},
+    "percentile": {"num_bins": 2048, "percentile": 99.999},
+}
+# Layers the fallback may keep in float: weight layers and tensor-mixing ops.
+STATIC_CANDIDATES = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "Concat")
+DYNAMIC_CANDIDATES = ("Conv", "MatMul")
+FP16_CANDIDATES = STATIC_CANDIDATES
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """onnxruntime.quantization prints to stdout and logs advice; keep `edgemed` output clean."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def preprocess_for_quant(src: Path, dst: Path) -> Path:
+    """ORT's recommended pre-processing (shape inference + graph optimization), no sympy needed."""
+    from onnxruntime.quantization import quant_pre_process
+
+    with _quiet():
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    return dst
+
+
+def nodes_of_types(onnx_path: Path, op_types: tuple[str, ...]) -> tuple[str, ...]:
+    """Names of the nodes of `op_types`, in graph order."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return tuple(n.name for n in model.graph.node if n.op_type in op_types and n.name)
+
+
+def calib_options(settings: QuantSettings) -> dict:
+    """Calibrator settings for the method; bins/percentile only where the method uses them."""
+    method, extra = settings.calib_method, settings.extra
+    opts = dict(CALIB_DEFAULTS[method])
+    if "calib_bins" in extra:
+        if method == "minmax":
+            raise InputError(
+                "--option calib_bins applies to the entropy and percentile methods, not minmax"
+            )
+        opts["num_bins"] = _int_option("calib_bins", extra["calib_bins"], 128)
+    if "calib_percentile" in extra:
+        if method != "percentile":
+            raise InputError(
+                f"--option calib_percentile applies to the percentile method, not {method}"
+            )
+        opts["percentile"] = _float_option("calib_percentile", extra["calib_percentile"])
+    return opts
+
+
+def _int_option(key: str, value, minimum: int) -> int:
+    if not isinstance(value, int) or value < minimum:
+        raise InputError(f"--option {key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _float_option(key: str, value) -> float:
+    if not isinstance(value, int | float) or not 50.0 < float(value) < 100.0:
+        raise InputError(f"--option {key} must be a number in (50, 100), got {value!r}")
+    return float(value)
+
+
+def ranges_from_calibration(
+    model_path: Path, calibration, contract: Contract, method: str, options: dict
+):
+    """Collect activation ranges (onnxruntime TensorsData) batch by batch with progress."""
+    from onnxruntime.quantization.calibrate import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        create_calibrator,
+    )
+
+    enum = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[method]
+    input_name = _input_name(model_path)
+
+    class _OneBatch(CalibrationDataReader):
+        def __init__(self, batch) -> None:
+            self.items = iter([{input_name: batch}])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    batches = list(calibration.batches(contract, 32))
+    bar = Progress(len(batches), f"calibrate ({method})")
+    with tempfile.TemporaryDirectory(prefix="edgemed-calib-") as tmp, _quiet():
+        calibrator = create_calibrator(
+            Path(model_path),
+            None,
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=enum,
+            extra_options=options,
+        )
+        for b in batches:
+            calibrator.collect_data(_OneBatch(b))  # one batch at a time keeps memory bounded
+            bar.advance(1)
+        ranges = calibrator.compute_data()
+    bar.close()
+    return ranges
+
+
+def _input_name(model_path: Path) -> str:
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    return next(i.name for i in graph.input if i.name not in inits)
+
+
+def _quant_type(name: str):
+    from onnxruntime.quantization import QuantType
+
+    if name not in TYPES:
+        raise InputError(f"quantization type must be one of {', '.join(TYPES)}, got {name!r}")
+    return QuantType.QUInt8 if name == "uint8" else QuantType.QInt8
+
+
+def qdq_from_onnx(pre_path: Path, out_path: Path, ranges, settings: QuantSettings) -> dict:
+    """Static INT8 QDQ ONNX from the pre-processed model and calibrated ranges."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    act = settings.extra.get("activation_type", "uint8")
+    wt = settings.extra.get("weight_type", "int8")
+    with tempfile.TemporaryDirectory(prefix="edgemed-qdq-") as tmp, _quiet():
+        cache = Path(tmp) / "ranges.json"
+        save_tensors_data(ranges, cache)
+        quantize_static(
+            str(pre_path),
+            str(out_path),
+            None,
+            quant_format=QuantFormat.QDQ,
+            per_channel=settings.granularity == "per-channel",
+            activation_type=_quant_type(act),
+            weight_type=_quant_type(wt),
+            nodes_to_exclude=list(settings.exclude_nodes),
+            calibrate_method=ranges.calibration_method or CalibrationMethod.MinMax,
+            calibration_cache_path=str(cache),
+        )
+    return {"format": "QDQ", "activation_type": act, "weight_type": wt}
+
+
+def dynamic_int8_from_onnx(pre_path: Path, out_path: Path, settings: QuantSettings) -> dict:
+    """Dynamic INT8: weights quantized offline, activation ranges computed at run time."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    wt = settings.extra.get("weight_type", "int8")
+    with _quiet():
+        quantize_dynamic(
+            str(pre_path),
+            str(out_path),
+            per_channel=settings.granularity == "per-channel",
+            weight_type=_quant_type(wt),
+            nodes_to_exclude=list(settings.exclude_nodes),
+        )
+    return {"format": "IntegerOps", "activation_type": "uint8 (dynamic)", "weight_type": wt}
+
+
+def fp16_from_onnx(src: Path, out_path: Path, settings: QuantSettings) -> dict:
+    """FP16 weights and compute with FP32 inputs/outputs (onnxconverter-common)."""
+    import onnx
+    from onnxconverter_common import float16
+
+    from edgemed.onnx_export import save_onnx
+
+    model = float16.convert_float_to_float16(
+        onnx.load(str(src)),
+        keep_io_types=True,
+        node_block_list=list(settings.exclude_nodes) or None,
+    )
+    save_onnx(model, out_path)
+    return {"converter": "onnxconverter-common float16", "keep_io_types": True}
+
+
+def ensure_contract(path: Path, contract: Contract) -> None:
+    """The contract travels inside every ONNX artifact; re-embed it if a tool dropped it."""
+    import onnx
+
+    from edgemed.contract import CONTRACT_KEY
+    from edgemed.onnx_export import embed_contract, save_onnx
+
+    model = onnx.load(str(path))
+    if not any(p.key == CONTRACT_KEY for p in model.metadata_props):
+        save_onnx(embed_contract(model, contract), path)

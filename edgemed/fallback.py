@@ -1,0 +1,232 @@
+"""Drift budget and accuracy-aware fallback, the same for every backend.
+
+After an FP16/INT8 conversion the artifact is run on the validation split and compared with the
+FP32 reference. Over budget (AUC drop, flip rate) the export fails with the numbers, unless
+`--accuracy-control` was given: then each layer the backend can keep in float
+(`Backend.quantizable_nodes`) is tried on its own (exclude-one sensitivity: the drift left when
+only that layer stays in float), and the most sensitive layers are kept in float one by one
+until the budget holds, or the export fails with the table of what was tried.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from edgemed.backends import Backend, Converted, ConvertRequest
+from edgemed.backends.quant import parse_node_list
+from edgemed.errors import DriftError, InputError
+from edgemed.harness.drift import Drift
+from edgemed.progress import Progress
+
+DEFAULT_MAX_AUC_DROP = 0.005
+DEFAULT_MAX_FLIP_RATE = 0.01
+BUDGET_OPTIONS = ("max_auc_drop", "max_flip_rate", "accuracy_control")
+
+Measure = Callable[[Path, Converted], Drift]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How far a reduced-precision artifact may drift from FP32 on the validation split."""
+
+    max_auc_drop: float = DEFAULT_MAX_AUC_DROP
+    max_flip_rate: float = DEFAULT_MAX_FLIP_RATE
+
+    def excess(self, d: Drift) -> float:
+        """Largest fraction of the budget used (> 1 means over budget)."""
+        flip = d.flip_rate / self.max_flip_rate if self.max_flip_rate else float(d.flips > 0) * 1e9
+        drop = max(d.auc_drop or 0.0, 0.0)
+        auc = drop / self.max_auc_drop if self.max_auc_drop else float(drop > 0) * 1e9
+        return max(flip, auc)
+
+    def holds(self, d: Drift) -> bool:
+        return self.excess(d) <= 1.0
+
+    def to_dict(self) -> dict:
+        return {"max_auc_drop": self.max_auc_drop, "max_flip_rate": self.max_flip_rate}
+
+
+def budget_from_options(options: dict, precision: str) -> Budget | None:
+    """The drift budget for fp16/int8 (None for fp32, which is held to parity instead)."""
+    if precision == "fp32":
+        given = [f"--{k.replace('_', '-')}" for k in BUDGET_OPTIONS if options.get(k) is not None]
+        if given:
+            raise InputError(
+                f"{', '.join(given)} applies to fp16/int8 exports; fp32 is held to --parity-tol"
+            )
+        return None
+    values = {}
+    for key, default in (
+        ("max_auc_drop", DEFAULT_MAX_AUC_DROP),
+        ("max_flip_rate", DEFAULT_MAX_FLIP_RATE),
+    ):
+        v = options.get(key, default)
+        if not isinstance(v, int | float) or isinstance(v, bool) or not 0.0 <= float(v) <= 1.0:
+            raise InputError(f"--{key.replace('_', '-')} must be a number in [0, 1], got {v!r}")
+        values[key] = float(v)
+    return Budget(**values)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One conversion tried: which layers stayed in float and the drift it produced."""
+
+    step: str  # "requested", "sensitivity" or "fallback"
+    excluded: tuple[str, ...]
+    drift: Drift
+    within: bool
+    path: Path
+    converted: Converted
+
+    def row(self) -> dict:
+        d = self.drift
+        return {
+            "step": self.step,
+            "excluded": list(self.excluded),
+            "auc_drop": d.auc_drop,
+            "flip_rate": d.flip_rate,
+            "flips": d.flips,
+            "mean_abs_dp": d.mean_abs_dp,
+            "within_budget": self.within,
+        }
+
+
+def _fmt(d: Drift) -> str:
+    drop = "n/a" if d.auc_drop is None else f"{d.auc_drop:.4f}"
+    return f"AUC drop {drop}, flip rate {d.flip_rate:.2%} ({d.flips}/{d.n})"
+
+
+def convert_within_budget(
+    backend: Backend, req: ConvertRequest, out: Path, scratch: Path, measure: Measure | None
+) -> tuple[Converted, Drift | None, dict | None]:
+    """Convert `req` into `out`, holding fp16/int8 to the drift budget (see module docstring).
+
+    `measure(dir, converted)` runs an artifact written to `dir` on the validation split; None when
+    it cannot run here (no evaluation images, or a device this machine lacks). Returns the
+    conversion, its measured drift (None when not measured) and the budget report for the manifest.
+    """
+    budget = budget_from_options(req.options, req.precision)
+    control = bool(req.options.get("accuracy_control"))
+    if budget is None:
+        return backend.convert(req, out), None, None
+    if measure is None:
+        if control:
+            raise InputError(
+                "--accuracy-control needs validation images run on this machine: pass --data, "
+                "and use a target whose device is this CPU"
+            )
+        print(
+            "edgemed: warning: drift budget not checked (no validation images run here)",
+            file=sys.stderr,
+        )
+        return backend.convert(req, out), None, {"budget": budget.to_dict(), "checked": False}
+    search = _Search(backend, req, Path(scratch), measure, budget)
+    chosen = search.attempt(parse_node_list(req.options.get("exclude_nodes")), "requested")
+    if not chosen.within:
+        if not control:
+            raise DriftError(
+                f"{backend.name} {req.precision} drifted beyond the budget on {chosen.drift.n} "
+                f"validation images: {_fmt(chosen.drift)} (max AUC drop {budget.max_auc_drop}, "
+                f"max flip rate {budget.max_flip_rate:.2%}); pass --accuracy-control to keep the "
+                "most sensitive layers in float, or relax --max-auc-drop/--max-flip-rate",
+                chosen.row(),
+            )
+        chosen = search.fallback(chosen)
+    _move_files(chosen, Path(out))
+    return chosen.converted, chosen.drift, search.report(chosen, control)
+
+
+class _Search:
+    """The attempts of one fallback search (each converted into its own scratch directory)."""
+
+    def __init__(self, backend, req, scratch: Path, measure: Measure, budget: Budget) -> None:
+        self.backend, self.req, self.scratch = backend, req, scratch
+        self.measure, self.budget = measure, budget
+        self.attempts: list[Attempt] = []
+        self.ranking: list[Attempt] = []
+        self.bar: Progress | None = None
+
+    def attempt(self, excluded: tuple[str, ...], step: str) -> Attempt:
+        d = self.scratch / f"try-{len(self.attempts)}"
+        d.mkdir(parents=True)
+        req = replace(self.req, options={**self.req.options, "exclude_nodes": excluded})
+        conv = self.backend.convert(req, d)
+        drift = self.measure(d, conv)
+        a = Attempt(step, excluded, drift, self.budget.holds(drift), d, conv)
+        self.attempts.append(a)
+        if not a.within:
+            shutil.rmtree(d, ignore_errors=True)  # never chosen: free the disk
+        if self.bar:
+            self.bar.advance(1)
+            self.bar.note(f"{step}: {len(excluded)} layers in float: {_fmt(drift)}")
+        return a
+
+    def fallback(self, first: Attempt) -> Attempt:
+        """Rank layers by exclude-one sensitivity, then keep the top ones in float until it holds."""
+        candidates = [
+            n for n in self.backend.quantizable_nodes(self.req) if n not in first.excluded
+        ]
+        if not candidates:
+            raise DriftError(
+                f"{self.backend.name} {self.req.precision} is over budget ({_fmt(first.drift)}) and "
+                f"{self.backend.name} cannot keep layers in float; use a higher precision",
+                first.row(),
+            )
+        self.bar = Progress(2 * len(candidates), "accuracy control")
+        scored = [(self.attempt((*first.excluded, n), "sensitivity"), n) for n in candidates]
+        scored.sort(key=lambda an: (self.budget.excess(an[0].drift), an[0].drift.mean_abs_dp))
+        self.ranking = [a for a, _ in scored]
+        order = [n for _, n in scored]
+        for k in range(1, len(order) + 1):
+            a = scored[0][0] if k == 1 else self.attempt((*first.excluded, *order[:k]), "fallback")
+            if a.within:
+                self.bar.close()
+                return a
+        self.bar.close()
+        raise DriftError(
+            self._failure(first, order), {"attempts": [a.row() for a in self.attempts]}
+        )
+
+    def _failure(self, first: Attempt, order: list[str]) -> str:
+        tried = [f"none: {_fmt(first.drift)}"]
+        grown = [a for a in self.attempts if a.step == "fallback"]
+        tried.append(f"+{order[0]}: {_fmt(self.ranking[0].drift)}")
+        tried += [f"+{a.excluded[-1]}: {_fmt(a.drift)}" for a in grown]
+        b = self.budget
+        return (
+            f"accuracy control could not bring {self.backend.name} {self.req.precision} within "
+            f"the budget (AUC drop <= {b.max_auc_drop}, flip rate <= {b.max_flip_rate:.2%}) even "
+            f"with all {len(order)} layers in float; layers kept in float, cumulative: "
+            + "; ".join(tried)
+            + "; use a higher precision or relax the budget"
+        )
+
+    def report(self, chosen: Attempt, control: bool) -> dict:
+        return {
+            "budget": self.budget.to_dict(),
+            "checked": True,
+            "accuracy_control": control,
+            "validation_images": chosen.drift.n,
+            "excluded_nodes": list(chosen.excluded),
+            "attempts": [a.row() for a in self.attempts],
+            "sensitivity": [
+                {
+                    "node": a.excluded[-1],
+                    "flip_rate": a.drift.flip_rate,
+                    "auc_drop": a.drift.auc_drop,
+                    "mean_abs_dp": a.drift.mean_abs_dp,
+                }
+                for a in self.ranking
+            ],
+        }
+
+
+def _move_files(a: Attempt, out: Path) -> None:
+    """Everything the backend wrote for the chosen attempt moves into the artifact directory."""
+    for src in sorted(a.path.iterdir()):
+        os.replace(src, out / src.name)
