@@ -18,7 +18,14 @@ COMMANDS = {
     "train": "edgemed.cli.train:train",
     "export": "edgemed.cli.export:export",
     "demo": "edgemed.cli.demo:demo",
+    "build-engine": "edgemed.cli.build_engine:build_engine",
+    "keygen": "edgemed.cli.bundle:keygen",
+    "bundle": "edgemed.cli.bundle:bundle",
+    "verify": "edgemed.cli.bundle:verify",
+    "predict": "edgemed.cli.bundle:predict",
     "bench": "edgemed.cli.bench:bench",
+    "compress": "edgemed.cli.compress:compress",
+    "study": "edgemed.cli.study:study",
 }
 
 

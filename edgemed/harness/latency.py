@@ -26,6 +26,7 @@ class LatencyStats:
     throughput_ips: float
     warmup_runs: int
     first_ms: float | None = None
+    quantiles_ms: tuple[float, ...] = ()  # 0th, 2nd, ..., 100th percentile (for distribution plots)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,6 +48,7 @@ def stats_from_samples(
         throughput_ips=float(batch * 1e3 / np.median(ms)),
         warmup_runs=warmup_runs,
         first_ms=None if first_s is None else first_s * 1e3,
+        quantiles_ms=tuple(float(v) for v in np.percentile(ms, np.arange(0, 101, 2))),
     )
 
 

@@ -1,0 +1,93 @@
+"""`edgemed bench`: artifacts side by side on this device (drift vs FP32, latency, memory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgemed.cli.options import force_option, out_option
+
+
+@click.command()
+@click.argument("artifacts", nargs=-1, required=True, metavar="ARTIFACT_DIR...")
+@click.option(
+    "--data", required=True, help="Labelled data (.npz, class-folder tree, or 'embedded')."
+)
+@click.option("--split", default="test", show_default=True, help="Split to evaluate on.")
+@click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Batch size of timed calls.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="Seconds per configuration before it is killed and recorded as a timeout.",
+)
+@click.option(
+    "--seconds", type=float, default=3.0, show_default=True, help="Minimum timed seconds."
+)
+@click.option("--min-runs", type=int, default=100, show_default=True, help="Minimum timed runs.")
+@click.option("--max-auc-drop", type=float, help="Gate: fail when an AUC drop exceeds this.")
+@click.option(
+    "--max-flip-rate", type=float, help="Gate: fail when a decision flip rate exceeds this."
+)
+@click.option(
+    "--max-sens-drop", type=float, help="Gate: fail when a sensitivity drop exceeds this."
+)
+@click.option(
+    "--include-reference",
+    is_flag=True,
+    help="Also time the FP32 torch reference (eager) as a row.",
+)
+@click.option("--resume", is_flag=True, help="Continue DIR: skip configurations already done.")
+@click.option("--retry-failed", is_flag=True, help="With --resume, re-run failed/timed-out rows.")
+@out_option
+@force_option
+def bench(
+    artifacts,
+    data,
+    split,
+    threads,
+    batch,
+    timeout,
+    seconds,
+    min_runs,
+    max_auc_drop,
+    max_flip_rate,
+    max_sens_drop,
+    include_reference,
+    resume,
+    retry_failed,
+    out,
+    force,
+) -> None:
+    """Run every ARTIFACT_DIR (from `edgemed export`) on this device, each in a fresh process, and
+    compare them side by side with the FP32 reference: AUC (bootstrap CI, DeLong), sensitivity,
+    specificity, decision flips, calibration, latency and memory. Writes DIR/results.json,
+    DIR/results.jsonl and DIR/report.html; exits non-zero when a gate is exceeded."""
+    from edgemed.harness.bench import BenchRequest, enforce, run_bench
+    from edgemed.harness.report import terminal_table
+
+    req = BenchRequest(
+        artifacts=tuple(artifacts),
+        data=data,
+        out=Path(out),
+        split=split,
+        threads=threads,
+        batch=batch,
+        timeout=timeout,
+        max_auc_drop=max_auc_drop,
+        max_flip_rate=max_flip_rate,
+        max_sens_drop=max_sens_drop,
+        resume=resume,
+        force=force,
+        retry_failed=retry_failed,
+        include_reference=include_reference,
+        seconds=seconds,
+        min_runs=min_runs,
+    )
+    results = run_bench(req)
+    click.echo(terminal_table(results))
+    click.echo(f"results: {Path(out) / 'results.json'}; report: {Path(out) / 'report.html'}")
+    enforce(results, Path(out))

@@ -1,0 +1,395 @@
+"""`edgemed bench`: every artifact on this device, side by side against its FP32 reference.
+
+Each configuration runs in its own fresh process (edgemed.harness.worker) under a timeout; each
+finished row is appended to DIR/results.jsonl at once, so a crash, a hang or an interrupted run
+loses nothing and `--resume` skips what is done. At the end DIR/results.json and DIR/report.html
+are written atomically and the gates are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edgemed.errors import DriftError, EdgemedError, InputError
+from edgemed.fileio import read_json, write_bytes_atomic, write_json_atomic
+from edgemed.harness.plan import Config, EvalData, Plan, Reference, build_plan
+
+FORMAT = "edgemed-bench/1"
+JSONL, RESULTS, REPORT, SETTINGS = "results.jsonl", "results.json", "report.html", "bench.json"
+RESUME_FIELDS = ("data_hash", "split", "threads", "batch")
+
+
+class BenchFailed(EdgemedError):
+    """Some configurations crashed, hung or failed; the others' rows are kept."""
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """Everything `edgemed bench` was asked to do."""
+
+    artifacts: tuple[str, ...]
+    data: str
+    out: Path
+    split: str = "test"
+    threads: int = 1
+    batch: int = 1
+    timeout: float = 600.0
+    max_auc_drop: float | None = None
+    max_flip_rate: float | None = None
+    max_sens_drop: float | None = None
+    resume: bool = False
+    force: bool = False
+    retry_failed: bool = False
+    include_reference: bool = False
+    seconds: float = 3.0
+    min_runs: int = 100
+    n_boot: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "batch", "min_runs"):
+            if getattr(self, name) < 1:
+                raise InputError(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
+                )
+        if self.timeout <= 0 or self.seconds <= 0:
+            raise InputError("--timeout and --seconds must be positive")
+        for name, v in self.gates().items():
+            if v is not None and v < 0:
+                raise InputError(f"--{name.replace('_', '-')} must be >= 0, got {v}")
+        if self.resume and self.force:
+            raise InputError("--resume and --force contradict each other; pass one of them")
+
+    def gates(self) -> dict:
+        return {
+            "max_auc_drop": self.max_auc_drop,
+            "max_flip_rate": self.max_flip_rate,
+            "max_sens_drop": self.max_sens_drop,
+        }
+
+    def latency_settings(self) -> dict:
+        return {
+            "warmup_runs": 10,
+            "warmup_seconds": 1.0,
+            "min_runs": self.min_runs,
+            "min_seconds": self.seconds,
+        }
+
+
+def run_bench(req: BenchRequest, progress: bool = True) -> dict:
+    """Plan (refusing bad input), run what is not done yet, write results and report."""
+    from edgemed.harness.device import device_info
+
+    plan = build_plan(
+        req.artifacts, req.data, req.split, req.threads, req.batch, req.include_reference
+    )
+    out = Path(req.out)
+    settings = _settings(req, plan)
+    done, replaced = _prepare_out(out, req, settings)
+    device = device_info()
+    if device["busy_warning"]:
+        print(f"edgemed: warning: {device['busy_warning']}", file=sys.stderr)
+    todo = [c for c in plan.configs if c.key not in done]
+    with tempfile.TemporaryDirectory(prefix="edgemed-bench-") as tmp:
+        _run_rows(req, plan, todo, out, Path(tmp), done, progress)
+    results = assemble_results(req, plan, done, device, settings)
+    write_outputs(out, results)
+    if replaced:
+        shutil.rmtree(replaced, ignore_errors=True)
+    return results
+
+
+def _settings(req: BenchRequest, plan: Plan) -> dict:
+    first = next(iter(plan.data.values()))
+    return {
+        "format": FORMAT,
+        "data_path": first.ref["path"],
+        "data_hash": first.ref["data_hash"],
+        "split": req.split,
+        "threads": req.threads,
+        "batch": req.batch,
+        "timeout_s": req.timeout,
+        "latency": req.latency_settings(),
+    }
+
+
+def _prepare_out(
+    out: Path, req: BenchRequest, settings: dict
+) -> tuple[dict[str, dict], Path | None]:
+    """Refuse an existing DIR unless --resume (same settings) or --force; returns finished rows."""
+    replaced = None
+    if out.exists():
+        if req.resume:
+            return _resumable_rows(out, req, settings), None
+        if not req.force:
+            raise InputError(
+                f"output {out} already exists; pass --resume to continue it, --force to replace it, "
+                "or choose another --out"
+            )
+        replaced = out.with_name(f".{out.name}.replaced")
+        shutil.rmtree(replaced, ignore_errors=True)
+        out.rename(replaced)
+    (out / "logits").mkdir(parents=True)
+    (out / "references").mkdir()
+    write_json_atomic(out / SETTINGS, settings)
+    return {}, replaced
+
+
+def _resumable_rows(out: Path, req: BenchRequest, settings: dict) -> dict[str, dict]:
+    if not (out / SETTINGS).is_file():
+        raise InputError(
+            f"{out} is not an `edgemed bench` output (no {SETTINGS}); choose another --out"
+        )
+    old = read_json(out / SETTINGS, "bench settings")
+    for key in RESUME_FIELDS:
+        if old.get(key) != settings[key]:
+            raise InputError(
+                f"cannot resume {out}: it was run with {key}={old.get(key)!r}, now {settings[key]!r}; "
+                "use the same settings, or --force to start over"
+            )
+    rows = read_jsonl(out / JSONL)
+    if req.retry_failed:
+        rows = {k: r for k, r in rows.items() if r["status"] == "ok"}
+    return rows
+
+
+def read_jsonl(path: Path) -> dict[str, dict]:
+    """Finished rows by key; a torn last line (killed while writing) is ignored."""
+    rows: dict[str, dict] = {}
+    if not path.is_file():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        rows[row["key"]] = row
+    return rows
+
+
+def append_jsonl(path: Path, row: dict) -> None:
+    import os
+
+    with open(path, "a") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _run_rows(req, plan: Plan, todo: list[Config], out: Path, tmp: Path, done, progress) -> None:
+    from edgemed.progress import Progress
+
+    if not todo:
+        return
+    for key, ev in plan.data.items():
+        np.savez(tmp / f"data-{key}.npz", images=ev.images, labels=ev.labels)
+    needed = {c.reference.key: c.reference for c in todo}
+    bar = Progress(len(todo) + len(needed), "bench", stream=None if progress else _Null())
+    refs = {}
+    for ref in needed.values():
+        refs[ref.key] = reference_logits(ref, plan, out, tmp, req.timeout)
+        bar.advance(1, f"reference {ref.kind} {ref.path.name}")
+    for cfg in todo:
+        row = run_row(req, cfg, plan.data[cfg.data_key], refs[cfg.reference.key], out, tmp)
+        append_jsonl(out / JSONL, row)
+        done[cfg.key] = row
+        bar.advance(1)
+        bar.note(row_summary(row))
+    bar.close()
+
+
+class _Null:
+    def write(self, _text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def _job(name: str, kind: str, path: Path, contract, data: Path, logits: Path, **extra) -> dict:
+    return {
+        "name": name,
+        "kind": kind,
+        "path": str(path),
+        "contract": contract.to_dict(),
+        "data": str(data),
+        "logits_out": str(logits),
+        **extra,
+    }
+
+
+def reference_logits(
+    ref: Reference, plan: Plan, out: Path, tmp: Path, timeout: float
+) -> np.ndarray:
+    """FP32 reference logits on the split (cached in DIR/references, computed in a worker)."""
+    from edgemed.harness.proc import run_worker
+
+    cached = out / "references" / f"{ref.key}.npy"
+    if cached.is_file():
+        return np.load(cached)
+    cfg = next(c for c in plan.configs if c.reference.key == ref.key)
+    contract = cfg.contract.with_layout("NCHW")
+    data = tmp / f"data-{cfg.data_key}.npz"
+    job = _job(f"ref-{ref.key}", ref.kind, ref.path, contract, data, tmp / f"ref-{ref.key}.npy")
+    res = run_worker(job, tmp, timeout)
+    if res.status != "ok":
+        raise EdgemedError(
+            f"the FP32 reference {ref.path} could not be run ({res.error}); no drift can be measured "
+            "without it: fix it or pass the FP32 ONNX artifact of the same model"
+        )
+    logits = np.load(job["logits_out"])
+    np.save(cached, logits)
+    return logits
+
+
+def run_row(
+    req: BenchRequest, cfg: Config, ev: EvalData, ref_logits: np.ndarray, out: Path, tmp: Path
+) -> dict:
+    """Run one configuration in a fresh process and build its row (drift computed here)."""
+    from edgemed.harness.clinical import clinical_drift
+    from edgemed.harness.device import busy_warning, load_average
+    from edgemed.harness.proc import run_worker
+
+    logits_path = out / "logits" / f"{cfg.key}.npy"
+    kind = "artifact" if cfg.kind == "artifact" else cfg.reference.kind
+    job = _job(cfg.key, kind, cfg.path, cfg.contract, tmp / f"data-{ev.key}.npz", logits_path)
+    job.update(threads=req.threads, batch=req.batch, latency=req.latency_settings())
+    before = load_average()
+    res = run_worker(job, tmp, req.timeout)
+    row = base_row(cfg, req, res, before, load_average())
+    row["busy_warning"] = busy_warning(before)
+    if res.status == "ok":
+        cand = np.load(logits_path)
+        row["drift"] = clinical_drift(cfg.contract, ref_logits, cand, ev.labels, req.n_boot)
+    return row
+
+
+def base_row(cfg: Config, req: BenchRequest, res, before, after) -> dict:
+    memory = {"peak_rss_delta_mb": None, **res.row.get("memory", {})}
+    memory.update(model_bytes=cfg.model_bytes, gpu=gpu_memory_block(cfg, res.row))
+    return {
+        "key": cfg.key,
+        "artifact": str(cfg.path),
+        "kind": cfg.kind,
+        "label": cfg.label,
+        "runtime": cfg.runtime,
+        "precision": cfg.precision,
+        "artifact_manifest_sha256": cfg.manifest_sha256,
+        "status": res.status,
+        "error": res.error,
+        "drift": None,
+        "latency": res.row.get("latency"),
+        "memory": memory,
+        "threads": req.threads,
+        "batch": req.batch,
+        "reference": cfg.reference.to_dict(),
+        "load_average": {"before": before, "after": after},
+        "seconds": res.seconds,
+    }
+
+
+def gpu_memory_block(cfg: Config, worker_row: dict) -> dict:
+    """GPU memory: what the worker measured on a GPU device, else null with the reason."""
+    if worker_row.get("gpu_memory"):
+        return worker_row["gpu_memory"]
+    if cfg.device == "cpu":
+        return {"peak_mb": None, "reason": "this configuration runs on the CPU"}
+    return {"peak_mb": None, "reason": "no GPU memory probe ran for this configuration"}
+
+
+def row_summary(row: dict) -> str:
+    if row["status"] != "ok":
+        return f"{row['label']}: {row['status']} ({row['error']})"
+    d, lat = row["drift"], row["latency"]
+    auc = f", AUC drop {d['auc_drop']:+.4f}" if d.get("auc_drop") is not None else ""
+    return f"{row['label']}: median {lat['median_ms']:.3f} ms{auc}, flips {d['flips']}/{d['n']}"
+
+
+def assemble_results(
+    req: BenchRequest, plan: Plan, done: dict, device: dict, settings: dict
+) -> dict:
+    """The results.json document (schema edgemed-bench/1)."""
+    from edgemed.harness.device import load_average
+    from edgemed.provenance import provenance
+
+    rows = [done[c.key] for c in plan.configs if c.key in done]
+    first = next(iter(plan.data.values()))
+    gates = {**req.gates(), "violations": gate_violations(req.gates(), rows)}
+    gates["passed"] = not gates["violations"]
+    return {
+        "format": FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": {**device, "load_average_end": load_average()},
+        "data": dict(first.ref),
+        "data_groups": [dict(ev.ref, key=k) for k, ev in plan.data.items()],
+        "gates": gates,
+        "settings": settings,
+        "rows": rows,
+        "provenance": provenance(config=_request_dict(req)),
+    }
+
+
+def _request_dict(req: BenchRequest) -> dict:
+    d = asdict(req)
+    d["out"], d["artifacts"] = str(req.out), list(req.artifacts)
+    return d
+
+
+GATES = (
+    ("max_auc_drop", "auc_drop", "AUC drop"),
+    ("max_flip_rate", "flip_rate", "decision flip rate"),
+    ("max_sens_drop", "sens_drop", "sensitivity drop"),
+)
+
+
+def gate_violations(gates: dict, rows: list[dict]) -> list[str]:
+    """One line per artifact x limit exceeded (and per failed row when any gate is set)."""
+    active = [(g, k, n) for g, k, n in GATES if gates.get(g) is not None]
+    out = []
+    for row in rows if active else []:
+        if row["status"] != "ok":
+            out.append(f"{row['label']}: {row['status']}, nothing to check against the gates")
+            continue
+        for gate, key, name in active:
+            value, limit = row["drift"].get(key), gates[gate]
+            if value is None:
+                out.append(f"{row['label']}: {name} could not be measured (need both classes)")
+            elif value > limit:
+                out.append(
+                    f"{row['label']}: {name} {value:.4f} exceeds --{gate.replace('_', '-')} "
+                    f"{limit:g} by {value - limit:.4f}"
+                )
+    return out
+
+
+def write_outputs(out: Path, results: dict) -> None:
+    from edgemed.harness.report import html_report
+
+    write_json_atomic(out / RESULTS, results)
+    write_bytes_atomic(out / REPORT, html_report(results).encode())
+
+
+def enforce(results: dict, out: Path) -> None:
+    """Exit non-zero: gate violations (DriftError) first, else failed configurations."""
+    gates = results["gates"]
+    if gates["violations"]:
+        raise DriftError(
+            "bench gate failed: "
+            + "; ".join(gates["violations"])
+            + f" (details in {out / REPORT})",
+            {"violations": gates["violations"]},
+        )
+    failed = [r for r in results["rows"] if r["status"] != "ok"]
+    if failed:
+        names = "; ".join(f"{r['label']}: {r['status']} ({r['error']})" for r in failed)
+        raise BenchFailed(
+            f"{len(failed)} of {len(results['rows'])} configurations failed ({names}); the other rows "
+            f"are in {out / RESULTS}; fix them and re-run with --resume --retry-failed"
+        )

@@ -1,0 +1,142 @@
+"""One bench configuration in a fresh process: `python -m edgemed.harness.worker JOB.json`.
+
+The parent (edgemed.harness.bench) writes JOB.json, runs this with a timeout, and reads the row it
+writes; a segfault or hang here is a failed row there, never a lost run. Steps: read the images,
+note the memory high-water mark, load the model (timed), time the first inference, warm up, time
+the runtime call alone, run the whole split for accuracy, note the high-water mark again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+FAULT_ENV = "EDGEMED_BENCH_FAULT"
+EVAL_BATCH = 32
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far (VmHWM), in MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def open_job_runner(job: dict):
+    """The Runner for the job: an artifact through its backend, or a torch/ONNX reference file."""
+    kind, path, threads = job["kind"], Path(job["path"]), job.get("threads")
+    if kind == "artifact":
+        from edgemed.artifact import load_artifact, open_runner
+
+        return open_runner(load_artifact(path, verify=False), threads)
+    if kind == "torch":
+        from edgemed.harness.torch_runner import TorchRunner
+
+        return TorchRunner(path, threads)
+    from edgemed.backends.onnxruntime import OnnxRuntimeRunner
+
+    return OnnxRuntimeRunner(path, threads)
+
+
+def _inject_fault(job: dict) -> None:
+    """Test hook: EDGEMED_BENCH_FAULT="crash:DIR_NAME,hang:DIR_NAME" kills or hangs those rows."""
+    for spec in os.environ.get(FAULT_ENV, "").split(","):
+        action, _, name = spec.partition(":")
+        if name and name == Path(job["path"]).name:
+            if action == "crash":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if action == "hang":
+                time.sleep(3600)
+
+
+def latency_input(contract, images: np.ndarray, batch: int) -> np.ndarray:
+    """The first `batch` images of the split (repeated when the split is smaller), normalized."""
+    reps = -(-batch // len(images))
+    return contract.normalize(np.concatenate([images] * reps)[:batch])
+
+
+def run_job(job: dict) -> dict:
+    """Load, time and run one configuration; returns the worker part of the bench row."""
+    from edgemed.backends import run_batches
+    from edgemed.contract import Contract
+    from edgemed.harness.latency import measure_latency
+
+    data = np.load(job["data"])
+    images = data["images"]
+    contract = Contract.from_dict(job["contract"])
+    baseline = peak_rss_mb()
+    runner = open_job_runner(job)
+    t0 = time.perf_counter()
+    runner.activate()
+    activate_s = time.perf_counter() - t0
+    _inject_fault(job)
+    out: dict = {"status": "ok", "error": None}
+    if job.get("latency"):
+        out["latency"] = _measure(runner, contract, images, job, measure_latency)
+        out["latency"].update(load_ms=(runner.load_seconds or activate_s) * 1e3)
+        out["latency"].update(activate_ms=activate_s * 1e3)
+    logits = run_batches(runner, contract, images, EVAL_BATCH)
+    peak = peak_rss_mb()
+    runner.deactivate()
+    np.save(job["logits_out"], logits)
+    out["memory"] = {
+        "baseline_rss_mb": round(baseline, 2),
+        "peak_rss_mb": round(peak, 2),
+        "peak_rss_delta_mb": round(peak - baseline, 2),
+    }
+    return out
+
+
+def _measure(runner, contract, images: np.ndarray, job: dict, measure_latency) -> dict:
+    batch = int(job["batch"])
+    if runner.batch_limit and batch > runner.batch_limit:
+        from edgemed.errors import InputError
+
+        raise InputError(
+            f"this artifact has a fixed batch of {runner.batch_limit}; bench it with --batch {runner.batch_limit}"
+        )
+    x = latency_input(contract, images, batch)
+    lat = job["latency"]
+    stats = measure_latency(
+        lambda: runner.infer(x),
+        batch=batch,
+        warmup_runs=lat["warmup_runs"],
+        warmup_seconds=lat["warmup_seconds"],
+        min_runs=lat["min_runs"],
+        min_seconds=lat["min_seconds"],
+    )
+    return {**stats.to_dict(), "threads": job.get("threads"), "timed_call": "Runner.infer"}
+
+
+def main(argv: list[str]) -> int:
+    job_path = Path(argv[0])
+    job = json.loads(job_path.read_text())
+    from edgemed.errors import EdgemedError
+    from edgemed.fileio import write_json_atomic
+
+    try:
+        row = run_job(job)
+        code = 0
+    except EdgemedError as exc:
+        row, code = {"status": "failed", "error": " ".join(str(exc).split())}, 1
+    except Exception as exc:  # any runtime failure is this row's failure, reported by name
+        traceback.print_exc()
+        row, code = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}, 1
+    write_json_atomic(Path(job["row_out"]), row)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
