@@ -1,0 +1,152 @@
+"""The appliance side: verify a signed bundle, then classify images with it (DICOM in, result out).
+
+    from edgemed.appliance import load
+    with load("cxr.bundle", "keys/edgemed.pub") as predictor:
+        result = predictor.predict("study.dcm")   # {"probabilities": {...}, "decision": ...}
+
+Needs numpy, the bundle's one runtime, cryptography, Pillow and pydicom - never torch. `load`
+verifies everything (`edgemed.appliance.verify`) before a single byte of the model is used, extracts
+into a private temp directory (mode 0700, removed on close) and opens the runner through the
+backend registry. Preprocessing comes only from the bundle's contract.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edgemed.appliance.images import InputSpec, read_input
+from edgemed.appliance.verify import VerifiedBundle, verify_bundle
+from edgemed.bundle import CONTRACT_NAME, MODEL_DIR
+from edgemed.contract import Contract
+from edgemed.errors import InputError
+
+__all__ = ["Predictor", "load", "verify_bundle"]
+
+
+def load(
+    bundle: str | Path,
+    pubkey: str | Path,
+    threads: int | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Predictor:
+    """Verify `bundle` with `pubkey`, extract it privately and return a ready Predictor."""
+    workdir = Path(tempfile.mkdtemp(prefix="edgemed-appliance-"))
+    try:
+        verified = verify_bundle(bundle, pubkey, extract_to=workdir, echo=echo)
+        return Predictor(verified, workdir, threads)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+class Predictor:
+    """A verified bundle with its runner activated: `predict(path) -> dict`."""
+
+    def __init__(self, verified: VerifiedBundle, workdir: Path, threads: int | None = None) -> None:
+        from edgemed.artifact import load_artifact, open_runner
+        from edgemed.provenance import package_version
+
+        self.bundle = verified
+        self.contract = Contract.from_json((workdir / CONTRACT_NAME).read_text())
+        artifact = load_artifact(workdir / MODEL_DIR, verify=True)
+        if artifact.contract != self.contract:
+            raise InputError(
+                f"bundle {verified.path}: contract.json differs from the model's own contract; "
+                "rebuild the bundle with `edgemed bundle`"
+            )
+        self.spec = InputSpec.from_manifest(self.contract, verified.manifest)
+        self.runtime = artifact.runtime
+        self.precision = artifact.precision
+        self.runtime_version = package_version(verified.manifest["runtime"]["package"])
+        self.runner = open_runner(artifact, threads)
+        self.runner.activate()
+        _import_decoders()
+        self._finalizer = weakref.finalize(self, _release, self.runner, workdir)
+
+    def prepare(self, path: str | Path) -> np.ndarray:
+        """Read and check one input: uint8 (H, W, C) at the contract size."""
+        return read_input(path, self.spec)
+
+    def predict(self, path: str | Path) -> dict:
+        """Classify one image file (PNG/JPEG/DICOM); latency covers decode, preprocessing and run."""
+        t0 = time.perf_counter()
+        image = self.prepare(path)
+        return self.predict_image(image, str(path), t0)
+
+    def predict_image(self, image: np.ndarray, name: str = "", t0: float | None = None) -> dict:
+        """Classify an already prepared uint8 (H, W, C) image."""
+        t0 = time.perf_counter() if t0 is None else t0
+        t1 = time.perf_counter()
+        logits = np.asarray(self.runner.infer(self.contract.normalize(image[None])), np.float32)
+        done = time.perf_counter()
+        return {
+            "image": name,
+            **self.decide(logits.reshape(1, -1)),
+            "bundle_id": self.bundle.bundle_id,
+            "bundle_sha256": self.bundle.sha256,
+            "runtime": self.runtime,
+            "runtime_version": self.runtime_version,
+            "precision": self.precision,
+            "gate": (self.bundle.manifest.get("gate") or {}).get("decision"),
+            "latency_ms": round((done - t0) * 1000.0, 3),
+            "inference_ms": round((done - t1) * 1000.0, 3),
+        }
+
+    def decide(self, logits: np.ndarray) -> dict:
+        """Probabilities per class name and the decision at the contract's threshold."""
+        c = self.contract
+        p = c.probabilities(logits)[0]
+        if c.task == "binary":
+            probs = {c.class_names[0]: float(1.0 - p[0]), c.class_names[1]: float(p[0])}
+            positive = bool(p[0] >= c.threshold)
+            decision: object = c.class_names[1] if positive else c.class_names[0]
+            return {
+                "probabilities": probs,
+                "decision": decision,
+                "positive": positive,
+                "threshold": c.threshold,
+            }
+        probs = {name: float(v) for name, v in zip(c.class_names, p, strict=True)}
+        if c.task == "multiclass":
+            decision = c.class_names[int(np.argmax(p))]
+        else:
+            decision = [n for n, v in zip(c.class_names, p, strict=True) if v >= c.threshold]
+        return {"probabilities": probs, "decision": decision, "threshold": c.threshold}
+
+    def close(self) -> None:
+        """Free the runner and delete the extracted files."""
+        self._finalizer()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _import_decoders() -> None:
+    """Import the image decoders at load, so per-image latency is not charged the one-time import."""
+    import PIL.Image  # noqa: F401
+    import PIL.PngImagePlugin  # noqa: F401
+    import pydicom  # noqa: F401
+    import pydicom.pixels  # noqa: F401
+
+
+def _release(runner, workdir: Path) -> None:
+    try:
+        runner.deactivate()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def result_line(result: dict) -> str:
+    """One JSON object per line (what `edgemed predict` prints)."""
+    return json.dumps(result, sort_keys=False)

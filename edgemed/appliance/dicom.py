@@ -1,0 +1,188 @@
+"""DICOM -> display-ready uint8 pixels, the way a viewer would show them (pydicom 3).
+
+Grayscale (MONOCHROME1/2), in the standard's order:
+  1. modality transform: Modality LUT Sequence or Rescale Slope/Intercept (`apply_modality_lut`)
+  2. VOI transform: VOI LUT Sequence, else the first Window Center/Width (`apply_voi_lut`)
+  3. map the VOI output range to 0..255: for a LUT 0..2^n-1 (n = LUT bits); for a window, or with
+     no VOI at all, the range of the modality output (stored-value range of Bits Stored and Pixel
+     Representation, through the rescale) - so 8-bit data stays as is and 16-bit data is scaled
+  4. MONOCHROME1: invert (0 = white)
+Color (RGB, or YBR which pydicom converts to RGB) is returned as RGB uint8; whether it may feed a
+grayscale model is decided by the caller. Refused with one line: files without pixel data, float
+pixel data, multi-frame images, palette color, pixel data this installation cannot decode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgemed.errors import InputError
+
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+GRAY = ("MONOCHROME1", "MONOCHROME2")
+
+
+def is_dicom(path: Path) -> bool:
+    """A DICOM file: the DICM magic at byte 128 (Part 10), or a DICOM suffix."""
+    if Path(path).suffix.lower() in DICOM_SUFFIXES:
+        return True
+    with open(path, "rb") as f:
+        head = f.read(132)
+    return head[128:132] == b"DICM"
+
+
+def read_dicom(path: Path):
+    """The dataset; a file pydicom cannot parse is an InputError naming it."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        raise InputError(
+            f"{path} is not a DICOM Part 10 file (no DICM preamble); pass a DICOM image, PNG or JPEG"
+        ) from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"cannot read DICOM {path} ({exc}); the file is damaged") from None
+
+
+def check_pixel_module(ds, path: Path) -> None:
+    """Refuse what has no single 2-D image in it, before decoding anything."""
+    if "PixelData" not in ds:
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            raise InputError(
+                f"DICOM {path} holds float pixel data, which is not supported; pass an integer image"
+            )
+        raise InputError(
+            f"DICOM {path} has no pixel data (Pixel Data element missing: a report, presentation "
+            "state or header-only file?); pass the image DICOM"
+        )
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise InputError(
+            f"DICOM {path} is multi-frame ({frames} frames); the model takes one 2-D image: "
+            "pass a single-frame DICOM (one image per file)"
+        )
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if photometric == "PALETTE COLOR" or samples not in (1, 3):
+        raise InputError(
+            f"DICOM {path} is {photometric or 'of unknown photometric interpretation'} with "
+            f"{samples} sample(s) per pixel; pass a MONOCHROME1/2 or RGB image"
+        )
+    if samples == 1 and photometric not in GRAY:
+        raise InputError(
+            f"DICOM {path} has 1 sample per pixel but photometric interpretation {photometric!r}; "
+            "expected MONOCHROME1 or MONOCHROME2"
+        )
+
+
+def decode(ds, path: Path) -> np.ndarray:
+    """ds.pixel_array with decoder failures turned into one line."""
+    try:
+        arr = ds.pixel_array
+    except (
+        RuntimeError,
+        ValueError,
+        AttributeError,
+        NotImplementedError,
+        KeyError,
+        TypeError,
+    ) as exc:
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"cannot decode the pixel data of DICOM {path} (transfer syntax "
+            f"{getattr(ts, 'name', ts)}: {first}); install a decoder (pip install pylibjpeg "
+            "pylibjpeg-libjpeg) or pass an uncompressed DICOM"
+        ) from None
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    expected = 2 if samples == 1 else 3
+    if arr.ndim != expected or (samples == 3 and arr.shape[-1] != 3):
+        raise InputError(
+            f"DICOM {path} decodes to pixel array shape {arr.shape}; expected a single 2-D "
+            f"{'grayscale' if samples == 1 else 'RGB'} image"
+        )
+    return arr
+
+
+def dicom_pixels(path: Path, modalities: tuple[str, ...] = (), expected: str = "") -> np.ndarray:
+    """A DICOM file -> uint8 (H, W) grayscale or (H, W, 3) RGB, display-mapped as described above."""
+    ds = read_dicom(path)
+    check_modality(ds, path, modalities, expected)
+    check_pixel_module(ds, path)
+    arr = decode(ds, path)
+    if arr.ndim == 3:
+        return _color_uint8(arr, ds)
+    return gray_uint8(arr, ds, path)
+
+
+def check_modality(ds, path: Path, modalities: tuple[str, ...], expected: str) -> None:
+    """When the bundle names modalities, the DICOM's (0008,0060) Modality must be one of them."""
+    if not modalities:
+        return
+    modality = str(ds.get("Modality", "") or "").upper()
+    if modality not in modalities:
+        raise InputError(
+            f"DICOM {path} has Modality {modality or '(none)'}; this bundle's model takes "
+            f"{' or '.join(modalities)} images ({expected}); pass an image of that modality"
+        )
+
+
+def gray_uint8(arr: np.ndarray, ds, path: Path) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    values = apply_modality_lut(arr, ds)
+    lo, hi = modality_range(ds)
+    if _has_voi_lut(ds):
+        if values.dtype.kind == "f" and np.all(values == np.round(values)):
+            values = values.astype(np.int64)  # LUT indices are the integer modality values
+        out = apply_voi_lut(values, ds, prefer_lut=True)
+        lo, hi = 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        try:
+            out = apply_voi_lut(values, ds, prefer_lut=False)
+        except ValueError as exc:
+            raise InputError(
+                f"DICOM {path} has an invalid window ({exc}); fix the header"
+            ) from None
+    else:
+        out = values
+        lo, hi = min(lo, hi), max(lo, hi)
+    if hi == lo:
+        raise InputError(f"DICOM {path} has an empty display range; check Bits Stored and Rescale")
+    scaled = np.clip((np.asarray(out, np.float64) - lo) / (hi - lo), 0.0, 1.0) * 255.0
+    u8 = np.rint(scaled).astype(np.uint8)
+    if str(ds.PhotometricInterpretation).upper() == "MONOCHROME1":
+        u8 = 255 - u8
+    return u8
+
+
+def modality_range(ds) -> tuple[float, float]:
+    """(y_min, y_max) of the modality output, as pydicom's windowing defines it (PS3.3 C.11.2)."""
+    if ds.get("ModalityLUTSequence"):
+        return 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+    bits = int(ds.BitsStored)
+    if int(ds.get("PixelRepresentation", 0)) == 0:
+        lo, hi = 0.0, float(2**bits - 1)
+    else:
+        lo, hi = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        lo, hi = lo * slope + intercept, hi * slope + intercept
+    return lo, hi
+
+
+def _has_voi_lut(ds) -> bool:
+    seq = ds.get("VOILUTSequence")
+    return bool(seq) and "LUTDescriptor" in seq[0] and "LUTData" in seq[0]
+
+
+def _color_uint8(arr: np.ndarray, ds) -> np.ndarray:
+    bits = int(ds.get("BitsStored", 8) or 8)
+    if bits <= 8 and arr.dtype == np.uint8:
+        return arr
+    top = float(2**bits - 1)
+    return np.rint(np.clip(arr.astype(np.float64) / top, 0, 1) * 255.0).astype(np.uint8)

@@ -1,0 +1,122 @@
+"""`edgemed keygen`, `bundle`, `verify`, `predict`: the signed appliance bundle, both sides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgemed.cli.options import force_option
+
+
+@click.command()
+@click.option("--out", "out", required=True, type=click.Path(), help="Directory for the key pair.")
+@force_option
+def keygen(out, force) -> None:
+    """Create an Ed25519 key pair: OUT/edgemed.key (private, mode 0600) and OUT/edgemed.pub."""
+    from edgemed.signing import write_keypair
+
+    priv, pub = write_keypair(Path(out), force)
+    click.echo(f"private key {priv} (mode 0600: keep it secret, sign with it)")
+    click.echo(f"public key  {pub} (give it to every appliance that verifies your bundles)")
+
+
+@click.command()
+@click.option(
+    "--model", required=True, type=click.Path(), help="Artifact dir from `edgemed export`."
+)
+@click.option("--report", required=True, type=click.Path(), help="Bench dir from `edgemed bench`.")
+@click.option("--key", required=True, type=click.Path(), help="Private key (KEYDIR/edgemed.key).")
+@click.option("--out", "out", required=True, type=click.Path(), help="Bundle file to write.")
+@click.option("--max-auc-drop", type=float, help="Gate: max AUC drop vs FP32 (default 0.005).")
+@click.option("--max-flip-rate", type=float, help="Gate: max decision flip rate (default 0.01).")
+@click.option("--max-sens-drop", type=float, help="Gate: max sensitivity drop (default 0.02).")
+@click.option(
+    "--override-gate",
+    "override_reason",
+    metavar="REASON",
+    help="Bundle even if the gate fails; REASON and the failed checks are signed into the manifest.",
+)
+@click.option(
+    "--modality",
+    "modalities",
+    multiple=True,
+    metavar="CODE",
+    help="DICOM Modality the model takes (repeatable, e.g. CR, DX); predict refuses others.",
+)
+@click.option("--description", help="What the model takes, for messages (default: from the card).")
+@force_option
+def bundle(
+    model,
+    report,
+    key,
+    out,
+    max_auc_drop,
+    max_flip_rate,
+    max_sens_drop,
+    override_reason,
+    modalities,
+    description,
+    force,
+) -> None:
+    """Pack ARTIFACT + contract + bench evidence into one signed bundle (release gate first)."""
+    from edgemed.bundle.build import BundleRequest, build_bundle
+    from edgemed.bundle.gate import gate_limits
+
+    req = BundleRequest(
+        model=Path(model),
+        report=Path(report),
+        key=Path(key),
+        out=Path(out),
+        limits=gate_limits(max_auc_drop, max_flip_rate, max_sens_drop),
+        override_reason=override_reason,
+        force=force,
+        modalities=tuple(modalities),
+        description=description,
+    )
+    m = build_bundle(req)
+    gate = m["gate"]
+    click.echo(f"bundle {m['bundle_id']} ({m['model']['label']}, {len(m['files'])} files) -> {out}")
+    if gate["decision"] == "overridden":
+        click.echo(
+            f"release gate OVERRIDDEN: {gate['override_reason']} (failed: {'; '.join(gate['failed'])})"
+        )
+    else:
+        click.echo(f"release gate passed: {'; '.join(c['detail'] for c in gate['checks'])}")
+    if not m["input"]["modalities"]:
+        click.echo("note: no --modality given; the appliance will not check the DICOM Modality")
+
+
+@click.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path())
+@click.option("--pubkey", required=True, type=click.Path(), help="Publisher's public key (.pub).")
+def verify(bundle_path, pubkey) -> None:
+    """Check BUNDLE: archive safety, signature, every file and hash, runtime; one line per check."""
+    from edgemed.appliance.verify import verify_bundle
+
+    verify_bundle(Path(bundle_path), Path(pubkey), echo=click.echo)
+    click.echo(f"verified {bundle_path}")
+
+
+@click.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path())
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.option("--pubkey", required=True, type=click.Path(), help="Publisher's public key (.pub).")
+@click.option("--threads", type=int, help="Intra-op threads for the runtime (default: runtime's).")
+def predict(bundle_path, images, pubkey, threads) -> None:
+    """Verify BUNDLE, then print one JSON object per IMAGE (PNG, JPEG or DICOM).
+
+    Every image is read and checked before any result is printed, so a bad image fails the whole
+    call without partial output."""
+    import time
+
+    from edgemed.appliance import load, result_line
+
+    with load(Path(bundle_path), Path(pubkey), threads) as predictor:
+        prepared = []
+        for path in images:
+            t0 = time.perf_counter()
+            prepared.append((path, predictor.prepare(path), time.perf_counter() - t0))
+        for path, image, read_s in prepared:
+            t1 = time.perf_counter() - read_s
+            click.echo(result_line(predictor.predict_image(image, str(path), t1)))
