@@ -78,16 +78,24 @@ class OnnxRuntimeRunner(Runner):
 
 def _load_error(path: Path, exc: Exception) -> InputError:
     """Name the op and node ONNX Runtime has no kernel for; else its own first line."""
-    missing = unsupported_nodes(path)
-    if missing:
-        node, op = missing[0]
-        more = f" (and {len(missing) - 1} more nodes)" if len(missing) > 1 else ""
-        return InputError(
-            f"ONNX Runtime cannot run op {op} at node {node!r} in {path}{more}; "
-            "replace that layer with standard ONNX ops and re-export"
-        )
+    unsupported = unsupported_error(path)
+    if unsupported:
+        return unsupported
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
     return InputError(f"ONNX Runtime cannot load {path} ({first}); re-export it")
+
+
+def unsupported_error(path: Path) -> InputError | None:
+    """An error naming the first op (and its node) ONNX Runtime has no kernel for, else None."""
+    missing = unsupported_nodes(path)
+    if not missing:
+        return None
+    node, op = missing[0]
+    more = f" (and {len(missing) - 1} more nodes)" if len(missing) > 1 else ""
+    return InputError(
+        f"ONNX Runtime cannot run op {op} at node {node!r}{more} of the model; "
+        "replace that layer with standard ONNX ops and re-export"
+    )
 
 
 def unsupported_nodes(path: Path) -> list[tuple[str, str]]:
@@ -154,6 +162,8 @@ class OnnxRuntimeBackend(Backend):
 
     def convert(self, req: ConvertRequest, out: Path) -> Converted:
         s = self.settings(req)
+        if err := unsupported_error(req.onnx_path):
+            raise err
         if s.exclude_nodes:
             check_node_names(s.exclude_nodes, self.quantizable_nodes(req), self.name)
         target = Path(out) / MODEL_FILE

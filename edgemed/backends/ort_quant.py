@@ -163,6 +163,7 @@ def qdq_from_onnx(pre_path: Path, out_path: Path, ranges, settings: QuantSetting
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
+    float_outputs = output_op_types(pre_path)
     act = settings.extra.get("activation_type", "uint8")
     wt = settings.extra.get("weight_type", "int8")
     with tempfile.TemporaryDirectory(prefix="edgemed-qdq-") as tmp, _quiet():
@@ -179,8 +180,27 @@ def qdq_from_onnx(pre_path: Path, out_path: Path, ranges, settings: QuantSetting
             nodes_to_exclude=list(settings.exclude_nodes),
             calibrate_method=ranges.calibration_method or CalibrationMethod.MinMax,
             calibration_cache_path=str(cache),
+            extra_options={"OpTypesToExcludeOutputQuantization": list(float_outputs)},
         )
-    return {"format": "QDQ", "activation_type": act, "weight_type": wt}
+    return {
+        "format": "QDQ",
+        "activation_type": act,
+        "weight_type": wt,
+        "float_output_op_types": list(float_outputs),
+    }
+
+
+def output_op_types(onnx_path: Path) -> tuple[str, ...]:
+    """Op types that produce the graph outputs.
+
+    Their outputs stay float: the logits meet the clinical threshold, and an 8-bit logit step
+    moves probabilities near it (measured: 3 -> 1 flips of 468 on the chest X-ray CNN, MinMax).
+    """
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    outs = {o.name for o in graph.output}
+    return tuple(sorted({n.op_type for n in graph.node if outs & set(n.output)}))
 
 
 def dynamic_int8_from_onnx(pre_path: Path, out_path: Path, settings: QuantSettings) -> dict:

@@ -1,0 +1,112 @@
+"""Drift budget and accuracy-aware fallback, run for real with ONNX Runtime on the chest X-ray model.
+
+A coarse percentile calibration (clipping the top 1% or 40% of every activation) forces real drift,
+so the budget is exceeded deterministically without touching the budget arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import CXR, assert_user_error, run_cli, tree_snapshot
+
+CLIPPED = ("--calib-method", "percentile", "--option")
+
+
+def _int8(cxr_model, out, percentile: float, *extra: str):
+    return run_cli(
+        "export", "--model", cxr_model, "--target", "onnx", "--out", out,
+        "--precision", "int8", "--calib", CXR, "--calib-count", "128",
+        *CLIPPED, f"calib_percentile={percentile}", *extra,
+    )  # fmt: skip
+
+
+def test_over_budget_without_accuracy_control_names_the_numbers(cxr_model, tmp_path):
+    before = tree_snapshot(tmp_path)
+    res = _int8(cxr_model, tmp_path / "o", 99.0)
+    assert_user_error(
+        res, "beyond the budget", "flip rate", "max flip rate 1.00%", "--accuracy-control"
+    )
+    assert res.code == 4
+    assert tree_snapshot(tmp_path) == before
+
+
+@pytest.fixture(scope="module")
+def controlled(cxr_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fallback") / "o"
+    res = _int8(cxr_model, out, 99.0, "--accuracy-control")
+    assert res.code == 0, res.err
+    return res, json.loads((out / "manifest.json").read_text()), out
+
+
+def test_accuracy_control_grows_the_float_layers_until_the_budget_holds(controlled):
+    res, m, _ = controlled
+    ac = m["accuracy_control"]
+    attempts = ac["attempts"]
+    assert attempts[0]["step"] == "requested" and not attempts[0]["within_budget"]
+    sens = [a for a in attempts if a["step"] == "sensitivity"]
+    grow = [a for a in attempts if a["step"] == "fallback"]
+    assert len(sens) == len(ac["sensitivity"]) >= 8  # every conv/gemm layer of the CNN was tried
+    assert all(len(a["excluded"]) == 1 for a in sens)
+    sizes = [len(a["excluded"]) for a in grow]
+    assert sizes == list(range(2, 2 + len(sizes)))  # one more layer in float per step
+    for prev, cur in zip(grow, grow[1:], strict=False):
+        assert cur["excluded"][: len(prev["excluded"])] == prev["excluded"]
+    chosen = grow[-1] if grow else next(a for a in sens if a["excluded"] == ac["excluded_nodes"])
+    assert chosen["within_budget"] and chosen["excluded"] == ac["excluded_nodes"]
+    assert not any(a["within_budget"] for a in grow[:-1])  # it stopped at the first that held
+    assert m["backend"]["excluded_nodes"] == ac["excluded_nodes"]
+    assert m["drift"]["flip_rate"] <= 0.01 and m["drift"]["auc_drop"] <= 0.005
+    assert "accuracy control" in res.err  # progress lines name each attempt
+
+
+def test_excluded_layers_really_stay_float(controlled):
+    import onnx
+
+    _, m, out = controlled
+    g = onnx.load(str(out / "model.onnx")).graph
+    producers = {o: n for n in g.node for o in n.output}
+    excluded = set(m["accuracy_control"]["excluded_nodes"])
+    weight_is_int8 = {
+        n.name: getattr(producers.get(n.input[1]), "op_type", None) == "DequantizeLinear"
+        for n in g.node
+        if n.op_type == "Conv"
+    }
+    assert excluded & set(weight_is_int8)
+    for name, int8 in weight_is_int8.items():
+        assert int8 == (name not in excluded), name
+
+
+def test_accuracy_control_fails_with_the_table_of_what_was_tried(cxr_model, tmp_path):
+    before = tree_snapshot(tmp_path)
+    res = _int8(cxr_model, tmp_path / "o", 60.0, "--accuracy-control")
+    assert_user_error(res, "could not bring", "all 8 layers in float", "none: AUC drop", "+/")
+    assert res.code == 4
+    assert tree_snapshot(tmp_path) == before
+
+
+def test_accuracy_control_needs_validation_images(cxr_onnx, tmp_path):
+    before = tree_snapshot(tmp_path)
+    res = run_cli(
+        "export", "--model", cxr_onnx / "model.onnx", "--target", "onnx", "--out", tmp_path / "o",
+        "--precision", "int8", "--calib", CXR, "--calib-count", "64", "--accuracy-control",
+    )  # fmt: skip
+    assert_user_error(res, "--accuracy-control needs validation images", "--data")
+    assert tree_snapshot(tmp_path) == before
+
+
+def test_backend_without_layer_control_says_so(cxr_model, tmp_path, monkeypatch):
+    import edgemed.export
+    from edgemed.backends.onnxruntime import OnnxRuntimeBackend
+
+    class NoLayerControl(OnnxRuntimeBackend):  # the real runtime, without the fallback hook
+        def quantizable_nodes(self, req):
+            return ()
+
+    monkeypatch.setattr(edgemed.export, "get_backend", lambda name: NoLayerControl())
+    before = tree_snapshot(tmp_path)
+    res = _int8(cxr_model, tmp_path / "o", 99.0, "--accuracy-control")
+    assert_user_error(res, "cannot keep layers in float", "higher precision")
+    assert tree_snapshot(tmp_path) == before
