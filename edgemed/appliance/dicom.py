@@ -2,7 +2,8 @@
 
 Grayscale (MONOCHROME1/2), in the standard's order:
   1. modality transform: Modality LUT Sequence or Rescale Slope/Intercept (`apply_modality_lut`)
-  2. VOI transform: VOI LUT Sequence, else the first Window Center/Width (`apply_voi_lut`)
+  2. VOI transform: the first VOI LUT Sequence item (see `voi_lut_sequence`), else the first
+     Window Center/Width (`apply_voi_lut`, LINEAR, LINEAR_EXACT or SIGMOID)
   3. map the VOI output range to 0..255: for a LUT 0..2^n-1 (n = LUT bits); for a window, or with
      no VOI at all, the range of the modality output (stored-value range of Bits Stored and Pixel
      Representation, through the rescale) - so 8-bit data stays as is and 16-bit data is scaled
@@ -137,10 +138,8 @@ def gray_uint8(arr: np.ndarray, ds, path: Path) -> np.ndarray:
     values = apply_modality_lut(arr, ds)
     lo, hi = modality_range(ds)
     if _has_voi_lut(ds):
-        if values.dtype.kind == "f" and np.all(values == np.round(values)):
-            values = values.astype(np.int64)  # LUT indices are the integer modality values
-        out = apply_voi_lut(values, ds, prefer_lut=True)
-        lo, hi = 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+        out, hi = voi_lut_sequence(values, ds)
+        lo = 0.0
     elif "WindowCenter" in ds and "WindowWidth" in ds:
         try:
             out = apply_voi_lut(values, ds, prefer_lut=False)
@@ -173,6 +172,33 @@ def modality_range(ds) -> tuple[float, float]:
         slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
         lo, hi = lo * slope + intercept, hi * slope + intercept
     return lo, hi
+
+
+def voi_lut_sequence(values: np.ndarray, ds) -> tuple[np.ndarray, float]:
+    """The first VOI LUT: output values and the top of their range.
+
+    Applied here rather than by pydicom 3.0.2's `apply_voi`, which indexes with an array of the
+    LUT entry type, so an 8-bit LUT with more than 256 entries wraps its indices. The range is
+    0..2^n-1 for n = the descriptor's bits, unless the entries use at most n-4 bits (LUTs whose
+    descriptor overstates the depth, as some CR devices write); then the bits they really use.
+    """
+    item = ds.VOILUTSequence[0]
+    entries, first, bits = (int(v) for v in item.LUTDescriptor)
+    elem = item["LUTData"]
+    if isinstance(elem.value, bytes):
+        little = getattr(ds, "original_encoding", (None, True))[1] is not False
+        lut = np.frombuffer(elem.value, dtype="<u2" if little else ">u2").astype(np.int64)
+    else:
+        lut = np.asarray(elem.value, dtype=np.int64).reshape(-1)
+    lut = lut[: entries or 65536]
+    index = np.clip(
+        np.rint(np.asarray(values, np.float64)).astype(np.int64) - first, 0, len(lut) - 1
+    )
+    top = 2**bits - 1
+    used = int(lut.max()) if len(lut) else 0
+    if 0 < used < 2 ** (bits - 4):
+        top = 2 ** used.bit_length() - 1
+    return lut[index].astype(np.float64), float(top)
 
 
 def _has_voi_lut(ds) -> bool:
