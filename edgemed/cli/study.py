@@ -1,0 +1,82 @@
+"""`edgemed study`: the compact-model study (grid over the zoo + a large baseline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgemed.cli.options import force_option, out_option
+
+
+@click.command()
+@click.option(
+    "--data",
+    required=True,
+    help="MedMNIST .npz or a folder of class folders (split duplicate-aware).",
+)
+@click.option("--quick", is_flag=True, help="A 3-point grid (for tests and smoke runs).")
+@click.option(
+    "--extended",
+    is_flag=True,
+    help="Add the 3x3-stem ResNet-18 (and MONAI DenseNet-121 if monai is installed) as extra baselines.",
+)
+@click.option(
+    "--resume", is_flag=True, help="Continue an interrupted study (or extend a finished one)."
+)
+@click.option(
+    "--epochs", type=int, default=10, show_default=True, help="Training epochs per model."
+)
+@click.option("--patience", type=int, default=4, show_default=True, help="Early-stopping patience.")
+@click.option(
+    "--image-size", type=int, help="Resize to SIZE x SIZE (default: npz native, folders 64)."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=int, help="torch training threads (default: all cores).")
+@click.option(
+    "--latency-seconds",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Timed seconds per latency measurement (after as much warm-up).",
+)
+@out_option
+@force_option
+def study(
+    data,
+    quick,
+    extended,
+    resume,
+    epochs,
+    patience,
+    image_size,
+    seed,
+    threads,
+    latency_seconds,
+    out,
+    force,
+) -> None:
+    """Train, export (ORT INT8) and time a grid of compact models and a large baseline;
+    write study.json, study.md and pareto.svg."""
+    from edgemed.study import StudyConfig
+    from edgemed.study.report import pick_lines
+    from edgemed.study.run import run_study
+
+    cfg = StudyConfig(
+        data=data,
+        out=Path(out),
+        quick=quick,
+        extended=extended,
+        resume=resume,
+        force=force,
+        epochs=epochs,
+        patience=patience,
+        image_size=image_size,
+        seed=seed,
+        threads=threads,
+        latency_seconds=latency_seconds,
+    )
+    result = run_study(cfg)
+    for line in pick_lines(result):
+        click.echo(line.removeprefix("- ").replace("**", ""))
+    click.echo(f"study of {len(result['rows'])} models -> {out} (study.md, study.json, pareto.svg)")
