@@ -260,7 +260,9 @@ def run_row(
     logits_path = out / "logits" / f"{cfg.key}.npy"
     kind = "artifact" if cfg.kind == "artifact" else cfg.reference.kind
     job = _job(cfg.key, kind, cfg.path, cfg.contract, tmp / f"data-{ev.key}.npz", logits_path)
-    job.update(threads=req.threads, batch=req.batch, latency=req.latency_settings())
+    job.update(
+        threads=req.threads, batch=req.batch, latency=req.latency_settings(), device=cfg.device
+    )
     before = load_average()
     res = run_worker(job, tmp, req.timeout)
     row = base_row(cfg, req, res, before, load_average())
@@ -286,6 +288,7 @@ def base_row(cfg: Config, req: BenchRequest, res, before, after) -> dict:
         "error": res.error,
         "drift": None,
         "latency": res.row.get("latency"),
+        "runtime_settings": res.row.get("runtime_settings"),
         "memory": memory,
         "threads": req.threads,
         "batch": req.batch,
@@ -296,12 +299,12 @@ def base_row(cfg: Config, req: BenchRequest, res, before, after) -> dict:
 
 
 def gpu_memory_block(cfg: Config, worker_row: dict) -> dict:
-    """GPU memory: what the worker measured on a GPU device, else null with the reason."""
+    """GPU memory as the worker measured it (NVML/tegrastats), else null with the reason."""
     if worker_row.get("gpu_memory"):
         return worker_row["gpu_memory"]
     if cfg.device == "cpu":
         return {"peak_mb": None, "reason": "this configuration runs on the CPU"}
-    return {"peak_mb": None, "reason": "no GPU memory probe ran for this configuration"}
+    return {"peak_mb": None, "reason": "the configuration did not finish, nothing was measured"}
 
 
 def row_summary(row: dict) -> str:

@@ -186,7 +186,14 @@ def pareto_svg(rows: list[dict]) -> str:
     ax.line([(pts[i][0], pts[i][1]) for i in front], stroke="#999", dash="5,4")
     for i, (x, y, label) in enumerate(pts):
         ax.dot(x, y, color(i), 5.5 if i in front else 4.0, f"{label}: {x:.3f} ms, AUC {y:.4f}")
-        ax.text(ax.px(x) + 7, ax.py(y) - 6, label + (" *" if i in front else ""), size=10)
+        right = ax.px(x) > ax.w * 0.7
+        ax.text(
+            ax.px(x) + (-7 if right else 7),
+            ax.py(y) - 6,
+            label + (" *" if i in front else ""),
+            anchor="end" if right else "start",
+            size=10,
+        )
     return (
         ax.svg()
         + "<p>* on the Pareto front (no other configuration is both faster and more accurate)</p>"
@@ -206,10 +213,10 @@ def latency_svg(rows: list[dict]) -> str:
         (lo / 1.2, hi * 1.2), (0, 100), "latency per call (ms, log scale)", "percentile", logx=True
     )
     step = 100 / (len(series[0][1]) - 1)
-    for i, (name, q) in enumerate(series):
+    for i, (_, q) in enumerate(series):
         ax.line([(v, k * step) for k, v in enumerate(q)], stroke=color(i))
-        ax.text(ax.px(q[len(q) // 2]) + 4, ax.py(50) - 4 - 12 * i, name, size=10, fill=color(i))
-    return ax.svg()
+    ax.legend([(name, color(i)) for i, (name, _) in enumerate(series)])
+    return ax.svg() + "<p>cumulative distribution of the timed calls (after warm-up)</p>"
 
 
 def _blocks(row: dict) -> list[tuple[str, dict]]:

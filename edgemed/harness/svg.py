@@ -41,19 +41,20 @@ class Axes:
             f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" '
             'fill="none" stroke="#888"/>'
         )
-        for t in _ticks(self.x0, self.x1):
-            v = 10**t if self.logx else t
+        xt = _log_ticks(self.x0, self.x1) if self.logx else _ticks(self.x0, self.x1)
+        for v in xt:
             x = self.px(v)
             self.parts.append(
                 f'<line x1="{x:.1f}" y1="{bottom}" x2="{x:.1f}" y2="{bottom + 4}" stroke="#888"/>'
             )
-            self.text(x, bottom + 16, _fmt(v), anchor="middle")
-        for t in _ticks(self.y0, self.y1):
-            y = self.py(t)
+            self.text(x, bottom + 16, _fmt(v, xt), anchor="middle")
+        yt = _ticks(self.y0, self.y1)
+        for v in yt:
+            y = self.py(v)
             self.parts.append(
                 f'<line x1="{left - 4}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="#888"/>'
             )
-            self.text(left - 6, y + 4, _fmt(t), anchor="end")
+            self.text(left - 6, y + 4, _fmt(v, yt), anchor="end")
         self.text((left + right) / 2, self.h - 8, xlabel, anchor="middle")
         self.parts.append(
             f'<text x="14" y="{(top + bottom) / 2:.1f}" font-size="12" text-anchor="middle" '
@@ -87,6 +88,15 @@ class Axes:
             f'fill="{fill}" fill-opacity="{opacity}" stroke="{fill}"/>'
         )
 
+    def legend(self, items: list[tuple[str, str]]) -> None:
+        """Colored swatches with names, top-left inside the frame."""
+        for i, (name, fill) in enumerate(items):
+            y = 24 + 14 * i
+            self.parts.append(
+                f'<rect x="{PAD + 8}" y="{y - 8}" width="12" height="4" fill="{fill}"/>'
+            )
+            self.text(PAD + 24, y - 2, name, size=10)
+
     def svg(self) -> str:
         return (
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.w}" height="{self.h}" '
@@ -107,14 +117,20 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return [start + i * step for i in range(int((hi - start) / step + 1e-9) + 1)]
 
 
-def _fmt(v: float) -> str:
-    if v == 0:
-        return "0"
-    if abs(v) >= 100:
-        return f"{v:.0f}"
-    if abs(v) >= 1:
-        return f"{v:.3g}"
-    return f"{v:.3g}"
+def _log_ticks(lo_exp: float, hi_exp: float) -> list[float]:
+    """1-2-5 ticks between 10**lo_exp and 10**hi_exp (fewer when the range spans many decades)."""
+    mults = (1, 2, 5) if hi_exp - lo_exp < 2.5 else (1,)
+    out = []
+    for e in range(math.floor(lo_exp), math.ceil(hi_exp) + 1):
+        out += [m * 10.0**e for m in mults if lo_exp <= math.log10(m * 10.0**e) <= hi_exp]
+    return out
+
+
+def _fmt(v: float, ticks: list[float]) -> str:
+    """Enough decimals to tell neighbouring ticks apart."""
+    step = min((b - a for a, b in zip(ticks[:-1], ticks[1:], strict=True)), default=abs(v) or 1.0)
+    decimals = max(0, -math.floor(math.log10(min(step, abs(v) or step))) if step > 0 else 0)
+    return f"{v:.{min(decimals, 6)}f}"
 
 
 def padded(lo: float, hi: float, frac: float = 0.08) -> tuple[float, float]:

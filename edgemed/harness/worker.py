@@ -69,37 +69,67 @@ def latency_input(contract, images: np.ndarray, batch: int) -> np.ndarray:
 
 def run_job(job: dict) -> dict:
     """Load, time and run one configuration; returns the worker part of the bench row."""
+    import contextlib
+
     from edgemed.backends import run_batches
     from edgemed.contract import Contract
-    from edgemed.harness.latency import measure_latency
 
-    data = np.load(job["data"])
-    images = data["images"]
+    images = np.load(job["data"])["images"]
     contract = Contract.from_dict(job["contract"])
     baseline = peak_rss_mb()
-    runner = open_job_runner(job)
-    t0 = time.perf_counter()
-    runner.activate()
-    activate_s = time.perf_counter() - t0
-    _inject_fault(job)
+    sampler, gpu = gpu_sampler(job)
     out: dict = {"status": "ok", "error": None}
-    if job.get("latency"):
-        out["latency"] = _measure(runner, contract, images, job, measure_latency)
-        out["latency"].update(load_ms=(runner.load_seconds or activate_s) * 1e3)
-        out["latency"].update(activate_ms=activate_s * 1e3)
-    logits = run_batches(runner, contract, images, EVAL_BATCH)
-    peak = peak_rss_mb()
-    runner.deactivate()
+    with sampler or contextlib.nullcontext():
+        runner = open_job_runner(job)
+        t0 = time.perf_counter()
+        runner.activate()
+        activate_s = time.perf_counter() - t0
+        _inject_fault(job)
+        out["runtime_settings"] = dict(getattr(runner, "info", None) or {})
+        if job.get("latency"):
+            out["latency"] = _measure(runner, contract, images, job)
+            out["latency"].update(
+                load_ms=(runner.load_seconds or activate_s) * 1e3, activate_ms=activate_s * 1e3
+            )
+        logits = run_batches(runner, contract, images, EVAL_BATCH)
+        peak = peak_rss_mb()
+        runner.deactivate()
     np.save(job["logits_out"], logits)
     out["memory"] = {
         "baseline_rss_mb": round(baseline, 2),
         "peak_rss_mb": round(peak, 2),
         "peak_rss_delta_mb": round(peak - baseline, 2),
     }
+    out["gpu_memory"] = gpu if sampler is None else gpu_result(sampler)
     return out
 
 
-def _measure(runner, contract, images: np.ndarray, job: dict, measure_latency) -> dict:
+def gpu_sampler(job: dict):
+    """NVML/tegrastats sampler for GPU configurations (None, reason) where there is none."""
+    if job.get("device", "cpu") == "cpu":
+        return None, {"peak_mb": None, "reason": "this configuration runs on the CPU"}
+    from edgemed.errors import EdgemedError
+
+    try:
+        from edgemed.harness.gpu_memory import gpu_memory_sampler
+
+        return gpu_memory_sampler(pid=os.getpid()), None
+    except ImportError:
+        return None, {"peak_mb": None, "reason": "edgemed.harness.gpu_memory is not installed"}
+    except EdgemedError as exc:
+        return None, {"peak_mb": None, "reason": " ".join(str(exc).split())}
+
+
+def gpu_result(sampler) -> dict:
+    """This process's peak GPU memory when the driver reports it, else the device-wide increase."""
+    g = sampler.result().to_dict()
+    own = g.get("process_peak_mb")
+    return {**g, "peak_mb": own if own is not None else g["peak_used_mb"] - g["baseline_mb"]}
+
+
+def _measure(runner, contract, images: np.ndarray, job: dict) -> dict:
+    from edgemed.harness.latency import measure_latency
+
     batch = int(job["batch"])
     if runner.batch_limit and batch > runner.batch_limit:
         from edgemed.errors import InputError
