@@ -137,8 +137,18 @@ def check_parity(
 def candidate_drift(backend, out: Path, manifest: dict, ref: np.ndarray, ev: EvalSet) -> Drift:
     """Run the freshly written artifact with its own runtime and compare to the reference."""
     contract = Contract.from_dict(manifest["contract"])
-    with backend.open(out, manifest) as runner:
+    runner = (
+        backend.simulation_runner(out, manifest)  # e.g. TensorRT Q/DQ run in ONNX Runtime on CPU
+        if _simulated(backend, manifest["profile"]["device"], manifest["precision"])
+        else backend.open(out, manifest)
+    )
+    with runner:
         return drift_from_logits(contract, ref, run_batches(runner, contract, ev.images), ev.labels)
+
+
+def _simulated(backend, device: str, precision: str) -> bool:
+    """A target that is not this CPU, whose backend can simulate it here at this precision."""
+    return device != "cpu" and precision in getattr(backend, "simulated_precisions", ())
 
 
 def run_export(req: ExportRequest) -> dict:
@@ -176,7 +186,9 @@ def run_export(req: ExportRequest) -> dict:
         def measure(d: Path, c) -> Drift:  # run an attempt on the validation split
             return candidate_drift(backend, d, _manifest(*facts, c, *rest), ref, ev)
 
-        runnable = ev is not None and profile.device == "cpu"
+        runnable = ev is not None and (
+            profile.device == "cpu" or _simulated(backend, profile.device, req.precision)
+        )
         conv, drift, budget = convert_within_budget(
             backend, creq, tmp, work / "attempts", measure if runnable else None
         )
@@ -190,6 +202,10 @@ def run_export(req: ExportRequest) -> dict:
             drift = candidate_drift(backend, tmp, manifest, ref, ev)
         if drift is not None:
             manifest["drift"] = drift.to_dict()
+            if profile.device != "cpu":
+                manifest["drift"]["simulated"] = backend.simulation
+        if hasattr(backend, "artifact_extras"):  # e.g. TensorRT: reference outputs for the device
+            manifest.update(backend.artifact_extras(tmp, manifest, ref, ev))
         return write_manifest(tmp, manifest)
 
 

@@ -60,6 +60,12 @@ class Profile:
             )
         if self.dla_core is not None and self.runtime != "tensorrt":
             raise InputError(f"profile {where}: dla_core applies only to the tensorrt runtime")
+        if self.dla_core is not None and (self.dla_core < 0 or self.device != "jetson"):
+            raise InputError(f"profile {where}: dla_core must be >= 0 and needs device = 'jetson'")
+        if self.runtime == "tensorrt" and self.device == "cpu":
+            raise InputError(f"profile {where}: tensorrt needs device 'gpu' or 'jetson'")
+        if self.workspace_mb is not None and self.workspace_mb < 1:
+            raise InputError(f"profile {where}: workspace_mb must be >= 1")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"profile {where}: threads must be >= 1")
 

@@ -159,7 +159,12 @@ def export_summary(m: dict, out) -> str:
     d = m.get("drift")
     if d:
         auc = f", AUC drop {d['auc_drop']:+.4f}" if d.get("auc_drop") is not None else ""
+        sim = f" (simulated: {d['simulated']})" if d.get("simulated") else ""
         parts.append(
-            f"drift vs FP32: max |dp| {d['max_abs_dp']:.1e}, flip rate {d['flip_rate']:.2%}{auc}"
+            f"drift vs FP32{sim}: max |dp| {d['max_abs_dp']:.1e}, flip rate {d['flip_rate']:.2%}{auc}"
         )
+    # e.g. TensorRT: the engine is built on the target device
+    step = (m.get("backend") or {}).get("next_step")
+    if step:
+        parts.append(step.format(out=out))
     return "; ".join(parts)

@@ -1,0 +1,204 @@
+"""TensorRT backend: the TensorRT-ready artifact is made anywhere, the engine on the target.
+
+`convert` writes the ONNX that TensorRT builds from (FP32/FP16: the reference ONNX; INT8: a
+TensorRT-conformant Q/DQ ONNX calibrated on the user's images), the FP32 reference outputs on
+validation images and the target profile. Its drift is simulated here by running that ONNX in
+ONNX Runtime on the CPU and marked so in the manifest. `edgemed build-engine` builds the engine on
+the device and re-checks the drift there; `open` runs such an engine (TensorRT + GPU only).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgemed.backends import Backend, Converted, ConvertRequest, Runner
+from edgemed.backends.quant import (
+    QuantSettings,
+    calibration_info,
+    check_node_names,
+    quant_settings,
+    write_calibration_manifest,
+)
+from edgemed.calibration import CalibrationSet
+from edgemed.errors import InputError
+from edgemed.fileio import write_json_atomic
+from edgemed.profiles import Profile
+
+MODEL_FILE = "model.onnx"
+PROFILE_FILE = "target-profile.json"
+REFERENCE_FILES = {
+    "inputs": "reference_inputs.npy",
+    "labels": "reference_labels.npy",
+    "logits": "reference_logits.npy",
+}
+REFERENCE_MAX_IMAGES = 256
+REFERENCE_MAX_BYTES = 16 * 2**20
+SIMULATED = "onnxruntime-cpu"
+NEXT_STEP = (
+    "TensorRT engine not built here: engines are tied to the GPU and TensorRT version, so run "
+    "`edgemed build-engine {out}` on the target device"
+)
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+    package = "tensorrt"
+    precisions = frozenset({"fp32", "fp16", "int8"})
+    # The export pipeline measures drift of targets that are not this CPU through these:
+    simulation = SIMULATED
+    simulated_precisions = ("fp32", "int8")  # ORT on CPU reproduces FP32 and Q/DQ INT8 math
+
+    def __init__(self) -> None:
+        # Caches for the accuracy-aware fallback, which converts the same model many times.
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._pre: dict[str, Path] = {}
+        self._ranges: dict[tuple, object] = {}
+
+    def available(self) -> str | None:
+        from edgemed.backends.trt_device import tensorrt_unavailable
+
+        return tensorrt_unavailable()
+
+    def settings(self, req: ConvertRequest) -> QuantSettings:
+        """Validated options: static INT8 only, per-channel weights, ORT's calibration methods."""
+        from edgemed.backends.trt_qdq import METHODS
+
+        self.check_precision(req.precision)
+        return quant_settings(
+            req,
+            self.name,
+            methods=METHODS,
+            default_method="minmax",
+            modes=("static",),
+            granularities=("per-channel",),
+            default_granularity="per-channel",
+        )
+
+    def quantizable_nodes(self, req: ConvertRequest) -> tuple[str, ...]:
+        from edgemed.backends.ort_quant import nodes_of_types
+        from edgemed.backends.trt_qdq import WEIGHTED_OPS
+
+        if self.settings(req).precision != "int8":
+            return ()  # FP16 comes from a builder flag on the device: nothing to keep in float here
+        return nodes_of_types(self._preprocessed(req.onnx_path), WEIGHTED_OPS)
+
+    def convert(self, req: ConvertRequest, out: Path) -> Converted:
+        """Write the ONNX for TensorRT (Q/DQ for INT8) and the profile; works without a GPU."""
+        s = self.settings(req)
+        if s.exclude_nodes:
+            check_node_names(s.exclude_nodes, self.quantizable_nodes(req), self.name)
+        target = Path(out) / MODEL_FILE
+        info: dict = {"format": "onnx-for-tensorrt", "next_step": NEXT_STEP}
+        if s.precision == "int8":
+            info["qdq"] = self._int8(req, target, s)
+        else:
+            shutil.copyfile(req.onnx_path, target)
+        if s.precision == "fp16":
+            info["fp16"] = "FP32 ONNX; TensorRT 10.x builds it with the FP16 builder flag"
+        files = [MODEL_FILE]
+        if cal := write_calibration_manifest(out, req.calibration):
+            files.append(cal)
+        if isinstance(req.profile, Profile):
+            write_json_atomic(Path(out) / PROFILE_FILE, req.profile.to_dict())
+            files.append(PROFILE_FILE)
+        info["excluded_nodes"] = list(s.exclude_nodes)
+        return Converted(tuple(files), MODEL_FILE, req.contract, info)
+
+    def _int8(self, req: ConvertRequest, target: Path, s: QuantSettings) -> dict:
+        from edgemed.backends import ort_quant as oq
+        from edgemed.backends.trt_qdq import trt_qdq_from_onnx
+
+        cal = req.calibration
+        if not isinstance(cal, CalibrationSet):
+            raise InputError(
+                "INT8 for TensorRT needs calibration images: pass --calib RECIPE.toml or DATA_PATH"
+            )
+        pre = self._preprocessed(req.onnx_path)
+        method = s.calib_method or "minmax"
+        options = oq.calib_options(s)
+        key = (str(pre), cal.manifest_sha256, method, repr(sorted(options.items())))
+        if key not in self._ranges:
+            self._ranges[key] = oq.ranges_from_calibration(pre, cal, req.contract, method, options)
+        info = trt_qdq_from_onnx(pre, target, self._ranges[key], s)
+        oq.ensure_contract(target, req.contract)
+        return {
+            **info,
+            "calib_method": s.calib_method,
+            "preprocess": "quant_pre_process(skip_symbolic_shape=True)",
+            "calibration": calibration_info(req.calibration),
+        }
+
+    def _preprocessed(self, onnx_path: Path) -> Path:
+        from edgemed.backends.ort_quant import preprocess_for_quant
+
+        key = str(onnx_path)
+        if key not in self._pre:
+            if self._tmp is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="edgemed-trt-")
+            dst = Path(self._tmp.name) / f"pre-{len(self._pre)}.onnx"
+            self._pre[key] = preprocess_for_quant(Path(onnx_path), dst)
+        return self._pre[key]
+
+    def simulation_runner(self, artifact_dir: Path, manifest: dict) -> Runner:
+        """ONNX Runtime on this CPU over the ONNX for TensorRT: a close simulation of the engine."""
+        from edgemed.backends.onnxruntime import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(Path(artifact_dir) / manifest["model_file"])
+
+    def artifact_extras(self, out: Path, manifest: dict, ref: np.ndarray | None, ev) -> dict:
+        """Ship FP32 reference outputs on validation images for the on-device re-check."""
+        if ev is None or ref is None:
+            raise InputError(
+                "a TensorRT artifact carries FP32 reference outputs so the engine can be re-checked "
+                "on the device; pass --data with labelled validation images"
+            )
+        extra: dict = {"reference": ship_reference(out, ev.images, ev.labels, ref, ev.ref)}
+        if manifest["precision"] not in self.simulated_precisions:
+            extra["drift_note"] = (
+                "FP16 drift is measured on the device by `edgemed build-engine` (not simulated)"
+            )
+        return extra
+
+    def open(self, artifact_dir: Path, manifest: dict, threads: int | None = None) -> Runner:
+        """A runner on a built engine (an engine dir from `edgemed build-engine`)."""
+        from edgemed.backends.trt_device import (
+            check_engine_compatible,
+            device_identity,
+            read_engine_file,
+        )
+        from edgemed.backends.trt_engine import TensorRTEngineRunner
+
+        self.require()
+        engine = manifest.get("engine")
+        if not engine:
+            raise InputError(
+                f"{artifact_dir} holds the ONNX for TensorRT, not an engine; run "
+                f"`edgemed build-engine {artifact_dir}` on this device and use its output"
+            )
+        check_engine_compatible(engine, device_identity(), str(artifact_dir))
+        path = Path(artifact_dir) / manifest["model_file"]
+        data = read_engine_file(path, manifest.get("files", {}).get(manifest["model_file"]))
+        return TensorRTEngineRunner(
+            data, engine["input_name"], engine["max_batch"], engine.get("dla_core")
+        )
+
+
+def ship_reference(
+    out: Path, images: np.ndarray, labels: np.ndarray, logits: np.ndarray, origin: dict
+) -> dict:
+    """Write the first validation images (uint8), labels and FP32 logits; return their manifest."""
+    per_image = int(np.prod(images.shape[1:])) * images.itemsize
+    n = int(min(len(images), REFERENCE_MAX_IMAGES, max(1, REFERENCE_MAX_BYTES // per_image)))
+    np.save(out / REFERENCE_FILES["inputs"], np.ascontiguousarray(images[:n]))
+    np.save(out / REFERENCE_FILES["labels"], np.asarray(labels[:n]))
+    np.save(out / REFERENCE_FILES["logits"], np.asarray(logits[:n], dtype=np.float32))
+    return {
+        **REFERENCE_FILES,
+        "n": n,
+        "from": {k: origin.get(k) for k in ("path", "split", "data_hash")},
+        "inputs_are": "uint8 images (N, H, W, C) before the contract's normalization",
+    }

@@ -1,0 +1,406 @@
+"""TensorRT: the TensorRT-ready artifact (made and checked here, no GPU), the engine path (GPU tests).
+
+Here: Q/DQ conformance, drift simulated in ONNX Runtime on CPU within the INT8 budget, shipped
+reference outputs, clean refusals of `build-engine` and of engines from other devices (through
+the pure check functions). On a machine with TensorRT and a CUDA GPU the `gpu` tests build FP32,
+FP16 and INT8 engines from the same artifacts, run them and check drift and the refusals for real.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgemed.backends.trt_device import (
+    DeviceIdentity,
+    check_dla_request,
+    check_engine_compatible,
+    check_trt_precision,
+    engine_mismatch,
+    read_engine_file,
+    tensorrt_unavailable,
+)
+from edgemed.errors import InputError, UnavailableError
+from edgemed.fileio import sha256_bytes
+from tests.conftest import CXR, assert_user_error, run_cli, tree_snapshot
+
+TRT_MISSING = tensorrt_unavailable()
+needs_trt = pytest.mark.skipif(
+    TRT_MISSING is not None, reason=f"needs TensorRT and a CUDA GPU: {TRT_MISSING}"
+)
+without_trt = pytest.mark.skipif(
+    TRT_MISSING is None, reason="TensorRT and a GPU are present: build-engine builds here"
+)
+MAX_AUC_DROP, MAX_FLIP_RATE = 0.005, 0.01
+
+
+@pytest.fixture(scope="module")
+def int8_artifact(cxr_model, tmp_path_factory) -> Path:
+    from edgemed.export import ExportRequest, run_export
+
+    out = tmp_path_factory.mktemp("trt-int8") / "artifact"
+    run_export(
+        ExportRequest(
+            model=str(cxr_model), target="tensorrt", out=out, precision="int8", calib=str(CXR)
+        )
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def fp32_artifact(cxr_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trt-fp32") / "artifact"
+    res = run_cli("export", "--model", cxr_model, "--target", "tensorrt", "--out", out)
+    assert res.code == 0, res
+    assert "edgemed build-engine" in res.out and "simulated: onnxruntime-cpu" in res.out
+    return out
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    from edgemed.data import load_dataset
+
+    return load_dataset(CXR).split("test")
+
+
+def _manifest(d: Path) -> dict:
+    return json.loads((d / "manifest.json").read_text())
+
+
+def _torch_logits(cxr_model, images):
+    from edgemed.models.source import load_model_source
+    from edgemed.training import predict_logits
+
+    loaded = load_model_source(str(cxr_model))
+    return loaded.contract, predict_logits(loaded.module, loaded.contract, images)
+
+
+# --- the TensorRT-ready artifact (here) ---------------------------------------------------------
+
+
+def test_int8_qdq_is_tensorrt_conformant(int8_artifact):
+    """Every Q/DQ: INT8 zero point 0; weights per-channel (axis, scale vector); activations per-tensor."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(int8_artifact / "model.onnx"))
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    weights = activations = 0
+    for n in qdq:
+        assert len(n.input) == 3, f"{n.name} has no explicit zero point"
+        zp, scale = consts[n.input[2]], consts[n.input[1]]
+        assert zp.dtype == np.int8 and not zp.any(), n.name
+        axis = next((a.i for a in n.attribute if a.name == "axis"), None)
+        if n.input[0] in consts:
+            w = consts[n.input[0]]
+            assert n.op_type == "DequantizeLinear" and w.dtype == np.int8
+            assert axis is not None and scale.ndim == 1 and scale.shape[0] == w.shape[axis]
+            weights += 1
+        else:
+            assert scale.size == 1 and axis is None, n.name
+            activations += 1
+    dq_out = {n.output[0] for n in qdq if n.op_type == "DequantizeLinear"}
+    weighted = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]
+    assert weighted and all(n.input[0] in dq_out and n.input[1] in dq_out for n in weighted)
+    assert weights == len(weighted) and activations > 0
+    assert not [c for c in consts.values() if c.dtype == np.int32], "bias must stay float"
+    assert _manifest(int8_artifact)["backend"]["qdq"]["conformance"]["zero_points"] == "int8, all 0"
+
+
+def test_conformance_check_rejects_onnxruntime_default_qdq(fp32_artifact, tmp_path):
+    """ORT's CPU-style QDQ (UINT8 activations with zero points, per-tensor weights, INT32 bias)."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    from edgemed.backends.trt_qdq import qdq_problems
+    from edgemed.contract import Contract
+    from edgemed.data import load_dataset
+
+    contract = Contract.from_dict(_manifest(fp32_artifact)["contract"])
+    x = contract.normalize(load_dataset(CXR).split("train").images[:64])
+
+    class Reader(CalibrationDataReader):
+        batches = iter([{"input": x}])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    out = tmp_path / "ort-default.onnx"
+    quantize_static(
+        str(fp32_artifact / "model.onnx"),
+        str(out),
+        Reader(),
+        QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+    )
+    problems = " | ".join(qdq_problems(onnx.load(str(out))))
+    assert "zero point is uint8" in problems
+    assert "zero point is int32" in problems  # quantized bias
+    assert "quantizes a weight per-tensor" in problems
+
+
+def test_simulated_int8_drift_meets_budget(int8_artifact, cxr_model, test_split):
+    """Recorded drift (validation split) and a fresh run on the test split, both ORT on CPU."""
+    from edgemed.backends import run_batches
+    from edgemed.backends.tensorrt import TensorRTBackend
+    from edgemed.harness.drift import drift_from_logits
+
+    m = _manifest(int8_artifact)
+    d = m["drift"]
+    assert d["simulated"] == "onnxruntime-cpu" and d["n"] > 0
+    assert d["auc_drop"] <= MAX_AUC_DROP and d["flip_rate"] <= MAX_FLIP_RATE, d
+    assert m["accuracy_control"]["checked"] is True
+    contract, ref = _torch_logits(cxr_model, test_split.images)
+    with TensorRTBackend().simulation_runner(int8_artifact, m) as runner:
+        cand = run_batches(runner, contract, test_split.images)
+    t = drift_from_logits(contract, ref, cand, test_split.labels)
+    assert t.max_abs_dp > 0  # really quantized
+    assert t.auc_drop <= MAX_AUC_DROP and t.flip_rate <= MAX_FLIP_RATE, t
+
+
+def test_reference_outputs_are_the_fp32_logits(int8_artifact, cxr_model):
+    from edgemed.data import load_dataset
+
+    m = _manifest(int8_artifact)
+    ref = m["reference"]
+    images = np.load(int8_artifact / ref["inputs"])
+    logits = np.load(int8_artifact / ref["logits"])
+    labels = np.load(int8_artifact / ref["labels"])
+    assert ref["n"] == len(images) == len(logits) == len(labels) > 0
+    val = load_dataset(CXR).split("val")
+    np.testing.assert_array_equal(images, val.images[: ref["n"]])
+    _, torch_logits = _torch_logits(cxr_model, images)
+    np.testing.assert_allclose(logits, torch_logits, atol=1e-5)
+    for name in (ref["inputs"], ref["labels"], ref["logits"], "target-profile.json"):
+        assert name in m["files"]
+
+
+def test_fp32_artifact_is_the_reference_onnx_with_simulated_drift(fp32_artifact):
+    m = _manifest(fp32_artifact)
+    assert m["runtime"] == "tensorrt" and m["precision"] == "fp32"
+    assert m["drift"]["simulated"] == "onnxruntime-cpu" and m["drift"]["flips"] == 0
+    assert m["drift"]["max_abs_dp"] < 1e-4
+    assert "engine" not in m
+
+
+def test_open_without_tensorrt_is_unavailable(int8_artifact):
+    from edgemed.backends.tensorrt import TensorRTBackend
+
+    if TRT_MISSING is None:
+        pytest.skip("TensorRT is present here")
+    with pytest.raises(UnavailableError) as exc:
+        TensorRTBackend().open(int8_artifact, _manifest(int8_artifact))
+    assert "\n" not in str(exc.value) and "TensorRT is not installed" in str(exc.value)
+
+
+def test_per_tensor_weights_are_refused_for_tensorrt(cxr_model, tmp_path):
+    before = tree_snapshot(tmp_path)
+    res = run_cli(
+        "export", "--model", cxr_model, "--target", "tensorrt", "--precision", "int8",
+        "--calib", CXR, "--granularity", "per-tensor", "--out", tmp_path / "a",
+    )  # fmt: skip
+    assert_user_error(res, "tensorrt cannot do --granularity per-tensor", "per-channel")
+    assert res.code == 2 and tree_snapshot(tmp_path) == before
+
+
+# --- build-engine refusals (here) ---------------------------------------------------------------
+
+
+@without_trt
+def test_build_engine_refuses_cleanly_without_tensorrt(int8_artifact, tmp_path):
+    art_before, before = tree_snapshot(int8_artifact), tree_snapshot(tmp_path)
+    res = run_cli("build-engine", int8_artifact, "--out", tmp_path / "engine")
+    assert res.code == 3
+    assert_user_error(res, "TensorRT is not installed here", "Dockerfile.jetson")
+    assert len(res.err.strip().splitlines()) == 1
+    assert tree_snapshot(tmp_path) == before and tree_snapshot(int8_artifact) == art_before
+    res = run_cli("build-engine", int8_artifact)  # default output next to the artifact
+    assert res.code == 3 and not Path(f"{int8_artifact}-engine-int8").exists()
+
+
+@pytest.mark.parametrize(
+    "which, args, needle",
+    [
+        ("onnx", [], "is a onnx artifact; export one for TensorRT"),
+        ("int8", ["--precision", "fp16"], "holds an INT8 Q/DQ ONNX"),
+        ("fp32", ["--precision", "int8"], "INT8 engines are built from the calibrated Q/DQ ONNX"),
+        ("int8", ["--workspace-mb", "0"], "--workspace-mb must be >= 1"),
+        ("int8", ["--dla-core", "-1"], "--dla-core must be >= 0"),
+        ("int8", ["--max-batch", "0"], "--max-batch must be >= 1"),
+        ("missing", [], "is not an edgemed artifact"),
+    ],
+)
+def test_build_engine_bad_input(
+    which, args, needle, int8_artifact, fp32_artifact, cxr_onnx, tmp_path
+):
+    art = {"onnx": cxr_onnx, "int8": int8_artifact, "fp32": fp32_artifact}.get(
+        which, tmp_path / "nothing"
+    )
+    before = tree_snapshot(tmp_path)
+    res = run_cli("build-engine", art, *args, "--out", tmp_path / "engine")
+    assert_user_error(res, needle)
+    assert res.code == 2 and tree_snapshot(tmp_path) == before
+
+
+def test_build_engine_refuses_existing_output(int8_artifact, tmp_path):
+    (tmp_path / "engine").mkdir()
+    (tmp_path / "engine" / "keep.txt").write_text("mine")
+    before = tree_snapshot(tmp_path)
+    res = run_cli("build-engine", int8_artifact, "--out", tmp_path / "engine")
+    assert_user_error(res, "already exists", "--force")
+    assert res.code == 2 and tree_snapshot(tmp_path) == before
+
+
+# --- engine/device checks (pure functions, here) -----------------------------------------------
+
+ORIN = DeviceIdentity("Orin", "8.7", "10.3.0", dla_cores=0, board="Jetson Orin Nano")
+RECORDED = {"gpu_name": "Orin", "compute_capability": "8.7", "tensorrt": "10.3.0"}
+
+
+def test_engine_from_this_device_is_accepted():
+    assert engine_mismatch(RECORDED, ORIN) == []
+    check_engine_compatible(RECORDED, ORIN, "eng")
+
+
+@pytest.mark.parametrize(
+    "here, needle",
+    [
+        (DeviceIdentity("Orin", "8.7", "10.7.0"), "TensorRT 10.3.0 there, 10.7.0 here"),
+        (
+            DeviceIdentity("NVIDIA GeForce RTX 4090", "8.9", "10.3.0"),
+            "compute capability 8.7 there, 8.9 here",
+        ),
+        (DeviceIdentity("NVIDIA A2", "8.7", "10.3.0"), "GPU 'Orin' there, 'NVIDIA A2' here"),
+    ],
+)
+def test_engine_from_another_device_is_refused(here, needle):
+    with pytest.raises(InputError) as exc:
+        check_engine_compatible(RECORDED, here, "eng")
+    msg = str(exc.value)
+    assert needle in msg and "rebuild it on this device with `edgemed build-engine" in msg
+
+
+def test_corrupt_or_missing_engine_file_is_refused(tmp_path):
+    good = b"\x01engine-bytes" * 100
+    f = tmp_path / "model.engine"
+    f.write_bytes(good)
+    entry = {"sha256": sha256_bytes(good)}
+    assert read_engine_file(f, entry) == good
+    f.write_bytes(good[:-7] + b"garbage")
+    with pytest.raises(InputError, match="is corrupt or was modified"):
+        read_engine_file(f, entry)
+    f.write_bytes(b"")
+    with pytest.raises(InputError, match="is corrupt or was modified"):
+        read_engine_file(f, entry)
+    with pytest.raises(InputError, match="does not exist"):
+        read_engine_file(tmp_path / "gone.engine", entry)
+
+
+def test_dla_requests_are_checked():
+    check_dla_request(None, ORIN, "fp32")
+    with pytest.raises(InputError, match="Orin has no DLA"):
+        check_dla_request(0, ORIN, "int8")
+    agx = DeviceIdentity("Orin", "8.7", "10.3.0", dla_cores=2)
+    check_dla_request(1, agx, "int8")
+    with pytest.raises(InputError, match="does not exist: Orin has 2"):
+        check_dla_request(2, agx, "int8")
+    with pytest.raises(InputError, match="DLA runs FP16 and INT8 only"):
+        check_dla_request(0, agx, "fp32")
+
+
+def test_fp16_needs_tensorrt_10_and_target_gpu_must_match():
+    from edgemed.engine_build import check_target_gpu
+    from edgemed.profiles import resolve_target
+
+    check_trt_precision("fp16", ORIN)
+    with pytest.raises(InputError, match="strongly typed FP16 ONNX"):
+        check_trt_precision("fp16", DeviceIdentity("NVIDIA B200", "10.0", "11.4.0"))
+    check_target_gpu(resolve_target("jetson-orin-nano"), ORIN)
+    rtx = DeviceIdentity("NVIDIA GeForce RTX 4090", "8.9", "10.3.0")
+    with pytest.raises(InputError, match=r"targets jetson-orin-nano \(sm_87\).*\(sm_89\)"):
+        check_target_gpu(resolve_target("jetson-orin-nano"), rtx)
+    check_target_gpu(resolve_target("tensorrt"), rtx)  # the generic target builds on any GPU
+
+
+# --- engines on a real device (gpu) -------------------------------------------------------------
+
+
+def _build(art: Path, out: Path, *args: str):
+    res = run_cli("build-engine", art, "--out", out, "--timing-cache", out.parent / "tc", *args)
+    assert res.code == 0, res
+    return res
+
+
+@pytest.mark.gpu
+@needs_trt
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_engine_builds_runs_and_meets_budget(
+    precision, int8_artifact, fp32_artifact, cxr_model, test_split, tmp_path
+):
+    from edgemed.artifact import load_artifact, open_runner
+    from edgemed.backends import run_batches
+    from edgemed.harness.drift import drift_from_logits
+
+    art = int8_artifact if precision == "int8" else fp32_artifact
+    _build(art, tmp_path / "engine", "--precision", precision)
+    engine = load_artifact(tmp_path / "engine")
+    m = engine.manifest
+    assert m["precision"] == precision and m["drift"]["simulated"] is None
+    assert m["engine"]["tensorrt"] and m["engine"]["compute_capability"] and m["engine"]["gpu_name"]
+    assert (tmp_path / "tc").stat().st_size > 0  # the timing cache was written
+    with open_runner(engine) as runner:
+        cand = run_batches(runner, engine.contract, test_split.images)
+    contract, ref = _torch_logits(cxr_model, test_split.images)
+    d = drift_from_logits(contract, ref, cand, test_split.labels)
+    assert d.flip_rate <= MAX_FLIP_RATE and (d.auc_drop or 0.0) <= MAX_AUC_DROP, d
+
+
+@pytest.mark.gpu
+@needs_trt
+def test_engine_from_another_device_or_corrupt_is_refused_on_device(int8_artifact, tmp_path):
+    from edgemed.artifact import load_artifact, open_runner
+
+    _build(int8_artifact, tmp_path / "engine")
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "engine", moved)
+    m = _manifest(moved)
+    m["engine"]["gpu_name"] = "some other GPU"
+    (moved / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(InputError, match="built on another device"):
+        open_runner(load_artifact(moved))
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "engine", bad)
+    junk = b"not an engine" * 64
+    (bad / "model.engine").write_bytes(junk)
+    m = _manifest(bad)
+    m["files"]["model.engine"]["sha256"] = sha256_bytes(junk)  # passes the hash, fails TensorRT
+    m["files"]["model.engine"]["bytes"] = len(junk)
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with (
+        pytest.raises(InputError, match="cannot deserialize this engine"),
+        open_runner(load_artifact(bad)),
+    ):
+        pass
+
+
+@pytest.mark.gpu
+@needs_trt
+def test_dla_on_a_gpu_without_dla_is_refused(int8_artifact, tmp_path):
+    from edgemed.backends.trt_device import device_identity
+
+    if device_identity().dla_cores:
+        pytest.skip("this device has DLA cores")
+    before = tree_snapshot(tmp_path)
+    res = run_cli("build-engine", int8_artifact, "--dla-core", "0", "--out", tmp_path / "e")
+    assert_user_error(res, "has no DLA")
+    assert res.code == 2 and tree_snapshot(tmp_path) == before
