@@ -17,8 +17,10 @@ from tests.bundle_support import (
     degraded_artifact,
     keypair,
     make_bundle,
+    measured_bench_report,
     member_bytes,
     read_members,
+    real_bench_available,
     regular,
     replace_member,
     resign,
@@ -189,6 +191,19 @@ def test_gate_refuses_drift_beyond_limits_naming_which(drifted, keys, tmp_path):
         ).code
         == 0
     )
+
+
+def test_fallback_report_agrees_with_edgemed_bench(drifted, tmp_path):
+    """The tests' own drift measurement (used where `edgemed bench` is absent) and the real bench
+    measure the same thing: same flips, AUC drop and sensitivity drop on the same images."""
+    if not real_bench_available():
+        pytest.skip("edgemed bench is not in this checkout; nothing to compare against")
+    art, _, bench = drifted
+    mine = json.loads((measured_bench_report(art, tmp_path / "m") / "results.json").read_text())
+    d = mine["rows"][0]["drift"]
+    assert d["flips"] == bench["flips"] and d["n"] == bench["n"]
+    for key in ("flip_rate", "auc_drop", "sens_drop"):
+        assert d[key] == pytest.approx(bench[key], abs=1e-9), key
 
 
 def test_gate_rejects_negative_limit(cxr_onnx, cxr_report, keys, tmp_path):

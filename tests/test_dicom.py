@@ -108,6 +108,19 @@ def test_voi_lut_sequence_8bit_entries(predictor, cxr_pixels, tmp_path):
     assert_same_as_png(predictor, dcm, cxr_pixels, tmp_path)
 
 
+def test_voi_lut_that_overstates_its_bit_depth(predictor, cxr_pixels, tmp_path):
+    # Descriptor says 16-bit entries, the entries use 12 bits (as some CR devices write): the
+    # output range is the 12 bits really used, not 0..65535 (which would render near black).
+    from pydicom.dataset import Dataset
+
+    stored = cxr_pixels.astype(np.uint16) * 16 + 1000
+    item = Dataset()
+    item.add_new(0x00283002, "US", [4081, 1000, 16])
+    item.add_new(0x00283006, "US", [round(i / 16 * 4095 / 255) for i in range(4081)])
+    dcm = write_dicom(tmp_path / "a.dcm", stored, VOILUTSequence=[item])
+    assert_same_as_png(predictor, dcm, cxr_pixels, tmp_path)
+
+
 def test_brain_mri_jpeg_as_dicom_matches_the_jpeg(any_modality, tmp_path):
     from PIL import Image
 

@@ -102,7 +102,9 @@ def verify(bundle_path, pubkey) -> None:
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path())
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @click.option("--pubkey", required=True, type=click.Path(), help="Publisher's public key (.pub).")
-@click.option("--threads", type=int, help="Intra-op threads for the runtime (default: runtime's).")
+@click.option(
+    "--threads", type=click.IntRange(min=1), help="Intra-op threads (default: the runtime's)."
+)
 def predict(bundle_path, images, pubkey, threads) -> None:
     """Verify BUNDLE, then print one JSON object per IMAGE (PNG, JPEG or DICOM).
 
