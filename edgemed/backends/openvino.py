@@ -1,0 +1,235 @@
+"""OpenVINO backend (CPU plugin): IR (.xml + .bin) from the reference ONNX, FP32/FP16/INT8.
+
+FP32 really executes in f32: the IR keeps FP32 weights (`ov.save_model` would compress them to
+FP16 unless told not to) and every compile sets INFERENCE_PRECISION_HINT=f32, because on CPUs with
+bf16 (like this one) OpenVINO otherwise runs bf16 silently (measured: 1 flip, max |dp| 0.012 on
+the chest X-ray CNN). The precision read back from the compiled model is recorded in the manifest
+and checked every time a runner loads. FP16 = FP16-compressed weights, executed in f32 unless
+`--option inference_precision=bf16|f16` asks otherwise. INT8 = NNCF post-training quantization
+(settings and why in `ov_quant`), accuracy-controlled with `--accuracy-control`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgemed.backends import Backend, Converted, ConvertRequest, Runner
+from edgemed.backends import ov_quant as oq
+from edgemed.backends.quant import (
+    QuantSettings,
+    check_node_names,
+    quant_settings,
+    write_calibration_manifest,
+)
+from edgemed.errors import InputError, UnavailableError
+from edgemed.provenance import package_version
+
+MODEL_XML, MODEL_BIN = "model.xml", "model.bin"
+HINTS = ("f32", "bf16", "f16")
+# OpenVINO-specific --option keys and the precisions they apply to.
+EXTRA_OPTIONS = {
+    "overflow_fix": ("int8",),
+    "bias_correction": ("int8",),
+    "inference_precision": ("fp16",),
+}
+
+
+def compile_config(hint: str, threads: int | None) -> dict:
+    """CPU plugin settings for batch-1 latency: one stream, explicit threads and precision."""
+    cfg = {"INFERENCE_PRECISION_HINT": hint, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        cfg["INFERENCE_NUM_THREADS"] = int(threads)
+    return cfg
+
+
+def compiled_precision(compiled) -> str:
+    """The inference precision the compiled model really uses (e.g. 'f32', 'bf16')."""
+    return compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+
+
+class OpenVINORunner(Runner):
+    """A model compiled for the CPU plugin with an explicit precision hint and thread count."""
+
+    def __init__(self, model_path: Path, hint: str = "f32", threads: int | None = None) -> None:
+        self.model_path, self.hint, self.threads = Path(model_path), hint, threads
+        self.request = None
+        self.info: dict = {}
+
+    def activate(self) -> None:
+        import openvino as ov
+
+        t0 = time.perf_counter()
+        core = ov.Core()
+        try:
+            compiled = core.compile_model(
+                str(self.model_path), "CPU", compile_config(self.hint, self.threads)
+            )
+        except RuntimeError as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+            raise InputError(
+                f"OpenVINO cannot load {self.model_path} ({first}); re-export it"
+            ) from None
+        self.load_seconds = time.perf_counter() - t0
+        got = compiled_precision(compiled)
+        if got != self.hint:
+            raise UnavailableError(
+                f"this CPU runs {got} where the artifact asks for {self.hint}; re-export with "
+                "--option inference_precision=f32 (or run it on a CPU with that precision)"
+            )
+        self.info = {
+            "execution_precision": got,
+            "threads": compiled.get_property("INFERENCE_NUM_THREADS"),
+            "streams": compiled.get_property("NUM_STREAMS"),
+            "openvino": ov.__version__,
+        }
+        dim0 = compiled.input(0).get_partial_shape()[0]
+        self.batch_limit = dim0.get_length() if dim0.is_static else None
+        self.request = compiled.create_infer_request()
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return self.request.infer({0: x}).to_tuple()[0]
+
+    def deactivate(self) -> None:
+        self.request = None
+
+
+def ov_model_from_onnx(onnx_path: Path):
+    """Read the ONNX into OpenVINO; an op its frontend cannot convert is named, with its node."""
+    import openvino as ov
+
+    try:
+        return ov.convert_model(str(onnx_path))
+    except Exception as exc:  # OpConversionFailure, GeneralFailure: both mean "cannot convert"
+        raise conversion_error(str(exc), onnx_path) from None
+
+
+def conversion_error(text: str, onnx_path: Path) -> InputError:
+    """InputError naming the op(s) OpenVINO reported and the ONNX node(s) that use them."""
+    ops = []
+    for line in text.splitlines():
+        if m := re.match(r"\s*-- .*?: (.+)$", line):
+            ops += [o.strip() for o in m.group(1).split(",") if o.strip()]
+    if not ops:
+        last = [ln for ln in text.strip().splitlines() if ln.strip()] or ["unknown error"]
+        return InputError(f"OpenVINO cannot convert the model ({last[-1][:300]}); re-export it")
+    op = re.sub(r"-\d+$", "", ops[0])
+    domain, _, op_type = op.rpartition(".")
+    nodes = _nodes_of(onnx_path, op_type, domain)
+    where = f" at node {nodes[0]!r}" if nodes else ""
+    more = f" (and {len(nodes) - 1} more nodes)" if len(nodes) > 1 else ""
+    also = f"; also unsupported: {', '.join(ops[1:])}" if len(ops) > 1 else ""
+    return InputError(
+        f"OpenVINO cannot convert op {op_type}{where}{more}{also}; replace that layer with "
+        "ops OpenVINO's ONNX frontend supports and re-export"
+    )
+
+
+def _nodes_of(onnx_path: Path, op_type: str, domain: str) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return [
+        n.name or "(unnamed)"
+        for n in graph.node
+        if n.op_type == op_type and (not domain or n.domain == domain)
+    ]
+
+
+class OpenVINOBackend(Backend):
+    """OpenVINO IR for the CPU plugin: fp32 (f32 weights and execution), fp16 weights, NNCF int8."""
+
+    name = "openvino"
+    package = "openvino"
+    precisions = frozenset({"fp32", "fp16", "int8"})
+
+    def available(self) -> str | None:
+        if package_version("openvino") is None:
+            return "OpenVINO is not installed; pip install 'edgemed[openvino]'"
+        return None
+
+    def settings(self, req: ConvertRequest) -> QuantSettings:
+        """Validated options: unknown or inapplicable ones are refused, saying what OpenVINO does."""
+        self.check_precision(req.precision)
+        s = quant_settings(
+            req,
+            self.name,
+            methods=oq.METHODS,
+            default_method="minmax",
+            modes=("static",),
+            granularities=oq.GRANULARITIES,
+            default_granularity="per-channel",
+            extra_keys=EXTRA_OPTIONS,
+        )
+        oq.check_extra(s)
+        hint = s.extra.get("inference_precision", "f32")
+        if hint not in HINTS:
+            raise InputError(
+                f"--option inference_precision={hint} is not an OpenVINO precision; "
+                f"choose one of {', '.join(HINTS)}"
+            )
+        if s.exclude_nodes and s.precision != "int8":
+            raise InputError(
+                f"OpenVINO {s.precision} keeps no layers in float selectively; "
+                "exclude_nodes applies to int8 only"
+            )
+        return s
+
+    def quantizable_nodes(self, req: ConvertRequest) -> tuple[str, ...]:
+        if self.settings(req).precision != "int8":
+            return ()
+        return tuple(oq.weighted_ops(ov_model_from_onnx(req.onnx_path)))
+
+    def convert(self, req: ConvertRequest, out: Path) -> Converted:
+        import openvino as ov
+
+        s = self.settings(req)
+        model = ov_model_from_onnx(req.onnx_path)
+        hint = s.extra.get("inference_precision", "f32")
+        info: dict = {"weights": {"fp32": "f32", "fp16": "f16", "int8": "int8"}[s.precision]}
+        if s.precision == "int8":
+            model, qinfo = self._int8(req, model, s)
+            info.update(qinfo)
+        xml = Path(out) / MODEL_XML
+        ov.save_model(model, str(xml), compress_to_fp16=s.precision == "fp16")
+        files = [MODEL_XML, MODEL_BIN]
+        if cal := write_calibration_manifest(out, req.calibration):
+            files.append(cal)
+        with OpenVINORunner(xml, hint) as runner:  # compile once: proves it loads, reads precision
+            executed = runner.info["execution_precision"]
+        settings = {k: v for k, v in s.to_dict().items() if k not in ("exclude_nodes", "extra")}
+        info = {
+            "format": "openvino-ir",
+            "device": "CPU",
+            **settings,
+            **info,
+            "compress_to_fp16": s.precision == "fp16",
+            "inference_precision_hint": hint,
+            "execution_precision": executed,
+            "excluded_nodes": list(s.exclude_nodes),
+        }
+        return Converted(tuple(files), MODEL_XML, req.contract, info)
+
+    def _int8(self, req: ConvertRequest, model, s: QuantSettings):
+        if req.calibration is None:
+            raise InputError(
+                "INT8 needs calibration images: pass --calib RECIPE.toml or --calib DATA_PATH"
+            )
+        ops = oq.weighted_ops(model)
+        if s.exclude_nodes:
+            check_node_names(s.exclude_nodes, tuple(ops), self.name)
+        control = None
+        if req.options.get("accuracy_control"):
+            from edgemed.fallback import DEFAULT_MAX_AUC_DROP
+
+            control = req.options.get("max_auc_drop", DEFAULT_MAX_AUC_DROP)
+        ignored = [ops[n] for n in s.exclude_nodes]
+        return oq.int8_from_ov(model, req.calibration, req.contract, s, ignored, control)
+
+    def open(self, artifact_dir: Path, manifest: dict, threads: int | None = None) -> Runner:
+        hint = (manifest.get("backend") or {}).get("inference_precision_hint", "f32")
+        threads = threads or (manifest.get("profile") or {}).get("threads")
+        return OpenVINORunner(Path(artifact_dir) / manifest["model_file"], hint, threads)

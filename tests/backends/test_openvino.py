@@ -1,0 +1,181 @@
+"""OpenVINO backend: the shared template (fp32, fp16, int8) plus OpenVINO-specific checks."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.backends.template import BackendTemplate
+from tests.conftest import CXR, assert_user_error, run_cli, tree_snapshot
+
+CXR_CONTRACT = {"input_size": [28, 28], "channels": 1, "class_names": ["normal", "pneumonia"]}
+
+
+def _element_types(xml: Path) -> set[str]:
+    """Element types of the IR's constants (weights, biases, shapes)."""
+    text = xml.read_text()
+    return set(re.findall(r'type="Const".*?element_type="(\w+)"', text, flags=re.S))
+
+
+class TestOpenVINO(BackendTemplate):
+    backend = "openvino"
+    precisions = ("fp32", "fp16", "int8")
+
+    def _manifest(self, cxr_model, artifacts, tmp_path_factory, precision) -> tuple[Path, dict]:
+        out = self._export(cxr_model, artifacts, tmp_path_factory, precision)
+        return out, json.loads((out / "manifest.json").read_text())
+
+    def test_fp32_executes_in_f32_with_f32_weights(self, cxr_model, artifacts, tmp_path_factory):
+        from edgemed.artifact import load_artifact, open_runner
+
+        out, m = self._manifest(cxr_model, artifacts, tmp_path_factory, "fp32")
+        b = m["backend"]
+        assert b["execution_precision"] == "f32" and b["inference_precision_hint"] == "f32"
+        assert b["compress_to_fp16"] is False and b["weights"] == "f32"
+        types = _element_types(out / "model.xml")
+        assert "f32" in types and "f16" not in types and "bf16" not in types
+        with open_runner(load_artifact(out), threads=1) as runner:
+            assert runner.info["execution_precision"] == "f32"
+            assert runner.info["threads"] == 1 and runner.info["streams"] == 1
+
+    def test_fp16_weights_are_compressed_and_run_in_f32(
+        self, cxr_model, artifacts, tmp_path_factory
+    ):
+        out, m = self._manifest(cxr_model, artifacts, tmp_path_factory, "fp16")
+        assert "f16" in _element_types(out / "model.xml")
+        assert m["backend"]["weights"] == "f16" and m["backend"]["execution_precision"] == "f32"
+        fp32 = self._export(cxr_model, artifacts, tmp_path_factory, "fp32")
+        ratio = (out / "model.bin").stat().st_size / (fp32 / "model.bin").stat().st_size
+        assert ratio < 0.55
+
+    def test_runner_compiles_with_the_recorded_hint(self, cxr_model, artifacts, tmp_path_factory):
+        import openvino as ov
+
+        from edgemed.backends.openvino import OpenVINORunner
+        from edgemed.errors import UnavailableError
+
+        out, m = self._manifest(cxr_model, artifacts, tmp_path_factory, "fp16")
+        runner = OpenVINORunner(out / m["model_file"], hint="bf16", threads=1)
+        if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            with runner:
+                assert runner.info["execution_precision"] == "bf16"  # read back, not echoed
+        else:  # asked for bf16 on a CPU without it: refused, never run in another precision
+            with pytest.raises(UnavailableError, match="re-export"):
+                runner.activate()
+
+    def test_int8_records_nncf_settings_and_calibration(
+        self, cxr_model, artifacts, tmp_path_factory
+    ):
+        from edgemed.calibration import CalibrationSet
+
+        out, m = self._manifest(cxr_model, artifacts, tmp_path_factory, "int8")
+        nncf = m["backend"]["nncf"]
+        assert nncf["overflow_fix"] == "disable" and nncf["bias_correction"] == "full"
+        assert nncf["activations_range_estimator"] == "MINMAX"
+        assert nncf["weights_granularity"] == "per-channel" and nncf["subset_size"] == 256
+        assert m["backend"]["float_layers"] == []  # every conv/matmul quantized
+        xml = (out / "model.xml").read_text()
+        assert "FakeQuantize" in xml and "i8" in _element_types(out / "model.xml")
+        cal = json.loads((out / "calibration.json").read_text())
+        digest = CalibrationSet(None, None, cal).manifest_sha256
+        assert m["backend"]["calibration"]["manifest_sha256"] == digest
+
+
+def _export(model, out: Path, *args) -> dict:
+    res = run_cli("export", "--model", model, "--target", "openvino", "--out", out, *args)
+    assert res.code == 0, res.err
+    return json.loads((out / "manifest.json").read_text())
+
+
+def test_accuracy_control_uses_nncf_with_auc(cxr_model, tmp_path):
+    m = _export(
+        cxr_model, tmp_path / "ac", "--precision", "int8", "--calib", CXR,
+        "--calib-count", "64", "--accuracy-control", "--max-auc-drop", "0.01",
+    )  # fmt: skip
+    ac = m["backend"]["nncf_accuracy_control"]
+    assert ac["method"] == "nncf.quantize_with_accuracy_control"
+    assert ac["max_drop"] == 0.01 and ac["validation_images"] == 64
+    assert m["accuracy_control"]["accuracy_control"] is True
+    assert m["drift"]["flip_rate"] <= 0.01
+
+
+def test_percentile_and_minmax_ranges_differ(cxr_model, tmp_path):
+    """Each range estimator offered really does what its name says (different ranges)."""
+    from edgemed.backends import ConvertRequest
+    from edgemed.backends import ov_quant as oq
+    from edgemed.backends.openvino import OpenVINOBackend, ov_model_from_onnx
+    from edgemed.calibration import resolve_calibration
+    from edgemed.models.source import load_model_source
+    from edgemed.onnx_export import onnx_from_torch
+
+    loaded = load_model_source(str(cxr_model))
+    onnx_path = onnx_from_torch(loaded.module, loaded.contract, tmp_path / "ref.onnx")
+    cal = resolve_calibration(str(CXR), loaded.contract, loaded.card, {"calib_count": 32})
+    limits = {}
+    for method in ("minmax", "percentile"):
+        req = ConvertRequest(onnx_path, loaded.contract, "int8", calibration=cal,
+                             options={"calib_method": method})  # fmt: skip
+        s = OpenVINOBackend().settings(req)
+        q, _ = oq.int8_from_ov(ov_model_from_onnx(onnx_path), cal, loaded.contract, s, [], None)
+        fq = [op for op in q.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
+        limits[method] = fq[0].input_value(2).get_node().get_data().max()  # input_high
+    assert limits["percentile"] < limits["minmax"]
+
+
+def test_unknown_calibration_method_is_refused(cxr_model, tmp_path):
+    before = tree_snapshot(tmp_path)
+    res = run_cli(
+        "export", "--model", cxr_model, "--target", "openvino", "--precision", "int8",
+        "--calib", CXR, "--calib-method", "entropy", "--out", tmp_path / "x",
+    )  # fmt: skip
+    assert_user_error(res, "openvino cannot do --calib-method entropy", "minmax, percentile")
+    assert res.code == 2 and tree_snapshot(tmp_path) == before
+
+
+def test_dynamic_int8_is_refused(cxr_model, tmp_path):
+    before = tree_snapshot(tmp_path)
+    res = run_cli(
+        "export", "--model", cxr_model, "--target", "openvino", "--precision", "int8",
+        "--quant-mode", "dynamic", "--out", tmp_path / "x",
+    )  # fmt: skip
+    assert_user_error(res, "cannot do --quant-mode dynamic", "static")
+    assert tree_snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (("--precision", "fp16", "--option", "inference_precision=f64"), ("f32, bf16, f16",)),
+        (("--precision", "fp32", "--option", "inference_precision=bf16"), ("fp16",)),
+        (("--precision", "fp16", "--option", "exclude_nodes=/head/Gemm"), ("int8 only",)),
+        (
+            ("--precision", "int8", "--calib", str(CXR), "--option", "overflow_fix=maybe"),
+            ("disable, first_layer_only, enable",),
+        ),
+        (
+            ("--precision", "int8", "--calib", str(CXR), "--option", "exclude_nodes=nope"),
+            ("nope", "choose from"),
+        ),
+    ],
+)
+def test_bad_openvino_options(cxr_model, tmp_path, args, needles):
+    before = tree_snapshot(tmp_path)
+    res = run_cli("export", "--model", cxr_model, "--target", "openvino", *args,
+                  "--out", tmp_path / "x")  # fmt: skip
+    assert_user_error(res, *needles)
+    assert tree_snapshot(tmp_path) == before
+
+
+def test_op_openvino_cannot_convert_is_named(tmp_path):
+    contract = tmp_path / "contract.json"
+    contract.write_text(json.dumps(CXR_CONTRACT))
+    before = tree_snapshot(tmp_path)
+    res = run_cli(
+        "export", "--model", "tests.backends.unsupported_models:det_net", "--contract", contract,
+        "--target", "openvino", "--out", tmp_path / "x",
+    )  # fmt: skip
+    assert_user_error(res, "OpenVINO cannot convert op Det", "node '/Det'")
+    assert tree_snapshot(tmp_path) == before
