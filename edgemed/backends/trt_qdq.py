@@ -5,7 +5,8 @@ to be INT8 and symmetric (zero point 0), per-channel on weights and per-tensor o
 ONNX Runtime's default QDQ (UINT8 activations with zero points) is not that, so the settings below
 are pinned. NVIDIA's Model Optimizer (`nvidia-modelopt[onnx]`) would be the first choice, but its
 ONNX extra pins onnx 1.21 and onnxruntime-gpu 1.24, which would replace this project's onnx 1.23
-and onnxruntime 1.31; `quantize_static` with the settings below produces the same Q/DQ form.
+and onnxruntime 1.31; `quantize_static` with the settings below gives the Q/DQ form TensorRT
+documents (the check below accepts both weight forms: INT8 initializer -> DQ, float -> Q -> DQ).
 """
 
 from __future__ import annotations
@@ -100,15 +101,20 @@ def qdq_nodes(model) -> list[QdqNode]:
     for node in model.graph.node:
         if node.op_type == "Constant" and node.attribute:
             consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    # A weight is quantized either as INT8 initializer -> DQ, or float initializer -> Q -> DQ.
+    quantized_weights = {
+        n.output[0]
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] in consts
+    }
     out = []
     for n in model.graph.node:
         if n.op_type not in QDQ_OPS:
             continue
         axis = next((a.i for a in n.attribute if a.name == "axis"), None)
         zp = consts.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
-        out.append(
-            QdqNode(n.op_type, n.name, n.input[0] in consts, consts.get(n.input[1]), zp, axis)
-        )
+        on_weight = n.input[0] in consts or n.input[0] in quantized_weights
+        out.append(QdqNode(n.op_type, n.name, on_weight, consts.get(n.input[1]), zp, axis))
     return out
 
 
