@@ -1,0 +1,220 @@
+"""torch module -> .tflite with litert-torch: NHWC input, fixed batch 1; FP32, FP16 weights, INT8.
+
+Why litert-torch and not onnx2tf (measured on this machine, see FIELD-NOTES): installing
+tensorflow + onnx2tf next to the other runtimes downgraded numpy to 1.26, onnx to 1.19 and
+onnxruntime to 1.23, which broke NNCF's ONNX backend, so one `all` environment could not hold
+every backend; onnx2tf also overwrites its input ONNX in place, and without calibration data it
+silently calibrates INT8 on 20 COCO photos with ImageNet statistics. litert-torch 0.10 (with
+torch==2.13.0 pinned) installs beside onnxruntime 1.31, openvino 2026.4, nncf 3.4 and numpy 2.4
+with `pip check` clean, converts from the torch module directly, and its INT8 (PT2E, symmetric
+per-channel) ran with 0.2% flips on the chest X-ray CNN. Its output has a fixed batch of 1.
+
+FP16 = FP32 model with float16 weights (ai-edge-quantizer `float_casting`, shipped with
+litert-torch), dequantized at load: computation stays FP32. INT8 = full-integer PT2E
+quantization: int8 activations, symmetric int8 weights, int8 model input and output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgemed.backends.quant import QuantSettings
+from edgemed.contract import Contract
+from edgemed.errors import InputError
+from edgemed.progress import Progress
+
+METHODS = ("histogram", "minmax")  # activation observers; histogram = PT2E default (L2 search)
+GRANULARITIES = ("per-channel", "per-tensor")
+CALIBRATION_BATCH = 32
+FP16_RECIPE = [
+    {
+        "regex": ".*",
+        "operation": "*",
+        "algorithm_key": "float_casting",
+        "op_config": {
+            "weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT", "granularity": "TENSORWISE"},
+            "compute_precision": "FLOAT",
+            "explicit_dequantize": True,
+            "skip_checks": False,
+        },
+    }
+]
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+    """litert-torch prints its stage log on stdout (the CLI's result stream): keep it out."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def nhwc_module(module):
+    """Wrap a torch module taking NCHW so the exported model takes NHWC (no transpose at run time
+    for the caller; the converter folds the permute into the graph)."""
+    import torch
+
+    class NHWCInput(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model(x.permute(0, 3, 1, 2))
+
+    return NHWCInput(module).eval()
+
+
+def weighted_modules(module) -> tuple[str, ...]:
+    """Names of the Conv/Linear submodules, in definition order (what INT8 can keep in float)."""
+    import torch
+
+    kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+    return tuple(n for n, m in module.named_modules() if isinstance(m, kinds))
+
+
+def conversion_error(exc: Exception) -> InputError:
+    """InputError naming the op (and node) litert-torch could not lower, when it says so."""
+    text = str(exc)
+    op = re.search(r"Lowering not found: (\S+)", text)
+    node = re.search(r"While executing %(\S+)", text)
+    where = re.search(r'File "([^"]+)", line (\d+), in (\S+)', text)
+    if op:
+        at = f" at node {node.group(1)!r}" if node else ""
+        src = f" ({where.group(1)}:{where.group(2)})" if where else ""
+        return InputError(
+            f"LiteRT cannot convert op {op.group(1)}{at}{src}; replace that layer with ops "
+            "litert-torch supports (or export another target) and re-export"
+        )
+    first = (text.strip().splitlines() or [type(exc).__name__])[0][:300]
+    return InputError(f"litert-torch could not convert the model ({first}); check its ops")
+
+
+def _convert(module, sample, path: Path, quant_config=None) -> None:
+    import litert_torch
+
+    try:
+        with quiet_stdout():
+            edge = litert_torch.convert(module, (sample,), quant_config=quant_config)
+    except (RuntimeError, ValueError, TypeError, AssertionError, NotImplementedError) as exc:
+        raise conversion_error(exc) from None
+    with quiet_stdout():
+        edge.export(str(path))
+
+
+def tflite_fp32(module, contract: Contract, path: Path) -> dict:
+    """FP32 .tflite taking NHWC `contract` input at batch 1."""
+    import torch
+
+    _convert(nhwc_module(module), torch.zeros(contract.input_shape(1)), path)
+    return {"converter": "litert-torch", "weights": "float32"}
+
+
+def tflite_fp16(fp32_path: Path, path: Path) -> dict:
+    """Float16 weights (dequantized to FP32 at load) from an FP32 .tflite."""
+    from ai_edge_quantizer import quantizer
+
+    q = quantizer.Quantizer(str(fp32_path), FP16_RECIPE)
+    with quiet_stdout():
+        result = q.quantize(enable_progress_report=False)
+    Path(path).write_bytes(bytes(result.quantized_model))
+    return {"converter": "litert-torch + ai-edge-quantizer float_casting", "weights": "float16"}
+
+
+def _excluding_quantizer(config, excluded: tuple[str, ...]):
+    """PT2E quantizer that leaves nodes of the `excluded` submodules unannotated (float).
+
+    litert-torch's own set_module_name filter does not match torch 2.13's nn_module_stack keys.
+    """
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+
+    class ExcludingQuantizer(PT2EQuantizer):
+        def annotate(self, model):
+            model = super().annotate(model)
+            for n in model.graph.nodes:
+                if _module_paths(n) & set(excluded):
+                    n.meta.pop("quantization_annotation", None)
+            return model
+
+    return ExcludingQuantizer().set_global(config)
+
+
+def _module_paths(node) -> set[str]:
+    """Submodule paths a graph node comes from, relative to the wrapped model."""
+    out = set()
+    for value in node.meta.get("nn_module_stack", {}).values():
+        path = str(value[0]).removeprefix("L['self'].")
+        if path.startswith("model."):
+            out.add(path[len("model.") :])
+    return out
+
+
+def _act_config(method: str, per_channel: bool):
+    import dataclasses
+
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
+
+    config = get_symmetric_quantization_config(is_per_channel=per_channel)
+    if method == "histogram":
+        return config
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    act = dataclasses.replace(
+        config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12)
+    )
+    return dataclasses.replace(config, input_activation=act, output_activation=act)
+
+
+def _export_for_calibration(wrapped, contract: Contract):
+    """torch.export with a dynamic batch (calibrate 32 images per call), else batch 1."""
+    import torch
+
+    try:
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        sample = torch.zeros(contract.input_shape(2))
+        return torch.export.export(wrapped, (sample,), dynamic_shapes=({0: batch},)).module(), 32
+    except Exception:  # a model whose graph pins the batch: calibrate one image per call
+        pass
+    try:
+        sample = torch.zeros(contract.input_shape(1))
+        return torch.export.export(wrapped, (sample,)).module(), 1
+    except Exception as exc:
+        raise conversion_error(exc) from None
+
+
+def tflite_int8(module, contract: Contract, calibration, s: QuantSettings, path: Path) -> dict:
+    """Full-integer INT8 .tflite: PT2E quantization calibrated on `calibration` (NHWC contract)."""
+    import torch
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    config = _act_config(s.calib_method, s.granularity == "per-channel")
+    quantizer = _excluding_quantizer(config, s.exclude_nodes)
+    graph, batch = _export_for_calibration(nhwc_module(module), contract)
+    n = len(calibration.images)
+    bar = Progress(n + 1, "tflite int8 calibration", stream=sys.stderr)
+    with torch.no_grad():
+        prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
+        for x in calibration.batches(contract, batch):
+            prepared(torch.from_numpy(x))
+            bar.advance(len(x))
+        converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+    bar.note("converting to .tflite")
+    _convert(
+        converted,
+        torch.zeros(contract.input_shape(1)),
+        path,
+        QuantConfig(pt2e_quantizer=quantizer),
+    )
+    bar.advance(1)
+    bar.close()
+    return {
+        "converter": "litert-torch PT2E",
+        "weights": "int8 symmetric",
+        "activations": f"int8 ({s.calib_method} observer)",
+        "calibration_batch": batch,
+    }

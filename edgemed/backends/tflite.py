@@ -1,0 +1,217 @@
+"""TFLite / LiteRT backend: .tflite from the torch module (litert-torch), run by the LiteRT interpreter.
+
+The artifact takes NHWC input (recorded as the contract's layout) at a fixed batch of 1. INT8 is
+full-integer: the runner quantizes the contract-normalized float input with the input tensor's
+scale/zero point and dequantizes the int8 logits, so `infer()` is float in, float out like every
+runner. Conversion details and why litert-torch (not onnx2tf) are in `litert_convert`.
+
+Runtime choice: `ai_edge_litert.interpreter` (LiteRT, works with numpy 2); where only
+`tflite_runtime` is installed (Jetson/ARM images) its interpreter runs the same file. Which one
+ran is recorded in the runner's `info`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgemed.backends import Backend, Converted, ConvertRequest, Runner
+from edgemed.backends import litert_convert as lc
+from edgemed.backends.quant import (
+    QuantSettings,
+    calibration_info,
+    check_node_names,
+    quant_settings,
+    write_calibration_manifest,
+)
+from edgemed.errors import InputError, UnavailableError
+from edgemed.provenance import package_version
+
+MODEL_FILE = "model.tflite"
+LAYOUT = "NHWC"
+
+
+def load_interpreter_class():
+    """(Interpreter class, module name): ai_edge_litert, else tflite_runtime (Jetson/ARM)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai_edge_litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, "tflite_runtime"
+    except ImportError:
+        raise UnavailableError(
+            "no TFLite interpreter is installed; pip install ai-edge-litert "
+            "(or tflite-runtime on Jetson/ARM)"
+        ) from None
+
+
+def tensor_io(interpreter) -> dict:
+    """Input/output dtype, shape and (scale, zero point) as recorded in the .tflite."""
+    out = {}
+    for role, d in (
+        ("input", interpreter.get_input_details()[0]),
+        ("output", interpreter.get_output_details()[0]),
+    ):
+        scale, zero = d["quantization"]
+        out[role] = {
+            "dtype": np.dtype(d["dtype"]).name,
+            "shape": [int(v) for v in d["shape"]],
+            "scale": float(scale),
+            "zero_point": int(zero),
+        }
+    return out
+
+
+def quantize_input(x: np.ndarray, dtype, scale: float, zero: int) -> np.ndarray:
+    """Float -> int8/uint8 with the tensor's affine parameters (round to nearest, saturate)."""
+    info = np.iinfo(dtype)
+    q = np.round(x / np.float32(scale)) + zero
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+class TFLiteRunner(Runner):
+    """A LiteRT interpreter with an explicit thread count; float in, float logits out."""
+
+    def __init__(self, model_path: Path, threads: int | None = None) -> None:
+        self.model_path, self.threads = Path(model_path), threads
+        self.interpreter = None
+        self.info: dict = {}
+
+    def activate(self) -> None:
+        cls, which = load_interpreter_class()
+        t0 = time.perf_counter()
+        try:
+            it = cls(model_path=str(self.model_path), num_threads=self.threads)
+            it.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise InputError(
+                f"LiteRT cannot load {self.model_path} ({first}); re-export it"
+            ) from None
+        self.load_seconds = time.perf_counter() - t0
+        self.interpreter = it
+        self.inp, self.out = it.get_input_details()[0], it.get_output_details()[0]
+        dim0 = int(self.inp.get("shape_signature", self.inp["shape"])[0])
+        self.batch_limit = dim0 if dim0 > 0 else None  # litert-torch exports a fixed batch of 1
+        self.info = {"interpreter": which, "threads": self.threads, "io": tensor_io(it)}
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        step = self.batch_limit or len(x)
+        return np.concatenate([self._invoke(x[i : i + step]) for i in range(0, len(x), step)])
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        inp, out, it = self.inp, self.out, self.interpreter
+        if inp["dtype"] != np.float32:
+            x = quantize_input(x, inp["dtype"], *inp["quantization"])
+        it.set_tensor(inp["index"], np.ascontiguousarray(x))
+        it.invoke()
+        y = it.get_tensor(out["index"])
+        if out["dtype"] != np.float32:
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * np.float32(scale)
+        return y.reshape(len(x), -1).astype(np.float32)
+
+    def deactivate(self) -> None:
+        self.interpreter = None
+
+
+class TFLiteBackend(Backend):
+    """.tflite via litert-torch from the torch module: fp32, fp16 weights, full-integer int8."""
+
+    name = "tflite"
+    package = "ai-edge-litert"
+    precisions = frozenset({"fp32", "fp16", "int8"})
+
+    def available(self) -> str | None:
+        if package_version("ai-edge-litert") or package_version("tflite-runtime"):
+            return None
+        return "no TFLite interpreter is installed; pip install 'edgemed[tflite]'"
+
+    def settings(self, req: ConvertRequest) -> QuantSettings:
+        """Validated options: unknown or inapplicable ones are refused, saying what TFLite does."""
+        self.check_precision(req.precision)
+        s = quant_settings(
+            req,
+            self.name,
+            methods=lc.METHODS,
+            default_method="histogram",
+            modes=("static",),
+            granularities=lc.GRANULARITIES,
+            default_granularity="per-channel",
+        )
+        if s.exclude_nodes and s.precision != "int8":
+            raise InputError(
+                f"TFLite {s.precision} casts every weight; exclude_nodes applies to int8 only"
+            )
+        return s
+
+    def quantizable_nodes(self, req: ConvertRequest) -> tuple[str, ...]:
+        if self.settings(req).precision != "int8" or req.module is None:
+            return ()
+        return lc.weighted_modules(req.module)
+
+    def convert(self, req: ConvertRequest, out: Path) -> Converted:
+        s = self.settings(req)
+        self._require_converter(req)
+        contract = req.contract.with_layout(LAYOUT)
+        target = Path(out) / MODEL_FILE
+        if s.precision == "fp32":
+            info = lc.tflite_fp32(req.module, contract, target)
+        elif s.precision == "fp16":
+            with tempfile.TemporaryDirectory(prefix="edgemed-tflite-") as tmp:
+                lc.tflite_fp32(req.module, contract, Path(tmp) / "fp32.tflite")
+                info = lc.tflite_fp16(Path(tmp) / "fp32.tflite", target)
+        else:
+            info = self._int8(req, contract, s, target)
+        files = [MODEL_FILE]
+        if cal := write_calibration_manifest(out, req.calibration):
+            files.append(cal)
+        cls, _ = load_interpreter_class()
+        it = cls(model_path=str(target))
+        io_facts = tensor_io(it)
+        settings = {k: v for k, v in s.to_dict().items() if k != "exclude_nodes"}
+        info = {
+            "format": "tflite",
+            **settings,
+            **info,
+            "layout": LAYOUT,
+            "fixed_batch": io_facts["input"]["shape"][0],
+            "int8_input": io_facts["input"]["dtype"] == "int8",
+            "int8_output": io_facts["output"]["dtype"] == "int8",
+            "io": io_facts,
+            "excluded_nodes": list(s.exclude_nodes),
+        }
+        return Converted(tuple(files), MODEL_FILE, contract, info)
+
+    def _require_converter(self, req: ConvertRequest) -> None:
+        if req.module is None:
+            raise InputError(
+                "TFLite export needs the torch model (a training dir, .pt checkpoint or "
+                "package.module:factory), not only an ONNX file; pass --model accordingly"
+            )
+        if package_version("litert-torch") is None:
+            raise UnavailableError(
+                "TFLite export needs litert-torch; pip install 'edgemed[tflite]' torch==2.13.0"
+            )
+
+    def _int8(self, req: ConvertRequest, contract, s: QuantSettings, target: Path) -> dict:
+        if req.calibration is None:
+            raise InputError(
+                "INT8 needs calibration images: pass --calib RECIPE.toml or --calib DATA_PATH"
+            )
+        if s.exclude_nodes:
+            check_node_names(s.exclude_nodes, lc.weighted_modules(req.module), self.name)
+        info = lc.tflite_int8(req.module, contract, req.calibration, s, target)
+        return {**info, "calibration": calibration_info(req.calibration)}
+
+    def open(self, artifact_dir: Path, manifest: dict, threads: int | None = None) -> Runner:
+        threads = threads or (manifest.get("profile") or {}).get("threads")
+        return TFLiteRunner(Path(artifact_dir) / manifest["model_file"], threads)
