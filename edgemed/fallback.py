@@ -25,7 +25,7 @@ from edgemed.progress import Progress
 
 DEFAULT_MAX_AUC_DROP = 0.005
 DEFAULT_MAX_FLIP_RATE = 0.01
-BUDGET_OPTIONS = ("max_auc_drop", "max_flip_rate", "accuracy_control")
+BUDGET_OPTIONS = ("max_auc_drop", "max_flip_rate", "accuracy_control", "max_float_layers")
 
 Measure = Callable[[Path, Converted], Drift]
 
@@ -36,6 +36,7 @@ class Budget:
 
     max_auc_drop: float = DEFAULT_MAX_AUC_DROP
     max_flip_rate: float = DEFAULT_MAX_FLIP_RATE
+    max_float_layers: int | None = None  # accuracy control: at most this many layers in float
 
     def excess(self, d: Drift) -> float:
         """Largest fraction of the budget used (> 1 means over budget)."""
@@ -48,7 +49,11 @@ class Budget:
         return self.excess(d) <= 1.0
 
     def to_dict(self) -> dict:
-        return {"max_auc_drop": self.max_auc_drop, "max_flip_rate": self.max_flip_rate}
+        return {
+            "max_auc_drop": self.max_auc_drop,
+            "max_flip_rate": self.max_flip_rate,
+            "max_float_layers": self.max_float_layers,
+        }
 
 
 def budget_from_options(options: dict, precision: str) -> Budget | None:
@@ -69,7 +74,13 @@ def budget_from_options(options: dict, precision: str) -> Budget | None:
         if not isinstance(v, int | float) or isinstance(v, bool) or not 0.0 <= float(v) <= 1.0:
             raise InputError(f"--{key.replace('_', '-')} must be a number in [0, 1], got {v!r}")
         values[key] = float(v)
-    return Budget(**values)
+    cap = options.get("max_float_layers")
+    if cap is not None:
+        if not options.get("accuracy_control"):
+            raise InputError("--max-float-layers applies only with --accuracy-control; add it")
+        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
+            raise InputError(f"--max-float-layers must be a positive integer, got {cap!r}")
+    return Budget(**values, max_float_layers=cap)
 
 
 @dataclass(frozen=True)
@@ -181,7 +192,7 @@ class _Search:
         scored = [(self.attempt((*first.excluded, n), "sensitivity"), n) for n in candidates]
         scored.sort(key=lambda an: (self.budget.excess(an[0].drift), an[0].drift.mean_abs_dp))
         self.ranking = [a for a, _ in scored]
-        order = [n for _, n in scored]
+        order = [n for _, n in scored][: self.budget.max_float_layers or len(scored)]
         for k in range(1, len(order) + 1):
             a = scored[0][0] if k == 1 else self.attempt((*first.excluded, *order[:k]), "fallback")
             if a.within:
@@ -201,9 +212,11 @@ class _Search:
         return (
             f"accuracy control could not bring {self.backend.name} {self.req.precision} within "
             f"the budget (AUC drop <= {b.max_auc_drop}, flip rate <= {b.max_flip_rate:.2%}) even "
-            f"with all {len(order)} layers in float; layers kept in float, cumulative: "
+            f"with {len(order)} of {len(self.ranking)} layers in float; layers kept in float, "
+            "cumulative: "
             + "; ".join(tried)
-            + "; use a higher precision or relax the budget"
+            + "; use a higher precision, relax the budget"
+            + (" or raise --max-float-layers" if b.max_float_layers else "")
         )
 
     def report(self, chosen: Attempt, control: bool) -> dict:

@@ -1,7 +1,8 @@
 """Drift budget and accuracy-aware fallback, run for real with ONNX Runtime on the chest X-ray model.
 
 A coarse percentile calibration (clipping the top 1% or 40% of every activation) forces real drift,
-so the budget is exceeded deterministically without touching the budget arithmetic.
+so the budget is exceeded deterministically without touching the budget arithmetic. The chest
+X-ray CNN has 9 layers accuracy control can keep in float (7 conv, global pool, gemm).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def test_accuracy_control_grows_the_float_layers_until_the_budget_holds(controll
     assert attempts[0]["step"] == "requested" and not attempts[0]["within_budget"]
     sens = [a for a in attempts if a["step"] == "sensitivity"]
     grow = [a for a in attempts if a["step"] == "fallback"]
-    assert len(sens) == len(ac["sensitivity"]) >= 8  # every conv/gemm layer of the CNN was tried
+    assert len(sens) == len(ac["sensitivity"]) == 9  # every candidate layer of the CNN was tried
     assert all(len(a["excluded"]) == 1 for a in sens)
     sizes = [len(a["excluded"]) for a in grow]
     assert sizes == list(range(2, 2 + len(sizes)))  # one more layer in float per step
@@ -81,9 +82,19 @@ def test_excluded_layers_really_stay_float(controlled):
 
 def test_accuracy_control_fails_with_the_table_of_what_was_tried(cxr_model, tmp_path):
     before = tree_snapshot(tmp_path)
-    res = _int8(cxr_model, tmp_path / "o", 60.0, "--accuracy-control")
-    assert_user_error(res, "could not bring", "all 8 layers in float", "none: AUC drop", "+/")
+    res = _int8(cxr_model, tmp_path / "o", 60.0, "--accuracy-control", "--max-float-layers", "2")
+    assert_user_error(
+        res, "could not bring", "with 2 of 9 layers in float", "none: AUC drop", "+/", "--max-float"
+    )
     assert res.code == 4
+    assert tree_snapshot(tmp_path) == before
+
+
+def test_max_float_layers_needs_accuracy_control(cxr_model, tmp_path):
+    before = tree_snapshot(tmp_path)
+    res = _int8(cxr_model, tmp_path / "o", 99.0, "--max-float-layers", "2")
+    assert_user_error(res, "--max-float-layers applies only with --accuracy-control")
+    assert res.code == 2
     assert tree_snapshot(tmp_path) == before
 
 

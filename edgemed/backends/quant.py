@@ -18,7 +18,14 @@ from edgemed.fileio import write_json_atomic
 CALIBRATION_FILE = "calibration.json"
 # Consumed by the export pipeline (calibration set, drift budget), never by a backend.
 PIPELINE_OPTIONS = frozenset(
-    {"data_root", "calib_count", "accuracy_control", "max_auc_drop", "max_flip_rate"}
+    {
+        "data_root",
+        "calib_count",
+        "accuracy_control",
+        "max_auc_drop",
+        "max_flip_rate",
+        "max_float_layers",
+    }
 )
 # Quantization options and the precisions they apply to (exclude_nodes: keep layers in float).
 QUANT_OPTIONS = {

@@ -81,6 +81,11 @@ from edgemed.cli.options import force_option, model_arg_option, out_option
     "--max-flip-rate", type=float, help="Drift budget: decision flip rate vs FP32 (default 0.01)."
 )
 @click.option(
+    "--max-float-layers",
+    type=int,
+    help="With --accuracy-control: keep at most this many layers in float (default: no cap).",
+)
+@click.option(
     "--option",
     "backend_options",
     multiple=True,
@@ -109,6 +114,7 @@ def export(
     accuracy_control,
     max_auc_drop,
     max_flip_rate,
+    max_float_layers,
     backend_options,
     out,
     force,
@@ -126,6 +132,7 @@ def export(
         "accuracy_control": accuracy_control,
         "max_auc_drop": max_auc_drop,
         "max_flip_rate": max_flip_rate,
+        "max_float_layers": max_float_layers,
     }
     options = {k: v for k, v in given.items() if v is not None}
     options.update(parse_model_args(backend_options))

@@ -1,0 +1,302 @@
+"""Quantization table: every registered target x precision on three real models, side by side.
+
+    python benchmarks/quantize_table.py [--write] [--work DIR] [--targets onnx,openvino,tflite]
+
+Models (trained once into --work, reused on later runs): the chest X-ray CNN (28 px), a brain MRI
+CNN (128 px) and a ResNet-18 (11 M parameters) trained briefly on brain MRI at 224 px for latency;
+brain MRI uses the duplicate-aware split (exact and near duplicates kept in one split).
+Each artifact is exported with `run_export` under the default drift budget (validation split);
+an INT8 export the budget refuses is retried with accuracy control, and if that fails too it is
+exported without a budget so its numbers still show. Then, on the test split: size, AUC and its
+drop vs torch FP32, flip rate at the operating threshold, batch-1 single-thread median latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._markdown import load_average, replace_section, table  # noqa: E402
+from edgemed.errors import DriftError  # noqa: E402
+from edgemed.models import ModelSpec  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "datasets"
+PRECISIONS = ("fp32", "fp16", "int8")
+PERMISSIVE = {"max_auc_drop": 1.0, "max_flip_rate": 1.0}
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    key: str
+    label: str
+    data: Path
+    size: tuple[int, int] | None
+    spec: ModelSpec
+    epochs: int
+    recipe: str
+    batch: int = 32
+    near_duplicates: bool = False
+    lr: float = 3e-3
+    variants: tuple[tuple[str, dict], ...] = field(default_factory=tuple)  # extra ORT INT8 rows
+
+
+MODELS = (
+    ModelRun(
+        "cxr-cnn", "Chest X-ray CNN 28 px", DATA / "pneumoniamnist_subset.npz", None,
+        ModelSpec("cnn"), 10, "pneumoniamnist-train-256.toml", 64,
+        variants=(
+            ("entropy", {"calib_method": "entropy"}),
+            ("percentile", {"calib_method": "percentile"}),
+            ("per-tensor", {"granularity": "per-tensor"}),
+            ("dynamic", {"quant_mode": "dynamic"}),
+        ),
+    ),
+    ModelRun(
+        "brain-cnn", "Brain MRI CNN 128 px", DATA / "brain_mri", (128, 128),
+        ModelSpec("cnn"), 30, "brain-mri-train-96.toml", 32, near_duplicates=True, lr=1e-3,
+    ),
+    ModelRun(
+        "brain-resnet18-224", "Brain MRI ResNet-18 224 px", DATA / "brain_mri", (224, 224),
+        ModelSpec("resnet18", {"small_input": False}), 3, "brain-mri-train-96.toml", 16,
+        near_duplicates=True, variants=(("dynamic", {"quant_mode": "dynamic"}),),
+    ),
+)  # fmt: skip
+
+
+def trained(run: ModelRun, work: Path) -> Path:
+    """The model's training dir, trained now unless --work already holds it."""
+    from edgemed.training import TrainConfig, train, write_training_dir
+
+    out = work / "models" / run.key
+    if (out / "model.pt").is_file():
+        return out
+    cfg = TrainConfig(
+        data=str(run.data), model=run.spec, epochs=run.epochs, patience=run.epochs,
+        image_size=run.size, batch_size=run.batch, near_duplicates=run.near_duplicates, lr=run.lr,
+    )  # fmt: skip
+    print(f"training {run.label} ({run.epochs} epochs) ...", flush=True)
+    write_training_dir(train(cfg), cfg.model, out, force=False)
+    return out
+
+
+def backends_here(names: list[str]) -> dict[str, object]:
+    """name -> Backend, or a string saying why it cannot run here (printed, never hidden)."""
+    from edgemed.backends import get_backend
+
+    out: dict[str, object] = {}
+    for name in names:
+        try:
+            b = get_backend(name)
+        except ImportError as exc:
+            out[name] = f"backend module not importable ({exc})"
+            continue
+        out[name] = b.available() or b
+    return out
+
+
+def export(model_dir: Path, target: str, precision: str, out: Path, opts: dict, recipe: str):
+    """Export under the default budget; refused -> accuracy control; refused again -> no budget."""
+    from edgemed.export import ExportRequest, run_export
+
+    static = precision == "int8" and opts.get("quant_mode") != "dynamic"
+    base = dict(model=str(model_dir), target=target, precision=precision, force=True)
+    if static:
+        base["calib"] = str(REPO / "calibration" / recipe)
+        opts = {**opts, "data_root": str(DATA)}
+    tries = [("", {})]
+    if precision != "fp32":
+        tries += [("accuracy control", {"accuracy_control": True}), ("no budget", PERMISSIVE)]
+    notes: list[str] = []
+    for i, (label, extra) in enumerate(tries):
+        try:
+            m = run_export(ExportRequest(out=out, options={**opts, **extra}, **base))
+            return m, "; ".join([*notes, f"exported with {label}"] if label else notes)
+        except DriftError as exc:
+            if i == len(tries) - 1:
+                raise
+            notes.append(f"refused{' with ' + label if label else ''}: {_short(exc)}")
+            print(f"  {target} {precision}: {notes[-1]}", flush=True)
+    raise AssertionError("the last try has no budget")
+
+
+def _short(exc: DriftError) -> str:
+    n = exc.numbers
+    if "flip_rate" in n:
+        return f"val AUC drop {n['auc_drop']:+.4f}, flip rate {n['flip_rate']:.2%}"
+    return str(exc)[:120]
+
+
+def measure(out: Path, manifest: dict, ref, test) -> dict:
+    """Drift on the test split and batch-1 single-thread latency of one artifact."""
+    from edgemed.artifact import load_artifact, open_runner
+    from edgemed.backends import run_batches
+    from edgemed.harness.drift import drift_from_logits
+    from edgemed.harness.latency import measure_latency
+
+    art = load_artifact(out)
+    with open_runner(art, threads=1) as runner:
+        logits = run_batches(runner, art.contract, test.images)
+        x1 = art.contract.normalize(test.images[:1])
+        lat = measure_latency(lambda: runner.infer(x1), min_runs=50, min_seconds=2.0)
+    d = drift_from_logits(art.contract, ref, logits, test.labels)
+    size = sum(f["bytes"] for n, f in manifest["files"].items() if not n.endswith(".json"))
+    excluded = (manifest.get("accuracy_control") or {}).get("excluded_nodes") or []
+    return {"drift": d, "size": size, "p50": lat.median_ms, "excluded": len(excluded)}
+
+
+def rows_for(run: ModelRun, work: Path, backends: dict) -> list[dict]:
+    from edgemed.export import evaluation_set
+    from edgemed.models.source import load_model_source
+    from edgemed.training import predict_logits
+
+    model_dir = trained(run, work)
+    loaded = load_model_source(str(model_dir))
+    test = evaluation_set(loaded, None, split="test")
+    ref = predict_logits(loaded.module, loaded.contract, test.images)
+    params = loaded.card["complexity"]["params"]
+    jobs = [(t, p, "", {}) for t in backends for p in PRECISIONS]
+    jobs += [("onnx", "int8", name, o) for name, o in run.variants]
+    rows = []
+    for target, precision, variant, opts in jobs:
+        b = backends[target]
+        base = {"model": run.label, "params": params, "target": target, "precision": precision}
+        base["variant"] = variant or ("minmax" if precision == "int8" else "")
+        if isinstance(b, str):
+            rows.append({**base, "missing": b})
+            continue
+        if precision not in b.precisions:
+            rows.append({**base, "missing": f"{target} does not do {precision}"})
+            continue
+        out = work / "artifacts" / run.key / f"{target}-{precision}-{variant or 'default'}"
+        try:
+            m, note = export(model_dir, target, precision, out, opts, run.recipe)
+        except Exception as exc:  # a backend failing is a result to print, not a crash
+            rows.append({**base, "missing": f"export failed: {type(exc).__name__}: {exc}"[:200]})
+            print(_line(rows[-1]), flush=True)
+            continue
+        if variant == "" and precision == "int8":
+            base["variant"] = m["backend"].get("calib_method") or "default"
+        rows.append({**base, **measure(out, m, ref, test), "note": note})
+        print(_line(rows[-1]), flush=True)
+    return rows
+
+
+def _line(r: dict) -> str:
+    if "missing" in r:
+        return f"{r['model']} | {r['target']} {r['precision']}: MISSING - {r['missing']}"
+    d = r["drift"]
+    return (
+        f"{r['model']} | {r['target']} {r['precision']} {r['variant']} | {r['size'] / 1024:.0f} KiB"
+        f" | AUC {d.auc_candidate:.4f} drop {d.auc_drop:+.4f} | flips {d.flips}/{d.n}"
+        f" | p50 {r['p50']:.2f} ms | {r.get('note', '')}"
+    )
+
+
+def table_rows(rows: list[dict]) -> list[list[object]]:
+    """One row per artifact with size and latency ratios against the same target's FP32."""
+    fp32 = {(r["model"], r["target"]): r for r in rows if r["precision"] == "fp32" and "size" in r}
+    out = []
+    for r in rows:
+        if "missing" in r:
+            out.append([r["model"], r["target"], r["precision"], "", *["-"] * 7, r["missing"]])
+            continue
+        d, ref = r["drift"], fp32.get((r["model"], r["target"]))
+        size_ratio = f"{r['size'] / ref['size']:.2f}" if ref else "-"
+        lat_ratio = f"{r['p50'] / ref['p50']:.2f}" if ref else "-"
+        out.append([
+            r["model"], r["target"], r["precision"], r["variant"],
+            f"{r['size'] / 1024:,.0f}", size_ratio, f"{d.auc_candidate:.4f}",
+            f"{d.auc_drop:+.4f}", f"{d.flip_rate:.2%} ({d.flips}/{d.n})",
+            f"{r['p50']:.2f}", lat_ratio,
+            _note(r),
+        ])  # fmt: skip
+    return out
+
+
+def _note(r: dict) -> str:
+    parts = [f"{r['excluded']} layers kept in float"] if r["excluded"] else []
+    if r.get("note"):
+        parts.append(r["note"])
+    return "; ".join(parts)
+
+
+def targets_check(rows: list[dict]) -> list[str]:
+    """The issue's INT8 targets, checked row by row (misses are listed, not hidden)."""
+    lines = []
+    fp32 = {(r["model"], r["target"]): r for r in rows if r["precision"] == "fp32" and "size" in r}
+    for r in rows:
+        if r["precision"] != "int8" or "size" not in r:
+            continue
+        d, ref = r["drift"], fp32.get((r["model"], r["target"]))
+        misses = []
+        if d.auc_drop > 0.005:
+            misses.append(f"AUC drop {d.auc_drop:.4f} > 0.005")
+        if d.flip_rate > 0.01:
+            misses.append(f"flip rate {d.flip_rate:.2%} > 1%")
+        if ref and r["params"] >= 1e6 and r["size"] / ref["size"] > 0.30:
+            misses.append(f"size ratio {r['size'] / ref['size']:.2f} > 0.30")
+        big = r["params"] >= 10e6 and "224" in r["model"] and r["target"] == "onnx"
+        if ref and big and r["variant"] != "dynamic" and r["p50"] / ref["p50"] > 0.5:
+            misses.append(f"latency ratio {r['p50'] / ref['p50']:.2f} > 0.5")
+        status = "MISSED: " + ", ".join(misses) if misses else "all INT8 targets met"
+        lines.append(f"- {r['model']}, {r['target']} int8 {r['variant']}: {status}")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--write", action="store_true", help="write the table into BENCHMARKS.md")
+    ap.add_argument("--work", default="/tmp/edgemed-quantize-table", help="models + artifacts")
+    ap.add_argument("--targets", default="onnx,openvino,tflite,tensorrt")
+    ap.add_argument("--models", default=",".join(m.key for m in MODELS))
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    work, t0 = Path(args.work), time.time()
+    backends = backends_here(args.targets.split(","))
+    for name, b in backends.items():
+        if isinstance(b, str):
+            print(f"MISSING backend {name}: {b}", flush=True)
+    rows: list[dict] = []
+    for run in MODELS:
+        if run.key in args.models.split(","):
+            rows += rows_for(run, work, backends)
+    body = render(rows, args, time.time() - t0)
+    print(body)
+    if args.write:
+        replace_section("Quantization", body)
+
+
+def render(rows: list[dict], args, seconds: float) -> str:
+    cmd = "python benchmarks/quantize_table.py --write" + (
+        f" --targets {args.targets}" if args.targets != "onnx,openvino,tflite,tensorrt" else ""
+    )
+    header = ["model", "target", "precision", "INT8 method / variant", "size KiB", "size / FP32",
+              "test AUC", "AUC drop vs torch FP32", "flip rate", "p50 ms (batch 1, 1 thread)",
+              "p50 / FP32", "notes"]  # fmt: skip
+    return "\n".join([
+        f"Command: `{cmd}` ({load_average()} at the end; total {seconds:.0f} s; the 2 cores were "
+        "shared with other jobs, so latencies are under load: compare ratios, not absolutes).",
+        "",
+        "Test split of each model's own data (chest X-ray: 468 images; brain MRI: duplicate-aware "
+        "split). Drop and flips are against the torch FP32 model at the operating threshold chosen "
+        "on validation. Default INT8 for ONNX Runtime: static QDQ, MinMax, per-channel, U8 "
+        "activations / S8 weights, logits kept float. The drift budget (AUC drop <= 0.005, flip "
+        "rate <= 1% on validation) gated every FP16/INT8 export; notes say where it intervened.",
+        "",
+        table(header, table_rows(rows)),
+        "",
+        "Issue targets on the INT8 rows (size only for models >= 1 M parameters, latency only for "
+        "the 224 px ResNet-18 with static INT8):",
+        *targets_check(rows),
+    ])  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
