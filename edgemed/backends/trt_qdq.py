@@ -24,6 +24,14 @@ from edgemed.provenance import package_version
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 METHODS = ("minmax", "entropy", "percentile")
+QDQ_FORM = {  # recorded in the manifest
+    "tool": "onnxruntime.quantization.quantize_static",
+    "format": "QDQ (explicit quantization)",
+    "activations": "int8 symmetric per-tensor",
+    "weights": "int8 symmetric per-channel",
+    "bias": "float (not quantized)",
+    "placement": "inputs of Conv/Gemm/MatMul; their outputs stay float (TensorRT's advice)",
+}
 
 
 def trt_qdq_from_onnx(pre_path: Path, out_path: Path, ranges, settings: QuantSettings) -> dict:
@@ -64,13 +72,8 @@ def trt_qdq_from_onnx(pre_path: Path, out_path: Path, ranges, settings: QuantSet
             "export --precision fp16 for this model instead"
         )
     return {
-        "tool": "onnxruntime.quantization.quantize_static",
+        **QDQ_FORM,
         "tool_version": package_version("onnxruntime"),
-        "format": "QDQ (explicit quantization)",
-        "activations": "int8 symmetric per-tensor",
-        "weights": "int8 symmetric per-channel",
-        "bias": "float (not quantized)",
-        "placement": "inputs of Conv/Gemm/MatMul; their outputs stay float (TensorRT's advice)",
         "conformance": qdq_summary(model),
     }
 
