@@ -71,6 +71,8 @@ def write_report(work: Path, cfg, ds, grid, done: dict, sessions: list[dict]) ->
         "time": {
             "point_seconds_total": round(sum(r["point_seconds"] for r in rows), 1),
             "train_seconds_total": round(sum(r["train_seconds"] for r in rows), 1),
+            "cpu_seconds_total": round(sum(r.get("cpu_seconds") or 0.0 for r in rows), 1),
+            "points_without_cpu_seconds": [r["name"] for r in rows if r.get("cpu_seconds") is None],
             "sessions": sessions,
             "cpu_count": os.cpu_count(),
         },
@@ -102,6 +104,13 @@ def study_markdown(study: dict) -> str:
         f"- Time: {t['point_seconds_total']:.0f} s over all points (training {t['train_seconds_total']:.0f} s); "
         f"sessions: {_sessions(t['sessions'])}."
     )
+    if t.get("cpu_seconds_total"):
+        missing = t.get("points_without_cpu_seconds") or []
+        lines.append(
+            f"- CPU time of the points: {t['cpu_seconds_total']:.0f} s"
+            + (f" (not recorded for {', '.join(missing)})" if missing else "")
+            + "."
+        )
     loads = [r["loadavg_start"][0] for r in rows] + [r["loadavg_end"][0] for r in rows]
     if loads:
         lines.append(

@@ -41,7 +41,7 @@ def run_study(cfg: StudyConfig) -> dict:
 
     check_config(cfg)
     _refuse_outputs(cfg)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ds = load_dataset(cfg.data, _image_size(cfg), cfg.channels, cfg.seed, cfg.near_duplicates)
     grid = grid_for(cfg, ds)
     work = _prepare_work(cfg, ds)
@@ -63,7 +63,7 @@ def run_study(cfg: StudyConfig) -> dict:
         done[pt.name] = row
         bar.advance(1, f"{pt.name}: AUC {row['test_auc']:.4f}, {row['latency_ms']:.3f} ms")
     bar.close()
-    append_point(work / POINTS, _session(t0, len(todo)))
+    append_point(work / POINTS, _session(t0, c0, len(todo)))
     study = write_report(work, cfg, ds, grid, done, read_sessions(work / POINTS))
     _swap(work, Path(cfg.out))
     return study
@@ -173,10 +173,11 @@ def append_point(path: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
-def _session(t0: float, points: int) -> dict:
+def _session(t0: float, c0: float, points: int) -> dict:
     return {
         "kind": "session",
         "seconds": round(time.perf_counter() - t0, 1),
+        "cpu_seconds": round(time.process_time() - c0, 1),
         "points": points,
         "loadavg_end": [round(v, 2) for v in os.getloadavg()],
     }
@@ -199,7 +200,7 @@ def run_point(pt: GridPoint, ds: Dataset, cfg: StudyConfig, work: Path, precisio
     from edgemed.models import ModelSpec
     from edgemed.training import TrainConfig, train, write_training_dir
 
-    t0, load0 = time.perf_counter(), os.getloadavg()
+    t0, cpu0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()
     tcfg = TrainConfig(
         data=ds.path,
         model=ModelSpec(pt.model, dict(pt.kwargs)),
@@ -231,6 +232,7 @@ def run_point(pt: GridPoint, ds: Dataset, cfg: StudyConfig, work: Path, precisio
     )
     timing = time_artifact(art, ds, cfg.latency_seconds)
     timing["val_flip_rate"] = (manifest.get("drift") or {}).get("flip_rate")
+    timing["cpu_seconds"] = round(time.process_time() - cpu0, 1)
     return point_row(pt, result.card, timing, precision, time.perf_counter() - t0, load0)
 
 
@@ -281,6 +283,7 @@ def point_row(
         "artifact_bytes": timing["artifact_bytes"],
         "artifact_val_flip_rate": timing["val_flip_rate"],
         "point_seconds": round(seconds, 1),
+        "cpu_seconds": timing["cpu_seconds"],
         "loadavg_start": [round(v, 2) for v in load0],
         "loadavg_end": [round(v, 2) for v in os.getloadavg()],
     }
