@@ -142,7 +142,7 @@ class TFLiteBackend(Backend):
             req,
             self.name,
             methods=lc.METHODS,
-            default_method="histogram",
+            default_method="minmax",
             modes=("static",),
             granularities=lc.GRANULARITIES,
             default_granularity="per-channel",
