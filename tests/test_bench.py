@@ -76,12 +76,34 @@ def drifted(cxr_onnx, tmp_path_factory) -> Path:
     return perturbed_copy(cxr_onnx, tmp_path_factory.mktemp("drift") / "onnx-noisy", 0.5)
 
 
+def export(model: Path, target: str, precision: str, out: Path) -> Path:
+    from edgemed.export import ExportRequest, run_export
+
+    calib = str(CXR) if precision == "int8" else None
+    req = ExportRequest(str(model), target, out, precision=precision, calib=calib)
+    run_export(req)
+    return out
+
+
 @pytest.fixture(scope="module")
-def bench_run(cxr_onnx, drifted, tmp_path_factory):
+def cxr_int8(cxr_model, tmp_path_factory) -> Path:
+    return export(cxr_model, "onnx", "int8", tmp_path_factory.mktemp("int8") / "onnx-int8")
+
+
+@pytest.fixture(scope="module")
+def cxr_openvino(cxr_model, tmp_path_factory) -> Path | None:
+    from edgemed.backends import get_backend
+
+    if get_backend("openvino").available():
+        return None
+    return export(cxr_model, "openvino", "fp32", tmp_path_factory.mktemp("ov") / "openvino-fp32")
+
+
+@pytest.fixture(scope="module")
+def bench_run(cxr_onnx, cxr_int8, cxr_openvino, drifted, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "b"
-    res = run_cli(
-        "bench", cxr_onnx, drifted, "--data", CXR, "--include-reference", *FAST, "--out", out
-    )
+    arts = [a for a in (cxr_onnx, cxr_int8, cxr_openvino, drifted) if a]
+    res = run_cli("bench", *arts, "--data", CXR, "--include-reference", *FAST, "--out", out)
     return res, out
 
 
@@ -93,7 +115,15 @@ def test_bench_writes_table_results_and_report(bench_run, cxr_onnx):
     assert results["data"]["split"] == "test" and results["data"]["n"] == 468
     assert {"cpu", "cores", "load_average_start", "busy_warning"} <= set(results["device"])
     labels = [r["label"] for r in results["rows"]]
-    assert labels == ["torch-fp32", f"onnx-fp32@{cxr_onnx.name}", "onnx-fp32@onnx-noisy"]
+    ov = ["openvino-fp32"] if len(labels) == 5 else []
+    expected = [
+        "torch-fp32",
+        f"onnx-fp32@{cxr_onnx.name}",
+        "onnx-int8",
+        *ov,
+        "onnx-fp32@onnx-noisy",
+    ]
+    assert labels == expected
     for row in results["rows"]:
         assert set(row) >= SCHEMA_ROW and row["status"] == "ok"
         assert set(row["drift"]) >= SCHEMA_DRIFT
@@ -103,16 +133,24 @@ def test_bench_writes_table_results_and_report(bench_run, cxr_onnx):
         assert lat["load_ms"] > 0 and lat["first_ms"] > 0
         assert row["memory"]["model_bytes"] > 0 and row["memory"]["peak_rss_delta_mb"] > 0
         assert row["memory"]["gpu"]["peak_mb"] is None and row["memory"]["gpu"]["reason"]
-    torch_row, fp32, noisy = results["rows"]
+    rows = {r["label"]: r for r in results["rows"]}
+    torch_row, fp32, noisy = rows["torch-fp32"], results["rows"][1], rows["onnx-fp32@onnx-noisy"]
+    int8 = rows["onnx-int8"]
+    assert int8["precision"] == "int8" and int8["reference"]["kind"] == "torch"
+    assert int8["drift"]["flip_rate"] < 0.05 and int8["drift"]["auc_drop"] < 0.01
+    assert int8["memory"]["model_bytes"] < fp32["memory"]["model_bytes"]
+    if ov:
+        assert rows["openvino-fp32"]["runtime_settings"]["execution_precision"] == "f32"
+        assert rows["openvino-fp32"]["drift"]["flips"] == 0
     assert fp32["artifact"] == str(cxr_onnx.resolve())
     assert fp32["artifact_manifest_sha256"] == _sha(cxr_onnx / "manifest.json")
     assert fp32["drift"]["flips"] == 0 and abs(fp32["drift"]["auc_drop"]) < 1e-4
     assert fp32["reference"]["kind"] == "torch" and torch_row["drift"]["max_abs_dp"] == 0
     assert noisy["drift"]["flips"] > 0 and noisy["drift"]["max_abs_dp"] > 1e-3
-    assert len((out / "results.jsonl").read_text().splitlines()) == 3
+    assert len((out / "results.jsonl").read_text().splitlines()) == len(labels)
     html = (out / "report.html").read_text()
     assert (
-        html.count("<svg") >= 5
+        html.count("<svg") >= 2 + len(labels)
         and "Pareto" in html
         and "http" not in html.replace("http://www.w3.org/2000/svg", "")
     )
@@ -148,7 +186,9 @@ def test_gate_on_resume_names_artifact_limit_and_excess(bench_run):
     assert "--max-auc-drop" not in res.err  # that limit held
     assert (out / "results.jsonl").read_text() == before  # nothing re-run
     results = json.loads((out / "results.json").read_text())
-    assert results["gates"]["passed"] is False and len(results["gates"]["violations"]) == 1
+    over = [r["label"] for r in results["rows"] if r["drift"]["flip_rate"] > 0.001]
+    assert "onnx-fp32@onnx-noisy" in over and "torch-fp32" not in over
+    assert results["gates"]["passed"] is False and len(results["gates"]["violations"]) == len(over)
 
 
 def _artifacts(out: Path) -> list[str]:
@@ -187,6 +227,22 @@ def test_killed_and_hung_configurations_keep_the_other_rows(cxr_onnx, tmp_path, 
     assert res.code == 0, res.err
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["status"] for r in rows] == ["ok", "ok", "ok"]
+
+
+def test_reference_falls_back_to_fp32_onnx_artifact_then_refuses(cxr_model, tmp_path):
+    model = shutil.copytree(cxr_model, tmp_path / "model")
+    fp32 = export(model, "onnx", "fp32", tmp_path / "fp32")
+    int8 = export(model, "onnx", "int8", tmp_path / "int8")
+    (model / "model.pt").unlink()  # the torch reference is gone
+    res = run_cli("bench", int8, fp32, "--data", CXR, *FAST, "--out", tmp_path / "b")
+    assert res.code == 0, res.err
+    rows = json.loads((tmp_path / "b" / "results.json").read_text())["rows"]
+    assert [r["reference"]["kind"] for r in rows] == ["onnx", "onnx"]
+    assert str(fp32) in rows[0]["reference"]["why"] and "is gone" in rows[0]["reference"]["why"]
+    assert rows[1]["drift"]["max_abs_dp"] == 0.0  # the FP32 artifact against itself
+    res = run_cli("bench", int8, "--data", CXR, "--out", tmp_path / "c")
+    assert_user_error(res, "no FP32 reference", "is gone", "--target onnx")
+    assert not (tmp_path / "c").exists()
 
 
 @pytest.mark.parametrize("kind", ["missing", "training-dir", "file"])
