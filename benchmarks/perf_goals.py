@@ -7,8 +7,9 @@
 - p90 / median <= 1.15 (on an idle machine).
 
 The ResNet-18 is trained briefly on the real brain MRI folder at 224 px (enough for latency; its AUC
-is reported as measured). Everything is timed through `edgemed bench`, then `benchmark_app` runs on
-the OpenVINO FP32 IR between two harness runs of that IR (so load changes show up).
+is reported as measured). Everything is timed through `edgemed bench`; then `benchmark_app` and the
+harness take turns on the OpenVINO FP32 IR (h, a, h, a, h, a) and the ratio is of their medians, so
+a load change on the shared machine hits both.
 
     python benchmarks/perf_goals.py [--write] [--epochs 3] [--work DIR] [--model TRAINING_DIR]
 """
@@ -96,15 +97,29 @@ def benchmark_app(xml: Path, seconds: int = 10) -> float:
     return float(m.group(1))
 
 
+def alternate(work: Path, first_ms: float, rounds: int = 2) -> tuple[list[float], list[float]]:
+    """benchmark_app and the harness in turn on the same IR (h, a, h, a, h): medians of each."""
+    harness, app = [first_ms], []
+    for i in range(rounds + 1):
+        app.append(benchmark_app(work / "openvino-fp32" / "model.xml"))
+        if i < rounds:
+            again = bench([work / "openvino-fp32"], work / f"bench-ov-{i}", reference=False)
+            harness.append(again["rows"][0]["latency"]["median_ms"])
+    return harness, app
+
+
 def by_label(results: dict) -> dict[str, dict]:
     return {r["label"]: r for r in results["rows"] if r["status"] == "ok"}
 
 
-def ratios(rows: dict[str, dict], app_ms: float, ov_again_ms: float) -> list[list[str]]:
+def ratios(rows: dict[str, dict], harness: list[float], app: list[float]) -> list[list[str]]:
+    import statistics
+
     med = {k: r["latency"]["median_ms"] for k, r in rows.items()}
     int8 = {k: v for k, v in med.items() if k.endswith("-int8")}
     best = min(int8, key=int8.get)
-    ov = (med["openvino-fp32"] + ov_again_ms) / 2
+    ov, app_ms = statistics.median(harness), statistics.median(app)
+    runs = ", ".join(f"{v:.2f}" for v in harness), ", ".join(f"{v:.2f}" for v in app)
     tail = max(rows.values(), key=lambda r: r["latency"]["p90_ms"] / r["latency"]["median_ms"])
     tail_ratio = tail["latency"]["p90_ms"] / tail["latency"]["median_ms"]
     out = [
@@ -112,8 +127,8 @@ def ratios(rows: dict[str, dict], app_ms: float, ov_again_ms: float) -> list[lis
          int8[best] / med["torch-fp32"] <= GOALS["int8_vs_torch"]],
         ["ONNX Runtime INT8 / FP32", med["onnx-int8"] / med["onnx-fp32"], "<= 0.50",
          med["onnx-int8"] / med["onnx-fp32"] <= GOALS["ort_int8_vs_fp32"]],
-        [f"harness / benchmark_app (OpenVINO FP32 IR; harness {med['openvino-fp32']:.2f} and "
-         f"{ov_again_ms:.2f} ms around app {app_ms:.2f} ms)", ov / app_ms, "0.90-1.10",
+        [f"harness / benchmark_app, medians of runs in turn on the OpenVINO FP32 IR (harness "
+         f"{runs[0]} ms; benchmark_app {runs[1]} ms)", ov / app_ms, "0.90-1.10",
          GOALS["app_lo"] <= ov / app_ms <= GOALS["app_hi"]],
         [f"worst p90 / median ({tail['label']})", tail_ratio, "<= 1.15", tail_ratio <= GOALS["tail"]],
     ]  # fmt: skip
@@ -168,10 +183,8 @@ def main() -> None:
     try:
         arts = train_and_export(work, args.epochs, args.model)
         results = bench(arts, work / "bench", reference=True)
-        app_ms = benchmark_app(work / "openvino-fp32" / "model.xml")
-        again = bench([work / "openvino-fp32"], work / "bench-ov-again", reference=False)
-        ov_again = again["rows"][0]["latency"]["median_ms"]
-        ratio_rows = ratios(by_label(results), app_ms, ov_again)
+        harness, app = alternate(work, by_label(results)["openvino-fp32"]["latency"]["median_ms"])
+        ratio_rows = ratios(by_label(results), harness, app)
         card = json.loads((work / "resnet18" / "card.json").read_text())
         cmd = "python benchmarks/perf_goals.py --write" + (
             f" --epochs {args.epochs}" if args.epochs != 3 else ""

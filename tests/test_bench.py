@@ -76,11 +76,13 @@ def drifted(cxr_onnx, tmp_path_factory) -> Path:
     return perturbed_copy(cxr_onnx, tmp_path_factory.mktemp("drift") / "onnx-noisy", 0.5)
 
 
-def export(model: Path, target: str, precision: str, out: Path) -> Path:
+def export(model: Path, target: str, precision: str, out: Path, data=CXR, *option) -> Path:
     from edgemed.export import ExportRequest, run_export
 
-    calib = str(CXR) if precision == "int8" else None
-    req = ExportRequest(str(model), target, out, precision=precision, calib=calib)
+    calib = str(data) if precision == "int8" else None
+    req = ExportRequest(
+        str(model), target, out, precision=precision, calib=calib, options=dict(option)
+    )
     run_export(req)
     return out
 
@@ -227,6 +229,19 @@ def test_killed_and_hung_configurations_keep_the_other_rows(cxr_onnx, tmp_path, 
     assert res.code == 0, res.err
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["status"] for r in rows] == ["ok", "ok", "ok"]
+
+
+def test_brain_mri_artifacts_on_their_own_test_split(brain_model, tmp_path):
+    fp32 = export(brain_model, "onnx", "fp32", tmp_path / "fp32", BRAIN)
+    int8 = export(brain_model, "onnx", "int8", tmp_path / "int8", BRAIN, ("max_flip_rate", 1.0))
+    res = run_cli("bench", fp32, int8, "--data", BRAIN, *FAST, "--out", tmp_path / "b")
+    assert res.code == 0, res.err
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    card = json.loads((brain_model / "card.json").read_text())
+    assert results["data"]["n"] == card["test"]["n"]  # the duplicate-aware split, reproduced
+    fp32_row, int8_row = results["rows"]
+    assert fp32_row["drift"]["auc_reference"] == pytest.approx(card["test"]["auc"], abs=1e-6)
+    assert fp32_row["drift"]["flips"] == 0 and int8_row["status"] == "ok"
 
 
 def test_reference_falls_back_to_fp32_onnx_artifact_then_refuses(cxr_model, tmp_path):

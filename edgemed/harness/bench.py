@@ -8,7 +8,6 @@ are written atomically and the gates are checked.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
@@ -19,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.errors import DriftError, EdgemedError, InputError
-from edgemed.fileio import read_json, write_bytes_atomic, write_json_atomic
+from edgemed.fileio import write_bytes_atomic, write_json_atomic
+from edgemed.harness.outdir import JSONL, append_jsonl, prepare_out
 from edgemed.harness.plan import Config, EvalData, Plan, Reference, build_plan
 
 FORMAT = "edgemed-bench/1"
-JSONL, RESULTS, REPORT, SETTINGS = "results.jsonl", "results.json", "report.html", "bench.json"
-RESUME_FIELDS = ("data_hash", "split", "threads", "batch")
+RESULTS, REPORT = "results.json", "report.html"
 
 
 class BenchFailed(EdgemedError):
@@ -92,7 +91,7 @@ def run_bench(req: BenchRequest, progress: bool = True) -> dict:
     )
     out = Path(req.out)
     settings = _settings(req, plan)
-    done, replaced = _prepare_out(out, req, settings)
+    done, replaced = prepare_out(out, req, settings)
     device = device_info()
     if device["busy_warning"]:
         print(f"edgemed: warning: {device['busy_warning']}", file=sys.stderr)
@@ -118,69 +117,6 @@ def _settings(req: BenchRequest, plan: Plan) -> dict:
         "timeout_s": req.timeout,
         "latency": req.latency_settings(),
     }
-
-
-def _prepare_out(
-    out: Path, req: BenchRequest, settings: dict
-) -> tuple[dict[str, dict], Path | None]:
-    """Refuse an existing DIR unless --resume (same settings) or --force; returns finished rows."""
-    replaced = None
-    if out.exists():
-        if req.resume:
-            return _resumable_rows(out, req, settings), None
-        if not req.force:
-            raise InputError(
-                f"output {out} already exists; pass --resume to continue it, --force to replace it, "
-                "or choose another --out"
-            )
-        replaced = out.with_name(f".{out.name}.replaced")
-        shutil.rmtree(replaced, ignore_errors=True)
-        out.rename(replaced)
-    (out / "logits").mkdir(parents=True)
-    (out / "references").mkdir()
-    write_json_atomic(out / SETTINGS, settings)
-    return {}, replaced
-
-
-def _resumable_rows(out: Path, req: BenchRequest, settings: dict) -> dict[str, dict]:
-    if not (out / SETTINGS).is_file():
-        raise InputError(
-            f"{out} is not an `edgemed bench` output (no {SETTINGS}); choose another --out"
-        )
-    old = read_json(out / SETTINGS, "bench settings")
-    for key in RESUME_FIELDS:
-        if old.get(key) != settings[key]:
-            raise InputError(
-                f"cannot resume {out}: it was run with {key}={old.get(key)!r}, now {settings[key]!r}; "
-                "use the same settings, or --force to start over"
-            )
-    rows = read_jsonl(out / JSONL)
-    if req.retry_failed:
-        rows = {k: r for k, r in rows.items() if r["status"] == "ok"}
-    return rows
-
-
-def read_jsonl(path: Path) -> dict[str, dict]:
-    """Finished rows by key; a torn last line (killed while writing) is ignored."""
-    rows: dict[str, dict] = {}
-    if not path.is_file():
-        return rows
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        rows[row["key"]] = row
-    return rows
-
-
-def append_jsonl(path: Path, row: dict) -> None:
-    import os
-
-    with open(path, "a") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _run_rows(req, plan: Plan, todo: list[Config], out: Path, tmp: Path, done, progress) -> None:

@@ -1,0 +1,74 @@
+"""The bench output directory: refuse an existing one unless --resume (same settings) or --force,
+and keep finished rows in DIR/results.jsonl, one JSON line each, flushed as each row finishes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from edgemed.errors import InputError
+from edgemed.fileio import read_json, write_json_atomic
+
+JSONL, SETTINGS = "results.jsonl", "bench.json"
+RESUME_FIELDS = ("data_hash", "split", "threads", "batch")
+
+
+def prepare_out(out: Path, req, settings: dict) -> tuple[dict[str, dict], Path | None]:
+    """Refuse an existing DIR unless --resume (same settings) or --force; returns finished rows."""
+    replaced = None
+    if out.exists():
+        if req.resume:
+            return resumable_rows(out, req, settings), None
+        if not req.force:
+            raise InputError(
+                f"output {out} already exists; pass --resume to continue it, --force to replace it, "
+                "or choose another --out"
+            )
+        replaced = out.with_name(f".{out.name}.replaced")
+        shutil.rmtree(replaced, ignore_errors=True)
+        out.rename(replaced)
+    (out / "logits").mkdir(parents=True)
+    (out / "references").mkdir()
+    write_json_atomic(out / SETTINGS, settings)
+    return {}, replaced
+
+
+def resumable_rows(out: Path, req, settings: dict) -> dict[str, dict]:
+    if not (out / SETTINGS).is_file():
+        raise InputError(
+            f"{out} is not an `edgemed bench` output (no {SETTINGS}); choose another --out"
+        )
+    old = read_json(out / SETTINGS, "bench settings")
+    for key in RESUME_FIELDS:
+        if old.get(key) != settings[key]:
+            raise InputError(
+                f"cannot resume {out}: it was run with {key}={old.get(key)!r}, now {settings[key]!r}; "
+                "use the same settings, or --force to start over"
+            )
+    rows = read_jsonl(out / JSONL)
+    if req.retry_failed:
+        rows = {k: r for k, r in rows.items() if r["status"] == "ok"}
+    return rows
+
+
+def read_jsonl(path: Path) -> dict[str, dict]:
+    """Finished rows by key; a torn last line (killed while writing) is ignored."""
+    rows: dict[str, dict] = {}
+    if not path.is_file():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        rows[row["key"]] = row
+    return rows
+
+
+def append_jsonl(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
