@@ -176,8 +176,7 @@ def rows_for(run: ModelRun, work: Path, backends: dict) -> list[dict]:
         b = backends[target]
         base = {"model": run.label, "params": params, "target": target, "precision": precision}
         base["variant"] = variant or ("minmax" if precision == "int8" else "")
-        if isinstance(b, str):
-            rows.append({**base, "missing": b})
+        if isinstance(b, str):  # listed once under the table, not as a row per precision
             continue
         if precision not in b.precisions:
             rows.append({**base, "missing": f"{target} does not do {precision}"})
@@ -287,13 +286,30 @@ def main() -> None:
     for run in MODELS:
         if run.key in args.models.split(","):
             rows += rows_for(run, work, backends)
-    body = render(rows, args, time.time() - t0)
+    missing = {n: b for n, b in backends.items() if isinstance(b, str)}
+    body = render(rows, missing, args, time.time() - t0)
     print(body)
     if args.write:
         replace_section("Quantization", body)
 
 
-def render(rows: list[dict], args, seconds: float) -> str:
+def headline(rows: list[dict]) -> list[str]:
+    """The issue's ratios for ONNX Runtime static INT8 (default settings), per model."""
+    fp32 = {r["model"]: r for r in rows if r["target"] == "onnx" and r["precision"] == "fp32"}
+    out = []
+    for r in rows:
+        if r["target"] == "onnx" and r["precision"] == "int8" and r["variant"] == "minmax":
+            f = fp32.get(r["model"])
+            if f and "size" in r:
+                out.append(
+                    f"- {r['model']} ({r['params'] / 1e6:.2f} M params): ORT INT8/FP32 size "
+                    f"{r['size'] / f['size']:.2f}, latency {r['p50'] / f['p50']:.2f} "
+                    f"({r['p50']:.1f} vs {f['p50']:.1f} ms)"
+                )
+    return out
+
+
+def render(rows: list[dict], missing: dict, args, seconds: float) -> str:
     cmd = "python benchmarks/quantize_table.py --write" + (
         f" --targets {args.targets}" if args.targets != "onnx,openvino,tflite,tensorrt" else ""
     )
@@ -313,6 +329,11 @@ def render(rows: list[dict], args, seconds: float) -> str:
         "validation has 37-40 images, so one flip is 2.5% and over budget).",
         "",
         table(header, table_rows(rows)),
+        "",
+        *[f"Not run here: {name}: {why}" for name, why in missing.items()],
+        "",
+        "Ratios measured side by side in this run (ONNX Runtime, static INT8 with the defaults):",
+        *headline(rows),
         "",
         "Issue targets on the INT8 rows (size only for models >= 1 M parameters, latency only for "
         "the 224 px ResNet-18 with static INT8):",
