@@ -104,7 +104,9 @@ def load_recipe(path: Path, data_root: Path | None = None) -> CalibrationRecipe:
 
 def recipe_from_arg(calib: str, options: dict) -> tuple[CalibrationRecipe, str | None]:
     """`--calib` is a recipe .toml or a data path (then: train split, default count, balanced, seed 0)."""
-    p = Path(calib).expanduser()
+    from edgemed.data import embedded_dataset_path
+
+    p = embedded_dataset_path() if calib == "embedded" else Path(calib).expanduser()
     if p.suffix == ".toml":
         return load_recipe(p, options.get("data_root")), str(p.resolve()) if p.exists() else None
     count = options.get("calib_count")
