@@ -11,7 +11,7 @@ run() {  # name data [flags...]
   local out="$root/$name" flags=()
   if [ -d "$out.partial" ]; then flags=(--resume); fi
   if [ -f "$out/study.json" ] && [ ! -d "$out.partial" ]; then echo "$out done"; else
-    /usr/bin/time -f "$name wall %e s" edgemed study --data "$data" --out "$out" "${flags[@]}" "$@"
+    /usr/bin/time -f "$name wall %e s, user %U s, sys %S s" edgemed study --data "$data" --out "$out" "${flags[@]}" "$@"
   fi
   cp "$out/study.md" "benchmarks/results/study_$name.md"
   cp "$out/study.json" "benchmarks/results/study_$name.json"

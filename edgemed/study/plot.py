@@ -59,10 +59,11 @@ def _is_baseline_family(rows: list[dict], family: str) -> bool:
 def _panel(rows, key: str, xlabel: str, front: list[str], colors: dict, x0: float) -> str:
     xs = [max(r[key], 1e-9) for r in rows]
     ys = [r["test_auc"] for r in rows]
-    lo, hi = math.floor(math.log10(min(xs))), math.ceil(math.log10(max(xs)))
+    lo, hi = math.floor(math.log10(min(xs))), _upper_log(max(xs))
     hi = hi if hi > lo else lo + 1
     best = max(ys)
-    ylo = min(min(ys), best - 0.012)
+    # Outliers far below the best would squash the interesting region: they sit on the floor.
+    ylo = max(min(min(ys), best - 0.012), best - 0.15)
     yhi = best + 0.004
     ylo, yhi = math.floor(ylo * 100) / 100, math.ceil(yhi * 100) / 100 + 1e-9
     pw, ph = PANEL_W - LEFT - RIGHT, PANEL_H - TOP - BOTTOM
@@ -85,8 +86,18 @@ def _panel(rows, key: str, xlabel: str, front: list[str], colors: dict, x0: floa
     by = {r["name"]: r for r in rows}
     pts = " ".join(f"{px(by[n][key]):.1f},{py(by[n]['test_auc']):.1f}" for n in front)
     out.append(f'<polyline points="{pts}" fill="none" stroke="#555" stroke-dasharray="4 3"/>')
+    right = x0 + LEFT + 0.75 * pw
     for r in rows:
-        out.append(_marker(r, px(r[key]), py(r["test_auc"]), colors[r["family"] or r["model"]]))
+        x, y = px(r[key]), py(max(r["test_auc"], ylo))
+        out.append(
+            _marker(r, x, y, colors[r["family"] or r["model"]], x > right, r["test_auc"] < ylo)
+        )
+    below = [f"{r['name']} ({r['test_auc']:.3f})" for r in rows if r["test_auc"] < ylo]
+    if below:
+        out.append(
+            f'<text x="{x0 + LEFT + 4}" y="{TOP + ph - 14}" font-size="9" fill="#555">'
+            f"on the floor, AUC below the axis: {escape(', '.join(below))}</text>"
+        )
     out.append(
         f'<text x="{x0 + LEFT + pw / 2}" y="{PANEL_H - 10}" text-anchor="middle">{escape(xlabel)}</text>'
     )
@@ -100,12 +111,12 @@ def _panel(rows, key: str, xlabel: str, front: list[str], colors: dict, x0: floa
     return "\n".join(out)
 
 
-def _x_ticks(lo: int, hi: int, px, y: float, x0: float) -> list[str]:
+def _x_ticks(lo: int, hi: float, px, y: float, x0: float) -> list[str]:
     out = []
-    for e in range(lo, hi + 1):
+    for e in range(lo, math.ceil(hi) + 1):
         for m in (1, 2, 5):
             v = m * 10.0**e
-            if v > 10.0**hi:
+            if v > 10.0**hi * (1 + 1e-9):
                 break
             x = px(v)
             out.append(
@@ -133,14 +144,31 @@ def _y_ticks(ylo: float, yhi: float, py, x0: float) -> list[str]:
     return out
 
 
-def _marker(r: dict, x: float, y: float, color: str) -> str:
+def _upper_log(v: float) -> float:
+    """log10 of the smallest 1, 2 or 5 x 10^k at or above v (a tight right edge for the axis)."""
+    e = math.floor(math.log10(v))
+    for m in (1, 2, 5, 10):
+        if m * 10.0**e >= v * (1 - 1e-9):
+            return math.log10(m * 10.0**e)
+    return e + 1.0
+
+
+def _marker(
+    r: dict, x: float, y: float, color: str, label_left: bool, floored: bool = False
+) -> str:
     title = f"<title>{escape(r['name'])}: AUC {r['test_auc']:.4f}, {r['params']:,} params</title>"
     shape = (
         f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="{color}">{title}</rect>'
         if r["role"] == "baseline"
         else f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4.5" fill="{color}" fill-opacity="0.85">{title}</circle>'
     )
-    label = f'<text x="{x + 7:.1f}" y="{y - 5:.1f}" font-size="9" fill="#333">{escape(r["name"])}</text>'
+    lx, anchor = (x - 7, "end") if label_left else (x + 7, "start")
+    if floored:  # named in the panel's note instead, where labels cannot collide
+        return shape
+    label = (
+        f'<text x="{lx:.1f}" y="{y - 5:.1f}" font-size="9" fill="#333" '
+        f'text-anchor="{anchor}">{escape(r["name"])}</text>'
+    )
     return shape + label
 
 

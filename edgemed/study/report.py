@@ -102,7 +102,8 @@ def study_markdown(study: dict) -> str:
     t = study["time"]
     lines.append(
         f"- Time: {t['point_seconds_total']:.0f} s over all points (training {t['train_seconds_total']:.0f} s); "
-        f"sessions: {_sessions(t['sessions'])}."
+        f"finished sessions: {_sessions(t['sessions'])} (an interrupted session is not listed; "
+        "its finished points are in the total)."
     )
     if t.get("cpu_seconds_total"):
         missing = t.get("points_without_cpu_seconds") or []
@@ -121,10 +122,8 @@ def study_markdown(study: dict) -> str:
 
 
 def _sessions(sessions: list[dict]) -> str:
-    return (
-        ", ".join(f"{s['seconds']:.0f} s ({s['points']} points)" for s in sessions)
-        or "none finished"
-    )
+    done = [s for s in sessions if s["points"]]
+    return ", ".join(f"{s['seconds']:.0f} s ({s['points']} points)" for s in done) or "none"
 
 
 def _md_row(r: dict, pareto: dict) -> str:

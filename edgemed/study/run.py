@@ -63,7 +63,8 @@ def run_study(cfg: StudyConfig) -> dict:
         done[pt.name] = row
         bar.advance(1, f"{pt.name}: AUC {row['test_auc']:.4f}, {row['latency_ms']:.3f} ms")
     bar.close()
-    append_point(work / POINTS, _session(t0, c0, len(todo)))
+    if todo:
+        append_point(work / POINTS, _session(t0, c0, len(todo)))
     study = write_report(work, cfg, ds, grid, done, read_sessions(work / POINTS))
     _swap(work, Path(cfg.out))
     return study
