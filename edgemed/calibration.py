@@ -201,14 +201,9 @@ def select(labels: np.ndarray, count: int, balance: bool, seed: int) -> np.ndarr
 
 def _split_config(data: str, card: dict | None) -> dict:
     """Same split settings as training when calibrating on the model's own data (same test split)."""
-    d = (card or {}).get("data") or {}
-    if d.get("path") and Path(d["path"]).resolve() == Path(data).resolve():
-        s = d.get("split") or {}
-        cfg = {"seed": s.get("seed", 0), "near_duplicates": s.get("near_duplicates", False)}
-        if "fractions" in s:
-            cfg["fractions"] = tuple(s["fractions"])
-        return cfg
-    return {}
+    from edgemed.data import card_split_config
+
+    return card_split_config(data, card)
 
 
 def _check_count_and_classes(recipe: CalibrationRecipe, labels: np.ndarray, class_names) -> None:

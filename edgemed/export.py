@@ -65,7 +65,7 @@ def evaluation_set(loaded: LoadedModel, data: str | None, split: str = "val") ->
 
     The card's data hash must still match, so parity is never measured on different data silently.
     """
-    from edgemed.data import load_dataset
+    from edgemed.data import load_dataset, split_kwargs
 
     card_data = (loaded.card or {}).get("data") or {}
     path = data or card_data.get("path")
@@ -73,14 +73,7 @@ def evaluation_set(loaded: LoadedModel, data: str | None, split: str = "val") ->
         return None
     cfg = card_data.get("split", {}) if not data else {}
     c = loaded.contract
-    ds = load_dataset(
-        path,
-        c.input_size,
-        c.channels,
-        seed=cfg.get("seed", 0),
-        near_duplicates=cfg.get("near_duplicates", False),
-        **({"fractions": tuple(cfg["fractions"])} if "fractions" in cfg else {}),
-    )
+    ds = load_dataset(path, c.input_size, c.channels, **split_kwargs(cfg))
     if not data and card_data.get("data_hash") not in (None, ds.data_hash):
         raise InputError(
             f"the training data at {path} changed since the model was trained (hash differs); "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edgemed.compress.request import CompressRequest, check_request
 from edgemed.contract import Contract
-from edgemed.data import Dataset, load_dataset
+from edgemed.data import Dataset, load_dataset, split_kwargs
 from edgemed.errors import InputError
 from edgemed.fileio import refuse_existing, staged_dir, write_json_atomic
 from edgemed.metrics import youden_threshold
@@ -112,14 +112,7 @@ def dataset_for(subject: Subject, data: str | None) -> Dataset:
         raise InputError("the model has no card.json naming its training data; pass --data PATH")
     cfg = card_data.get("split") or {}
     c = subject.contract
-    ds = load_dataset(
-        path,
-        c.input_size,
-        c.channels,
-        seed=cfg.get("seed", 0),
-        near_duplicates=cfg.get("near_duplicates", False),
-        **({"fractions": tuple(cfg["fractions"])} if "fractions" in cfg else {}),
-    )
+    ds = load_dataset(path, c.input_size, c.channels, **split_kwargs(cfg))
     if not data and card_data.get("data_hash") not in (None, ds.data_hash):
         raise InputError(
             f"the training data at {path} changed since the model was trained (hash differs); "

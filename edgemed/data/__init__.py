@@ -104,6 +104,23 @@ def load_dataset(
     raise InputError(f"data path {p} is neither an .npz file nor a folder of class folders")
 
 
+def split_kwargs(split: dict | None) -> dict:
+    """`load_dataset` keyword arguments that reproduce a recorded split (a card's `data.split`)."""
+    s = split or {}
+    kwargs = {"seed": s.get("seed", 0), "near_duplicates": s.get("near_duplicates", False)}
+    if "fractions" in s:
+        kwargs["fractions"] = tuple(s["fractions"])
+    return kwargs
+
+
+def card_split_config(data: str | Path, card: dict | None) -> dict:
+    """The card's split settings when `data` is the model's own training data, else {} (defaults)."""
+    d = (card or {}).get("data") or {}
+    if d.get("path") and Path(d["path"]).resolve() == Path(data).resolve():
+        return split_kwargs(d.get("split"))
+    return {}
+
+
 def embedded_dataset_path() -> Path:
     """The bundled PneumoniaMNIST subset (CC BY 4.0, MedMNIST v2)."""
     return Path(__file__).resolve().parent.parent / "resources" / "pneumoniamnist_subset.npz"

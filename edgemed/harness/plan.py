@@ -94,14 +94,9 @@ def card_of(art: Artifact) -> dict | None:
 
 def split_config(data: str, card: dict | None) -> dict:
     """The training split settings when benching on the model's own data (so 'test' is its test)."""
-    d = (card or {}).get("data") or {}
-    if d.get("path") and Path(d["path"]).resolve() == Path(data).resolve():
-        s = d.get("split") or {}
-        cfg = {"seed": s.get("seed", 0), "near_duplicates": s.get("near_duplicates", False)}
-        if "fractions" in s:
-            cfg["fractions"] = tuple(s["fractions"])
-        return cfg
-    return {}
+    from edgemed.data import card_split_config
+
+    return card_split_config(data, card)
 
 
 def native_npz_shape(path: Path, split: str) -> tuple[int, ...] | None:
