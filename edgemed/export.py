@@ -172,6 +172,7 @@ def run_export(req: ExportRequest) -> dict:
             calibration,
             profile,
             req.options,
+            ev,
         )
         facts = (req, profile, backend, loaded)
         rest = (parity, simplified, ev, calibration)

@@ -27,7 +27,8 @@ BACKENDS: dict[str, str] = {
 @dataclass(frozen=True)
 class ConvertRequest:
     """What a backend converts: the FP32 reference ONNX (always), the torch module when there is
-    one, the contract, the precision, calibration (INT8), the target profile and free options."""
+    one, the contract, the precision, calibration (INT8), the target profile, free options, and
+    the validation images (uint8 `images` + `labels`) that backend-side accuracy control scores."""
 
     onnx_path: Path
     contract: Contract
@@ -36,6 +37,7 @@ class ConvertRequest:
     calibration: object | None = None
     profile: object | None = None
     options: dict = field(default_factory=dict)
+    validation: object | None = None
 
 
 @dataclass(frozen=True)

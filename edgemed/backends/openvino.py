@@ -227,7 +227,7 @@ class OpenVINOBackend(Backend):
 
             control = req.options.get("max_auc_drop", DEFAULT_MAX_AUC_DROP)
         ignored = [ops[n] for n in s.exclude_nodes]
-        return oq.int8_from_ov(model, req.calibration, req.contract, s, ignored, control)
+        return oq.int8_from_ov(model, req, s, ignored, control)
 
     def open(self, artifact_dir: Path, manifest: dict, threads: int | None = None) -> Runner:
         hint = (manifest.get("backend") or {}).get("inference_precision_hint", "f32")

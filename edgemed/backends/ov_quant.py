@@ -106,13 +106,12 @@ def _nncf_kwargs(settings: dict, ignored: tuple[str, ...]) -> dict:
     }
 
 
-def _datasets(calibration, contract: Contract):
-    """NNCF datasets of (input, label) items at batch 1; the model is fed the input only."""
+def _dataset(images, labels, contract: Contract):
+    """NNCF dataset of (input, label) items at batch 1; the model is fed the input only."""
     import nncf
 
-    x = calibration.inputs(contract)
-    items = [(x[i : i + 1], calibration.labels[i]) for i in range(len(x))]
-    return nncf.Dataset(items, _input_of), nncf.Dataset(items, _input_of)
+    x = contract.normalize(images)
+    return nncf.Dataset([(x[i : i + 1], labels[i]) for i in range(len(x))], _input_of)
 
 
 def _input_of(item):
@@ -142,26 +141,30 @@ def _validation_fn(contract: Contract):
     return validate
 
 
-def int8_from_ov(model, calibration, contract: Contract, s: QuantSettings, ignored, control):
-    """Quantize an OpenVINO model with NNCF; `control` = (max AUC drop) for accuracy control.
+def int8_from_ov(model, req, s: QuantSettings, ignored, control):
+    """Quantize an OpenVINO model with NNCF on `req.calibration`; `control` = max AUC drop for
+    accuracy control, scored on `req.validation` (the validation split, never the calibration
+    images: a metric on the images the ranges came from would flatter the quantized model).
 
     `ignored` are OpenVINO op names kept in float. Returns (quantized model, manifest facts).
     """
     import nncf
 
+    calibration, contract = req.calibration, req.contract
     settings = nncf_settings(s, len(calibration.images))
     kw = _nncf_kwargs(settings, tuple(ignored))
     advanced = kw.pop("advanced")
-    cal_ds, val_ds = _datasets(calibration, contract)
+    cal_ds = _dataset(calibration.images, calibration.labels, contract)
     with nncf_output():
         if control is None:
             q = nncf.quantize(model, cal_ds, advanced_parameters=advanced, **kw)
             ac = None
         else:
+            val = _validation_images(req)
             q = nncf.quantize_with_accuracy_control(
                 model,
                 cal_ds,
-                val_ds,
+                _dataset(val.images, val.labels, contract),
                 _validation_fn(contract),
                 max_drop=float(control),
                 drop_type=nncf.DropType.ABSOLUTE,
@@ -170,9 +173,9 @@ def int8_from_ov(model, calibration, contract: Contract, s: QuantSettings, ignor
             )
             ac = {
                 "method": "nncf.quantize_with_accuracy_control",
-                "metric": "AUC on the calibration images (their labels)",
+                "metric": "AUC on the validation split",
                 "max_drop": float(control),
-                "validation_images": len(calibration.images),
+                "validation_images": len(val.images),
             }
     info = {
         "nncf": {**settings, "nncf_version": nncf.__version__},
@@ -182,6 +185,22 @@ def int8_from_ov(model, calibration, contract: Contract, s: QuantSettings, ignor
     if ac:
         info["nncf_accuracy_control"] = ac
     return q, info
+
+
+def _validation_images(req):
+    """The validation images NNCF's accuracy control scores (an error when there are none)."""
+    val = req.validation
+    if val is None or len(val.images) == 0:
+        raise InputError(
+            "--accuracy-control needs validation images: pass --data (the model's own data) so "
+            "NNCF can score AUC on its validation split"
+        )
+    if len(np.unique(np.asarray(val.labels).reshape(len(val.labels), -1), axis=0)) < 2:
+        raise InputError(
+            "--accuracy-control scores AUC on the validation split, which holds only one class; "
+            "pass --data with both classes in its validation split"
+        )
+    return val
 
 
 def float_layers(model) -> list[str]:

@@ -97,7 +97,9 @@ def test_accuracy_control_uses_nncf_with_auc(cxr_model, tmp_path):
     )  # fmt: skip
     ac = m["backend"]["nncf_accuracy_control"]
     assert ac["method"] == "nncf.quantize_with_accuracy_control"
-    assert ac["max_drop"] == 0.01 and ac["validation_images"] == 64
+    # scored on the validation split (270 images), not on the 64 calibration images
+    assert ac["max_drop"] == 0.01 and ac["metric"] == "AUC on the validation split"
+    assert ac["validation_images"] == m["evaluation"]["n"] == 270
     assert m["accuracy_control"]["accuracy_control"] is True
     assert m["drift"]["flip_rate"] <= 0.01
 
@@ -119,10 +121,29 @@ def test_percentile_and_minmax_ranges_differ(cxr_model, tmp_path):
         req = ConvertRequest(onnx_path, loaded.contract, "int8", calibration=cal,
                              options={"calib_method": method})  # fmt: skip
         s = OpenVINOBackend().settings(req)
-        q, _ = oq.int8_from_ov(ov_model_from_onnx(onnx_path), cal, loaded.contract, s, [], None)
+        q, _ = oq.int8_from_ov(ov_model_from_onnx(onnx_path), req, s, [], None)
         fq = [op for op in q.get_ordered_ops() if op.get_type_name() == "FakeQuantize"]
         limits[method] = fq[0].input_value(2).get_node().get_data().max()  # input_high
     assert limits["percentile"] < limits["minmax"]
+
+
+def test_nncf_accuracy_control_without_validation_images_is_refused(cxr_model, tmp_path):
+    """NNCF's accuracy control never falls back to scoring on the calibration images."""
+    from edgemed.backends import ConvertRequest
+    from edgemed.backends import ov_quant as oq
+    from edgemed.backends.openvino import OpenVINOBackend, ov_model_from_onnx
+    from edgemed.calibration import resolve_calibration
+    from edgemed.errors import InputError
+    from edgemed.models.source import load_model_source
+    from edgemed.onnx_export import onnx_from_torch
+
+    loaded = load_model_source(str(cxr_model))
+    onnx_path = onnx_from_torch(loaded.module, loaded.contract, tmp_path / "ref.onnx")
+    cal = resolve_calibration(str(CXR), loaded.contract, loaded.card, {"calib_count": 32})
+    req = ConvertRequest(onnx_path, loaded.contract, "int8", calibration=cal)
+    s = OpenVINOBackend().settings(req)
+    with pytest.raises(InputError, match="validation images"):
+        oq.int8_from_ov(ov_model_from_onnx(onnx_path), req, s, [], 0.01)
 
 
 def test_unknown_calibration_method_is_refused(cxr_model, tmp_path):
