@@ -124,7 +124,8 @@ class TFLiteRunner(Runner):
 
 
 class TFLiteBackend(Backend):
-    """.tflite via litert-torch from the torch module: fp32, fp16 weights, full-integer int8."""
+    """.tflite via litert-torch from the torch module: fp32, fp16 weights, int8 (float logits
+    unless `--option integer_output=true`)."""
 
     name = "tflite"
     package = "ai-edge-litert"
@@ -146,7 +147,12 @@ class TFLiteBackend(Backend):
             modes=("static",),
             granularities=lc.GRANULARITIES,
             default_granularity="per-channel",
+            extra_keys={"integer_output": ("int8",)},
         )
+        if s.extra.get("integer_output", False) not in (True, False):
+            raise InputError(
+                f"--option integer_output={s.extra['integer_output']!r} must be true or false"
+            )
         if s.exclude_nodes and s.precision != "int8":
             raise InputError(
                 f"TFLite {s.precision} casts every weight; exclude_nodes applies to int8 only"

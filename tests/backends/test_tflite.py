@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.backends.template import BackendTemplate
 from tests.conftest import CXR, assert_user_error, run_cli, tree_snapshot
@@ -65,19 +66,19 @@ class TestTFLite(BackendTemplate):
         d = drift_from_logits(Contract.from_dict(m["contract"]), ref, logits, test.labels)
         assert d.flip_rate <= (0.0 if precision == "fp32" else 0.01), d
 
-    def test_int8_is_full_integer(self, cxr_model, artifacts, tmp_path_factory):
+    def test_int8_has_int8_input_and_float_logits(self, cxr_model, artifacts, tmp_path_factory):
         from ai_edge_litert.interpreter import Interpreter
 
         from edgemed.artifact import load_artifact, open_runner
 
         out, m = self._art(cxr_model, artifacts, tmp_path_factory, "int8")
         b = m["backend"]
-        assert b["int8_input"] and b["int8_output"] and b["fixed_batch"] == 1
+        assert b["int8_input"] and not b["int8_output"] and b["fixed_batch"] == 1
         assert (b["calib_method"], b["granularity"]) == ("minmax", "per-channel")
-        assert (out / "calibration.json").is_file()
+        assert b["output"] == "float32 logits" and (out / "calibration.json").is_file()
         it = Interpreter(model_path=str(out / m["model_file"]))
         assert it.get_input_details()[0]["dtype"] == np.int8
-        assert it.get_output_details()[0]["dtype"] == np.int8
+        assert it.get_output_details()[0]["dtype"] == np.float32
         dtypes = {np.dtype(t["dtype"]).name for t in it.get_tensor_details()}
         assert "int8" in dtypes and "float16" not in dtypes
         fp32 = self._export(cxr_model, artifacts, tmp_path_factory, "fp32")
@@ -127,6 +128,41 @@ def test_calibration_method_tflite_lacks_is_refused(cxr_model, tmp_path):
         "--calib", CXR, "--calib-method", "entropy", "--out", tmp_path / "x",
     )  # fmt: skip
     assert_user_error(res, "tflite cannot do --calib-method entropy", "minmax, histogram")
+    assert tree_snapshot(tmp_path) == before
+
+
+def test_integer_output_gives_a_full_integer_model(cxr_model, tmp_path):
+    """`integer_output=true`: int8 logits too (integer-only accelerators); head weights int8."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    res = run_cli(
+        "export", "--model", cxr_model, "--target", "tflite", "--precision", "int8",
+        "--calib", CXR, "--calib-count", "32", "--option", "integer_output=true",
+        "--max-flip-rate", "1", "--out", tmp_path / "x",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    m = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    assert m["backend"]["int8_output"] and m["backend"]["output"] == "int8"
+    it = Interpreter(model_path=str(tmp_path / "x" / "model.tflite"))
+    out = it.get_output_details()[0]
+    assert out["dtype"] == np.int8 and out["quantization"][0] > 0
+
+
+@pytest.mark.parametrize(
+    ("opt", "precision", "message"),
+    [
+        ("integer_output=maybe", "int8", "must be true or false"),
+        ("integer_output=true", "fp16", "applies only to precision int8"),
+    ],
+)
+def test_bad_integer_output_is_refused(cxr_model, tmp_path, opt, precision, message):
+    before = tree_snapshot(tmp_path)
+    calib = ["--calib", CXR] if precision == "int8" else []
+    res = run_cli(
+        "export", "--model", cxr_model, "--target", "tflite", "--precision", precision,
+        *calib, "--option", opt, "--out", tmp_path / "x",
+    )  # fmt: skip
+    assert_user_error(res, message)
     assert tree_snapshot(tmp_path) == before
 
 
