@@ -6,6 +6,10 @@
 - harness median / OpenVINO `benchmark_app` median in [0.90, 1.10] on the same FP32 IR;
 - p90 / median <= 1.15 (on an idle machine).
 
+Two controls for the tail goal, measured in the same run: `benchmark_app`'s own p90 / median on the
+same IR (its `-latency_percentile 90` runs in turn with its median runs), and the p90 / median of a
+fixed single-thread numpy matmul (no runtime at all: the jitter of the machine itself).
+
 The ResNet-18 is trained briefly on the real brain MRI folder at 224 px (enough for latency; its AUC
 is reported as measured). Everything is timed through `edgemed bench`; then `benchmark_app` and the
 harness take turns on the OpenVINO FP32 IR (h, a, h, a, h, a) and the ratio is of their medians, so
@@ -86,51 +90,94 @@ def bench(arts: list[Path], out: Path, reference: bool) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-def benchmark_app(xml: Path, seconds: int = 10) -> float:
-    """OpenVINO's own tool, single stream, synchronous, 1 thread, f32: its median in ms."""
+def benchmark_app(xml: Path, seconds: int = 5, percentile: int = 50) -> float:
+    """OpenVINO's own tool, single stream, synchronous, 1 thread, f32: its median (or the given
+    latency percentile) in ms."""
     res = sh("benchmark_app", "-m", str(xml), "-d", "CPU", "-hint", "none", "-nstreams", "1",
              "-nthreads", "1", "-api", "sync", "-infer_precision", "f32", "-shape", "[1,1,224,224]",
-             "-t", str(seconds))  # fmt: skip
-    m = re.search(r"Median:\s+([\d.]+)\s*ms", res.stdout)
+             "-t", str(seconds), "-latency_percentile", str(percentile))  # fmt: skip
+    label = "Median" if percentile == 50 else f"{percentile} percentile"
+    m = re.search(rf"{label}:\s+([\d.]+)\s*ms", res.stdout)
     if not m:
-        sys.exit(f"benchmark_app printed no median:\n{res.stdout[-2000:]}")
+        sys.exit(f"benchmark_app printed no {label}:\n{res.stdout[-2000:]}")
     return float(m.group(1))
 
 
-def alternate(work: Path, first_ms: float, rounds: int = 2) -> tuple[list[float], list[float]]:
-    """benchmark_app and the harness in turn on the same IR (h, a, h, a, h): medians of each."""
-    harness, app = [first_ms], []
+def alternate(work: Path, first: dict, rounds: int = 4) -> dict[str, list[float]]:
+    """benchmark_app and the harness in turn on the same IR (h, a, h, a, ...), 5 s each: medians
+    and p90s. Many short turns, because this VM's speed shifts between two levels within seconds."""
+    runs = {
+        "harness": [first["median_ms"]],
+        "harness_p90": [first["p90_ms"]],
+        "app": [],
+        "app_p90": [],
+    }
     for i in range(rounds + 1):
-        app.append(benchmark_app(work / "openvino-fp32" / "model.xml"))
+        runs["app"].append(benchmark_app(work / "openvino-fp32" / "model.xml"))
+        runs["app_p90"].append(benchmark_app(work / "openvino-fp32" / "model.xml", percentile=90))
         if i < rounds:
             again = bench([work / "openvino-fp32"], work / f"bench-ov-{i}", reference=False)
-            harness.append(again["rows"][0]["latency"]["median_ms"])
-    return harness, app
+            lat = again["rows"][0]["latency"]
+            runs["harness"].append(lat["median_ms"])
+            runs["harness_p90"].append(lat["p90_ms"])
+    return runs
+
+
+def machine_jitter(seconds: float = 8.0) -> float:
+    """p90 / median of a fixed single-thread float32 matmul: the machine's own timing jitter."""
+    import numpy as np
+
+    a = np.random.default_rng(0).random((384, 384), dtype=np.float32)
+    samples, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        for _ in range(20):
+            a @ a
+        samples.append(time.perf_counter() - t)
+    return float(np.percentile(samples, 90) / np.median(samples))
+
+
+def settle(max_wait_s: float = 120.0) -> None:
+    """Wait (up to `max_wait_s`) for the 1-min load left by the exports to fall below half the cores."""
+    import os
+
+    start = time.time()
+    while os.getloadavg()[0] > (os.cpu_count() or 1) / 2 and time.time() - start < max_wait_s:
+        time.sleep(5)
 
 
 def by_label(results: dict) -> dict[str, dict]:
     return {r["label"]: r for r in results["rows"] if r["status"] == "ok"}
 
 
-def ratios(rows: dict[str, dict], harness: list[float], app: list[float]) -> list[list[str]]:
-    import statistics
+def ratios(rows: dict[str, dict], runs: dict[str, list[float]], jitter: float) -> list[list[str]]:
+    from statistics import median
 
     med = {k: r["latency"]["median_ms"] for k, r in rows.items()}
     int8 = {k: v for k, v in med.items() if k.endswith("-int8")}
     best = min(int8, key=int8.get)
-    ov, app_ms = statistics.median(harness), statistics.median(app)
-    runs = ", ".join(f"{v:.2f}" for v in harness), ", ".join(f"{v:.2f}" for v in app)
+    ov, app_ms = median(runs["harness"]), median(runs["app"])
+    shown = {k: ", ".join(f"{v:.2f}" for v in vals) for k, vals in runs.items()}
     tail = max(rows.values(), key=lambda r: r["latency"]["p90_ms"] / r["latency"]["median_ms"])
     tail_ratio = tail["latency"]["p90_ms"] / tail["latency"]["median_ms"]
+    ov_tail = median(runs["harness_p90"]) / ov
+    app_tail = median(runs["app_p90"]) / app_ms
     out = [
         [f"best INT8 ({best}) / torch eager FP32", int8[best] / med["torch-fp32"], "<= 0.35",
          int8[best] / med["torch-fp32"] <= GOALS["int8_vs_torch"]],
         ["ONNX Runtime INT8 / FP32", med["onnx-int8"] / med["onnx-fp32"], "<= 0.50",
          med["onnx-int8"] / med["onnx-fp32"] <= GOALS["ort_int8_vs_fp32"]],
         [f"harness / benchmark_app, medians of runs in turn on the OpenVINO FP32 IR (harness "
-         f"{runs[0]} ms; benchmark_app {runs[1]} ms)", ov / app_ms, "0.90-1.10",
+         f"{shown['harness']} ms; benchmark_app {shown['app']} ms)", ov / app_ms, "0.90-1.10",
          GOALS["app_lo"] <= ov / app_ms <= GOALS["app_hi"]],
-        [f"worst p90 / median ({tail['label']})", tail_ratio, "<= 1.15", tail_ratio <= GOALS["tail"]],
+        [f"worst p90 / median, all configs of the bench ({tail['label']})", tail_ratio, "<= 1.15",
+         tail_ratio <= GOALS["tail"]],
+        [f"control: harness p90 / median on the OpenVINO FP32 IR (p90 {shown['harness_p90']} ms)",
+         ov_tail, "<= 1.15", ov_tail <= GOALS["tail"]],
+        [f"control: benchmark_app p90 / median on the same IR, in turn (p90 {shown['app_p90']} ms)",
+         app_tail, "(same machine)", app_tail <= GOALS["tail"]],
+        ["control: single-thread numpy matmul p90 / median (no runtime: the machine's jitter)",
+         jitter, "(same machine)", jitter <= GOALS["tail"]],
     ]  # fmt: skip
     return [[name, f"{v:.3f}", goal, "yes" if ok else "no"] for name, v, goal, ok in out]
 
@@ -146,9 +193,9 @@ def markdown(results: dict, ratio_rows: list, card: dict, seconds: float, cmd: s
         "",
         f"Device: {dev['cpu']['model']}, {dev['cores']} cores, flags {' '.join(dev['cpu']['flags'])}; "
         f"load average {dev['load_average_start']} at the start of the bench. "
-        + ("**Taken under load: the machine was shared with other engineers' jobs, so medians and "
-           "tails are inflated; the lead re-runs this on a quiet machine.**" if dev["busy_warning"]
-           else "The machine was quiet (load average below half the cores)."),
+        + ("**Taken under load (1-min load average above half the cores at the start): medians and "
+           "tails are inflated.**" if dev["busy_warning"]
+           else "No other job ran (1-min load average below half the cores at the start)."),
         "",
         f"Model: zoo `resnet18` with the ImageNet stem (`small_input=false`; 1 input channel, "
         f"{card['complexity']['params']:,} parameters, "
@@ -182,9 +229,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         arts = train_and_export(work, args.epochs, args.model)
+        settle()
         results = bench(arts, work / "bench", reference=True)
-        harness, app = alternate(work, by_label(results)["openvino-fp32"]["latency"]["median_ms"])
-        ratio_rows = ratios(by_label(results), harness, app)
+        runs = alternate(work, by_label(results)["openvino-fp32"]["latency"])
+        ratio_rows = ratios(by_label(results), runs, machine_jitter())
         card = json.loads((work / "resnet18" / "card.json").read_text())
         cmd = "python benchmarks/perf_goals.py --write" + (
             f" --epochs {args.epochs}" if args.epochs != 3 else ""

@@ -1,6 +1,6 @@
 """Train three zoo families on both real datasets; print and record test AUC, params, MACs.
 
-    python benchmarks/zoo_training.py [--write]
+python benchmarks/zoo_training.py [--write]
 """
 
 from __future__ import annotations
@@ -33,27 +33,58 @@ def main() -> None:
     t0 = time.time()
     for label, path, size, epochs in RUNS:
         for name, kwargs in FAMILIES:
-            cfg = TrainConfig(data=str(path), model=ModelSpec(name, kwargs), epochs=epochs, image_size=size,
-                              batch_size=32 if size else 64, patience=6)
+            cfg = TrainConfig(
+                data=str(path),
+                model=ModelSpec(name, kwargs),
+                epochs=epochs,
+                image_size=size,
+                batch_size=32 if size else 64,
+                patience=6,
+            )
             card = train(cfg).card
             t, c = card["test"], card["complexity"]
-            rows.append([label, name, f"{c['params']:,}", f"{c['params'] / RESNET18_PARAMS:.3f}",
-                         f"{c['macs'] / 1e6:.1f}", f"{t['auc']:.4f} ({t['auc_ci95'][0]:.3f}-{t['auc_ci95'][1]:.3f})",
-                         f"{t['sensitivity']:.3f} / {t['specificity']:.3f}", t["n"],
-                         f"{card['training']['seconds']:.0f}", card["training"]["epochs_run"]])
+            rows.append(
+                [
+                    label,
+                    name,
+                    f"{c['params']:,}",
+                    f"{c['params'] / RESNET18_PARAMS:.3f}",
+                    f"{c['macs'] / 1e6:.1f}",
+                    f"{t['auc']:.4f} ({t['auc_ci95'][0]:.3f}-{t['auc_ci95'][1]:.3f})",
+                    f"{t['sensitivity']:.3f} / {t['specificity']:.3f}",
+                    t["n"],
+                    f"{card['training']['seconds']:.0f}",
+                    card["training"]["epochs_run"],
+                ]
+            )
             print(" | ".join(str(x) for x in rows[-1]), flush=True)
-    body = "\n".join([
-        "Command: `python benchmarks/zoo_training.py --write` "
-        f"(seed 0, early stopping on validation AUC; {load_average()} at the end; total {time.time() - t0:.0f} s).",
-        "",
-        table(["data", "model", "params", "params / ResNet-18", "MACs (M)", "test AUC (95% CI)",
-               "sens / spec at val-chosen threshold", "test n", "train s", "epochs"], rows),
-        "",
-        "Reference: MedMNIST v2 ResNet-18 (28 px) reaches AUC 0.944 on the full PneumoniaMNIST test set with "
-        "11.2 M parameters. The test split here is the subset's own (468 images, balanced), so the numbers are "
-        "not directly comparable; the goal was a compact model with <= 1/10 the parameters at AUC >= 0.95.",
-        "Training seconds were measured while other jobs shared the 2 cores; treat them as upper bounds.",
-    ])
+    body = "\n".join(
+        [
+            "Command: `python benchmarks/zoo_training.py --write` "
+            f"(seed 0, early stopping on validation AUC; {load_average()} at the end; total {time.time() - t0:.0f} s).",
+            "",
+            table(
+                [
+                    "data",
+                    "model",
+                    "params",
+                    "params / ResNet-18",
+                    "MACs (M)",
+                    "test AUC (95% CI)",
+                    "sens / spec at val-chosen threshold",
+                    "test n",
+                    "train s",
+                    "epochs",
+                ],
+                rows,
+            ),
+            "",
+            "Reference: MedMNIST v2 ResNet-18 (28 px) reaches AUC 0.944 on the full PneumoniaMNIST test set with "
+            "11.2 M parameters. The test split here is the subset's own (468 images, balanced), so the numbers are "
+            "not directly comparable; the goal was a compact model with <= 1/10 the parameters at AUC >= 0.95.",
+            "Training seconds were measured while other jobs shared the 2 cores; treat them as upper bounds.",
+        ]
+    )
     print(body)
     if args.write:
         replace_section("Foundation", body)
