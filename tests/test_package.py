@@ -58,3 +58,32 @@ def test_torch_requirement_accepts_2_13():
     core = [Requirement(r).name for r in meta["project"]["dependencies"]]
     assert set(core) == {"click", "numpy", "onnx", "onnxruntime", "pillow"}
     assert meta["project"]["scripts"]["edgemed"] == "edgemed.cli:main"
+
+
+def test_installed_wheel_ships_the_target_profiles(tmp_path):
+    """A non-editable install (no repo next to it) still resolves every profile in targets/."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q", "-w", tmp_path / "w"],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next((tmp_path / "w").glob("edgemed-*.whl"))
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", site, wheel],
+        check=True,
+        capture_output=True,
+    )
+    code = (
+        "import edgemed.profiles as p; assert 'site' in p.__file__, p.__file__; "
+        "print(p.targets_dir()); print(' '.join(p.known_profiles()))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site), "HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    where, names = out.stdout.splitlines()
+    assert where.startswith(str(site))
+    shipped = {p.stem for p in (REPO / "targets").glob("*.toml")}
+    assert set(names.split()) == shipped
