@@ -141,6 +141,10 @@ def test_bench_writes_table_results_and_report(bench_run, cxr_onnx):
     assert int8["precision"] == "int8" and int8["reference"]["kind"] == "torch"
     assert int8["drift"]["flip_rate"] < 0.05 and int8["drift"]["auc_drop"] < 0.01
     assert int8["memory"]["model_bytes"] < fp32["memory"]["model_bytes"]
+    # every runner reports what the runtime really does (threads, providers), not only OpenVINO
+    assert int8["runtime_settings"]["providers"] == ["CPUExecutionProvider"]
+    assert int8["runtime_settings"]["intra_op_threads"] == 1
+    assert torch_row["runtime_settings"]["intra_op_threads"] == 1
     if ov:
         assert rows["openvino-fp32"]["runtime_settings"]["execution_precision"] == "f32"
         assert rows["openvino-fp32"]["drift"]["flips"] == 0

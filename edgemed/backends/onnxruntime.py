@@ -68,6 +68,12 @@ class OnnxRuntimeRunner(Runner):
         self.input_name = self.session.get_inputs()[0].name
         dim0 = self.session.get_inputs()[0].shape[0]
         self.batch_limit = dim0 if isinstance(dim0, int) else None
+        self._info = {
+            "providers": self.session.get_providers(),
+            "intra_op_threads": self.threads,
+            "graph_optimization": "ORT_ENABLE_ALL",
+            "onnxruntime_version": ort.__version__,
+        }
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]

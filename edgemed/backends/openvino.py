@@ -57,7 +57,7 @@ class OpenVINORunner(Runner):
     def __init__(self, model_path: Path, hint: str = "f32", threads: int | None = None) -> None:
         self.model_path, self.hint, self.threads = Path(model_path), hint, threads
         self.request = None
-        self.info: dict = {}
+        self._info: dict = {}
 
     def activate(self) -> None:
         import openvino as ov
@@ -80,7 +80,7 @@ class OpenVINORunner(Runner):
                 f"this CPU runs {got} where the artifact asks for {self.hint}; re-export with "
                 "--option inference_precision=f32 (or run it on a CPU with that precision)"
             )
-        self.info = {
+        self._info = {
             "execution_precision": got,
             "threads": compiled.get_property("INFERENCE_NUM_THREADS"),
             "streams": compiled.get_property("NUM_STREAMS"),

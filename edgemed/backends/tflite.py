@@ -83,7 +83,7 @@ class TFLiteRunner(Runner):
     def __init__(self, model_path: Path, threads: int | None = None) -> None:
         self.model_path, self.threads = Path(model_path), threads
         self.interpreter = None
-        self.info: dict = {}
+        self._info: dict = {}
 
     def activate(self) -> None:
         cls, which = load_interpreter_class()
@@ -101,7 +101,7 @@ class TFLiteRunner(Runner):
         self.inp, self.out = it.get_input_details()[0], it.get_output_details()[0]
         dim0 = int(self.inp.get("shape_signature", self.inp["shape"])[0])
         self.batch_limit = dim0 if dim0 > 0 else None  # litert-torch exports a fixed batch of 1
-        self.info = {"interpreter": which, "threads": self.threads, "io": tensor_io(it)}
+        self._info = {"interpreter": which, "threads": self.threads, "io": tensor_io(it)}
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         step = self.batch_limit or len(x)

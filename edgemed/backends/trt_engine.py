@@ -134,6 +134,7 @@ class TensorRTEngineRunner(Runner):
         runner.activate()
         self._runner = runner
         self.load_seconds = time.perf_counter() - t0
+        self._info = {"tensorrt_version": trt.__version__, "dla_core": self.dla_core}
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         if self._runner is None:

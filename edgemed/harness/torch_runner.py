@@ -30,6 +30,11 @@ class TorchRunner(Runner):
         self.module.eval()
         self.load_seconds = time.perf_counter() - t0
         self._torch = torch
+        self._info = {
+            "torch_version": torch.__version__,
+            "intra_op_threads": torch.get_num_threads(),
+            "mode": "eager, inference_mode, float32",
+        }
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():

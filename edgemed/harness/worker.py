@@ -85,7 +85,7 @@ def run_job(job: dict) -> dict:
         runner.activate()
         activate_s = time.perf_counter() - t0
         _inject_fault(job)
-        out["runtime_settings"] = dict(getattr(runner, "info", None) or {})
+        out["runtime_settings"] = runner.info
         if job.get("latency"):
             out["latency"] = _measure(runner, contract, images, job)
             out["latency"].update(
