@@ -204,3 +204,18 @@ def test_clinical_drift_multiclass_uses_argmax_one_vs_rest():
     z = d["per_label"][2]
     assert z["sensitivity_reference"] == 1.0 and z["sensitivity"] == 0.5
     assert math.isclose(d["sens_drop"], 0.5)
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "low", "high"),
+    [  # scipy.stats.binomtest(k, n).proportion_ci(method="wilson")
+        (1, 62, 0.002852867168621827, 0.08586720260689992),
+        (0, 468, 0.0, 0.008141418582197817),
+        (468, 468, 0.9918585814178022, 1.0),
+    ],
+)
+def test_wilson_interval_matches_scipy(k, n, low, high):
+    from edgemed.harness.stats import wilson_interval
+
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(low, abs=1e-9) and hi == pytest.approx(high, abs=1e-9)

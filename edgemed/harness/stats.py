@@ -184,3 +184,14 @@ def operating_point(labels: np.ndarray, decisions: np.ndarray) -> OperatingPoint
         tn=int((~d & ~y).sum()),
         fn=int((~d & y).sum()),
     )
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (95% by default), e.g. a flip rate on a small
+    test split: 1 flip in 62 images is 1.6%, with a 95% interval of 0.3-8.6%."""
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n > 0, got k={k}, n={n}")
+    p, z2 = k / n, z * z
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, center - half), min(1.0, center + half)
