@@ -73,7 +73,11 @@ class TestOpenVINO(BackendTemplate):
 
         out, m = self._manifest(cxr_model, artifacts, tmp_path_factory, "int8")
         nncf = m["backend"]["nncf"]
-        assert nncf["overflow_fix"] == "disable" and nncf["bias_correction"] == "full"
+        choice = m["backend"]["bias_correction_choice"]  # auto: measured on validation
+        dp = choice["mean_abs_dp"]
+        assert set(dp) == {"full", "none"} and choice["chosen"] == min(dp, key=dp.get)
+        assert choice["measured_on"].startswith("270 validation images")
+        assert nncf["overflow_fix"] == "disable" and nncf["bias_correction"] == choice["chosen"]
         assert nncf["activations_range_estimator"] == "MINMAX"
         assert nncf["weights_granularity"] == "per-channel" and nncf["subset_size"] == 256
         assert m["backend"]["float_layers"] == []  # every conv/matmul quantized
@@ -127,6 +131,15 @@ def test_percentile_and_minmax_ranges_differ(cxr_model, tmp_path):
     assert limits["percentile"] < limits["minmax"]
 
 
+def test_explicit_bias_correction_is_used_as_given(cxr_model, tmp_path):
+    m = _export(
+        cxr_model, tmp_path / "x", "--precision", "int8", "--calib", CXR, "--calib-count", "32",
+        "--option", "bias_correction=none", "--max-flip-rate", "1", "--max-auc-drop", "1",
+    )  # fmt: skip
+    assert m["backend"]["nncf"]["bias_correction"] == "none"
+    assert "bias_correction_choice" not in m["backend"]
+
+
 def test_nncf_accuracy_control_without_validation_images_is_refused(cxr_model, tmp_path):
     """NNCF's accuracy control never falls back to scoring on the calibration images."""
     from edgemed.backends import ConvertRequest
@@ -144,6 +157,10 @@ def test_nncf_accuracy_control_without_validation_images_is_refused(cxr_model, t
     s = OpenVINOBackend().settings(req)
     with pytest.raises(InputError, match="validation images"):
         oq.int8_from_ov(ov_model_from_onnx(onnx_path), req, s, [], 0.01)
+    # without validation images `auto` bias correction cannot compare: it says so in the manifest
+    _, info = oq.int8_from_ov(ov_model_from_onnx(onnx_path), req, s, [], None)
+    assert info["nncf"]["bias_correction"] == "full"
+    assert "no validation images" in info["bias_correction_choice"]["reason"]
 
 
 def test_unknown_calibration_method_is_refused(cxr_model, tmp_path):
