@@ -161,21 +161,7 @@ def measure(out: Path, manifest: dict, ref, test) -> dict:
         "size": size,
         "p50": lat.median_ms,
         "excluded": len(excluded),
-        "margins": flip_margins(art.contract, ref, logits),
     }
-
-
-def flip_margins(contract, ref, logits) -> list[float]:
-    """How far from the threshold each flipped image was in FP32 (binary models; sorted)."""
-    import numpy as np
-
-    if contract.task != "binary":
-        return []
-    p_ref = contract.scores(ref).reshape(-1)
-    p = contract.scores(logits).reshape(-1)
-    t = contract.threshold
-    flipped = (p_ref >= t) != (p >= t)
-    return sorted(float(v) for v in np.abs(p_ref[flipped] - t))
 
 
 def rows_for(run: ModelRun, work: Path, backends: dict) -> list[dict]:
@@ -266,8 +252,8 @@ def _flip_cell(d) -> str:
 
 
 def _margin_cell(r: dict) -> str:
-    return ", ".join(f"{m:.4f}" for m in r["margins"][:4]) + (
-        " ..." if len(r["margins"]) > 4 else ""
+    return ", ".join(f"{m:.4f}" for m in r["drift"].flip_margins[:4]) + (
+        " ..." if len(r["drift"].flip_margins) > 4 else ""
     )
 
 
@@ -290,7 +276,7 @@ def targets_check(rows: list[dict]) -> list[str]:
         if d.auc_drop > 0.005:
             misses.append(f"AUC drop {d.auc_drop:.4f} > 0.005")
         if d.flip_rate > 0.01:
-            near = ", ".join(f"{m:.4f}" for m in r["margins"][:3])
+            near = ", ".join(f"{m:.4f}" for m in r["drift"].flip_margins[:3])
             misses.append(
                 f"flip rate {d.flip_rate:.2%} > 1% ({d.flips} of {d.n} images; FP32 distance to "
                 f"the threshold of the flipped: {near})"

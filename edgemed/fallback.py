@@ -142,7 +142,8 @@ def convert_within_budget(
         if not control:
             raise DriftError(
                 f"{backend.name} {req.precision} drifted beyond the budget on {chosen.drift.n} "
-                f"validation images: {_fmt(chosen.drift)} (max AUC drop {budget.max_auc_drop}, "
+                f"validation images: {_fmt(chosen.drift)}{chosen.drift.margin_note()} "
+                f"(max AUC drop {budget.max_auc_drop}, "
                 f"max flip rate {budget.max_flip_rate:.2%}); pass --accuracy-control to keep the "
                 "most sensitive layers in float, or relax --max-auc-drop/--max-flip-rate",
                 chosen.row(),
@@ -204,7 +205,7 @@ class _Search:
         )
 
     def _failure(self, first: Attempt, order: list[str]) -> str:
-        tried = [f"none: {_fmt(first.drift)}"]
+        tried = [f"none: {_fmt(first.drift)}{first.drift.margin_note()}"]
         grown = [a for a in self.attempts if a.step == "fallback"]
         tried.append(f"+{order[0]}: {_fmt(self.ranking[0].drift)}")
         tried += [f"+{a.excluded[-1]}: {_fmt(a.drift)}" for a in grown]

@@ -30,6 +30,7 @@ def test_over_budget_without_accuracy_control_names_the_numbers(cxr_model, tmp_p
     assert_user_error(
         res, "beyond the budget", "flip rate", "max flip rate 1.00%", "--accuracy-control"
     )
+    assert "of the threshold in FP32" in res.err  # how close to the threshold the flips were
     assert res.code == 4
     assert tree_snapshot(tmp_path) == before
 
@@ -121,3 +122,18 @@ def test_backend_without_layer_control_says_so(cxr_model, tmp_path, monkeypatch)
     res = _int8(cxr_model, tmp_path / "o", 99.0, "--accuracy-control")
     assert_user_error(res, "cannot keep layers in float", "higher precision")
     assert tree_snapshot(tmp_path) == before
+
+
+def test_drift_records_how_far_each_flip_was_from_the_threshold():
+    import numpy as np
+
+    from edgemed.contract import Contract
+    from edgemed.harness.drift import drift_from_logits
+
+    c = Contract(input_size=(28, 28), channels=1, class_names=("normal", "pneumonia"))
+    logit = lambda p: np.log(np.asarray(p) / (1 - np.asarray(p))).reshape(-1, 1)  # noqa: E731
+    ref, cand = logit([0.51, 0.9, 0.2, 0.7]), logit([0.49, 0.88, 0.6, 0.71])
+    d = drift_from_logits(c, ref, cand, np.array([1, 1, 0, 0]))
+    assert d.flips == 2 and d.flip_margins == pytest.approx((0.01, 0.3))
+    assert d.margin_note() == "; the 2 flipped images were within 0.3000 of the threshold in FP32"
+    assert d.to_dict()["flip_margins"] == pytest.approx([0.01, 0.3])
