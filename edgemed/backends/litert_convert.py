@@ -209,7 +209,8 @@ def _export_for_calibration(wrapped, contract: Contract):
 
 
 def tflite_int8(module, contract: Contract, calibration, s: QuantSettings, path: Path) -> dict:
-    """Full-integer INT8 .tflite: PT2E quantization calibrated on `calibration` (NHWC contract)."""
+    """INT8 .tflite: PT2E quantization calibrated on `calibration` (NHWC contract); float logits
+    unless `integer_output` (then full-integer)."""
     import torch
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import quantize_pt2e
