@@ -138,6 +138,13 @@ def convert_within_budget(
         return backend.convert(req, out), None, {"budget": budget.to_dict(), "checked": False}
     search = _Search(backend, req, Path(scratch), measure, budget)
     chosen = search.attempt(parse_node_list(req.options.get("exclude_nodes")), "requested")
+    if 0 < budget.max_flip_rate < 1 / chosen.drift.n:
+        print(
+            f"edgemed: warning: one flip on the {chosen.drift.n} validation images is "
+            f"{1 / chosen.drift.n:.2%}, above --max-flip-rate {budget.max_flip_rate:.2%}: the "
+            "budget allows no flip at all on this split",
+            file=sys.stderr,
+        )
     if not chosen.within:
         if not control:
             raise DriftError(

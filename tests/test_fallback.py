@@ -137,3 +137,14 @@ def test_drift_records_how_far_each_flip_was_from_the_threshold():
     assert d.flips == 2 and d.flip_margins == pytest.approx((0.01, 0.3))
     assert d.margin_note() == "; the 2 flipped images were within 0.3000 of the threshold in FP32"
     assert d.to_dict()["flip_margins"] == pytest.approx([0.01, 0.3])
+
+
+def test_flip_budget_finer_than_one_image_is_warned(cxr_model, tmp_path):
+    """270 validation images: one flip is 0.37%, so --max-flip-rate 0.002 means zero flips."""
+    res = run_cli(
+        "export", "--model", cxr_model, "--target", "onnx", "--out", tmp_path / "o",
+        "--precision", "fp16", "--max-flip-rate", "0.002",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    assert "one flip on the 270 validation images is 0.37%" in res.err
+    assert "allows no flip at all" in res.err
