@@ -10,15 +10,17 @@ with its runtime on real test images, and checks drift against the torch FP32 re
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import CXR
+from tests.conftest import CXR, assert_user_error, run_cli, tree_snapshot
 
 # Drift budgets by precision: (max |delta p|, max flip rate, max AUC drop).
 BUDGETS = {"fp32": (1e-4, 0.0, 1e-6), "fp16": (5e-3, 0.01, 0.005), "int8": (0.2, 0.01, 0.005)}
+CXR_CONTRACT = {"input_size": [28, 28], "channels": 1, "class_names": ["normal", "pneumonia"]}
 
 
 class BackendTemplate:
@@ -87,3 +89,15 @@ class BackendTemplate:
         assert m["provenance"]["inputs"]["model"]
         assert m["drift"]["n"] > 0
         assert m["contract"]["class_names"] == ["normal", "pneumonia"]
+
+    def check_unsupported_op_is_named(self, tmp_path, *needles: str) -> None:
+        """A model with an op this runtime cannot convert: one error line naming op and node."""
+        contract = tmp_path / "contract.json"
+        contract.write_text(json.dumps(CXR_CONTRACT))
+        before = tree_snapshot(tmp_path)
+        res = run_cli(
+            "export", "--model", "tests.backends.unsupported_models:det_net", "--contract",
+            contract, "--target", self.backend, "--out", tmp_path / "x",
+        )  # fmt: skip
+        assert_user_error(res, *needles)
+        assert tree_snapshot(tmp_path) == before

@@ -11,8 +11,6 @@ import pytest
 from tests.backends.template import BackendTemplate
 from tests.conftest import CXR, assert_user_error, run_cli, tree_snapshot
 
-CXR_CONTRACT = {"input_size": [28, 28], "channels": 1, "class_names": ["normal", "pneumonia"]}
-
 
 def _element_types(xml: Path) -> set[str]:
     """Element types of the IR's constants (weights, biases, shapes)."""
@@ -23,6 +21,11 @@ def _element_types(xml: Path) -> set[str]:
 class TestOpenVINO(BackendTemplate):
     backend = "openvino"
     precisions = ("fp32", "fp16", "int8")
+
+    def test_op_openvino_cannot_convert_is_named(self, tmp_path):
+        self.check_unsupported_op_is_named(
+            tmp_path, "OpenVINO cannot convert op Det", "node '/Det'"
+        )
 
     def _manifest(self, cxr_model, artifacts, tmp_path_factory, precision) -> tuple[Path, dict]:
         out = self._export(cxr_model, artifacts, tmp_path_factory, precision)
@@ -204,16 +207,4 @@ def test_bad_openvino_options(cxr_model, tmp_path, args, needles):
     res = run_cli("export", "--model", cxr_model, "--target", "openvino", *args,
                   "--out", tmp_path / "x")  # fmt: skip
     assert_user_error(res, *needles)
-    assert tree_snapshot(tmp_path) == before
-
-
-def test_op_openvino_cannot_convert_is_named(tmp_path):
-    contract = tmp_path / "contract.json"
-    contract.write_text(json.dumps(CXR_CONTRACT))
-    before = tree_snapshot(tmp_path)
-    res = run_cli(
-        "export", "--model", "tests.backends.unsupported_models:det_net", "--contract", contract,
-        "--target", "openvino", "--out", tmp_path / "x",
-    )  # fmt: skip
-    assert_user_error(res, "OpenVINO cannot convert op Det", "node '/Det'")
     assert tree_snapshot(tmp_path) == before

@@ -11,8 +11,6 @@ import pytest
 from tests.backends.template import BackendTemplate
 from tests.conftest import CXR, assert_user_error, run_cli, tree_snapshot
 
-CXR_CONTRACT = {"input_size": [28, 28], "channels": 1, "class_names": ["normal", "pneumonia"]}
-
 
 def _plain_litert_logits(model_file: Path, contract: dict, images: np.ndarray) -> np.ndarray:
     """Run a .tflite the way a deployment would: only numpy, the manifest's contract and LiteRT."""
@@ -42,6 +40,11 @@ def _plain_litert_logits(model_file: Path, contract: dict, images: np.ndarray) -
 class TestTFLite(BackendTemplate):
     backend = "tflite"
     precisions = ("fp32", "fp16", "int8")
+
+    def test_op_litert_cannot_convert_is_named(self, tmp_path):
+        self.check_unsupported_op_is_named(
+            tmp_path, "LiteRT cannot convert op aten._linalg_det", "at node '_linalg_det'"
+        )
 
     def _art(self, cxr_model, artifacts, tmp_path_factory, precision) -> tuple[Path, dict]:
         out = self._export(cxr_model, artifacts, tmp_path_factory, precision)
@@ -107,18 +110,6 @@ def test_onnx_only_source_is_refused(cxr_onnx, tmp_path):
     )
     assert_user_error(res, "TFLite export needs the torch model", "training dir")
     assert res.code == 2 and tree_snapshot(tmp_path) == before
-
-
-def test_op_litert_cannot_convert_is_named(tmp_path):
-    contract = tmp_path / "contract.json"
-    contract.write_text(json.dumps(CXR_CONTRACT))
-    before = tree_snapshot(tmp_path)
-    res = run_cli(
-        "export", "--model", "tests.backends.unsupported_models:det_net", "--contract", contract,
-        "--target", "tflite", "--out", tmp_path / "x",
-    )  # fmt: skip
-    assert_user_error(res, "LiteRT cannot convert op aten._linalg_det", "at node '_linalg_det'")
-    assert tree_snapshot(tmp_path) == before
 
 
 def test_calibration_method_tflite_lacks_is_refused(cxr_model, tmp_path):
