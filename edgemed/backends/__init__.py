@@ -56,12 +56,13 @@ class Runner(ABC):
 
     load_seconds: float = 0.0
     batch_limit: int | None = None  # e.g. 1 for fixed-batch TFLite models
+    _info: dict | None = None  # set by activate()
 
     @property
     def info(self) -> dict:
         """What the runtime actually does once active (execution precision, providers, threads,
         interpreter, ...), recorded with every bench row. Runners set `self._info` in activate()."""
-        return dict(getattr(self, "_info", None) or {})
+        return dict(self._info or {})
 
     @abstractmethod
     def activate(self) -> None: ...

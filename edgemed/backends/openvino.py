@@ -57,7 +57,6 @@ class OpenVINORunner(Runner):
     def __init__(self, model_path: Path, hint: str = "f32", threads: int | None = None) -> None:
         self.model_path, self.hint, self.threads = Path(model_path), hint, threads
         self.request = None
-        self._info: dict = {}
 
     def activate(self) -> None:
         import openvino as ov

@@ -250,7 +250,9 @@ def _probabilities(model, contract: Contract, x: np.ndarray, batch: int = 32) ->
     """Scores of an OpenVINO model compiled in f32 on normalized inputs `x`."""
     import openvino as ov
 
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    from edgemed.backends.openvino import compile_config
+
+    compiled = ov.Core().compile_model(model, "CPU", compile_config("f32", None))
     logits = [np.asarray(compiled(x[i : i + batch])[0]) for i in range(0, len(x), batch)]
     return contract.scores(np.concatenate(logits).reshape(len(x), -1))
 

@@ -3,7 +3,8 @@
 The artifact takes NHWC input (recorded as the contract's layout) at a fixed batch of 1. INT8 takes
 an int8 input: the runner quantizes the contract-normalized float input with the input tensor's
 scale/zero point, and dequantizes int8 logits where the model has them (`integer_output=true`),
-so `infer()` is float in, float out like every runner. Conversion details and why litert-torch (not onnx2tf) are in `litert_convert`.
+so `infer()` is float in, float out like every runner. Conversion details and why litert-torch
+(not onnx2tf) are in `litert_convert`.
 
 Runtime choice: `ai_edge_litert.interpreter` (LiteRT, works with numpy 2); where only
 `tflite_runtime` is installed (Jetson/ARM images) its interpreter runs the same file. Which one
@@ -83,7 +84,6 @@ class TFLiteRunner(Runner):
     def __init__(self, model_path: Path, threads: int | None = None) -> None:
         self.model_path, self.threads = Path(model_path), threads
         self.interpreter = None
-        self._info: dict = {}
 
     def activate(self) -> None:
         cls, which = load_interpreter_class()
