@@ -53,8 +53,13 @@ class QuantSettings:
         return {k: v for k, v in d.items() if v not in (None, {}, [])}
 
 
+# Options with a flag of their own on `edgemed export`; every other key comes as --option KEY=VALUE.
+CLI_FLAGS = frozenset({"calib_method", "granularity", "quant_mode"})
+
+
 def _flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
+    """How the user wrote `key`: its own flag, or `--option key=...`."""
+    return "--" + key.replace("_", "-") if key in CLI_FLAGS else f"--option {key}=..."
 
 
 def quant_settings(

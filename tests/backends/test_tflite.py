@@ -143,7 +143,11 @@ def test_integer_output_gives_a_full_integer_model(cxr_model, tmp_path):
     ("opt", "precision", "message"),
     [
         ("integer_output=maybe", "int8", "must be true or false"),
-        ("integer_output=true", "fp16", "applies only to precision int8"),
+        (
+            "integer_output=true",
+            "fp16",
+            "--option integer_output=... applies only to precision int8",
+        ),
     ],
 )
 def test_bad_integer_output_is_refused(cxr_model, tmp_path, opt, precision, message):
