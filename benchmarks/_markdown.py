@@ -28,3 +28,13 @@ def table(header: list[str], rows: list[list[object]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def dataset(name: str) -> Path:
+    """A shared dataset through edgemed's one resolver; exits with its reason when absent."""
+    from edgemed.data.locate import find_dataset, missing_reason
+
+    path = find_dataset(name)
+    if path is None:
+        raise SystemExit(f"benchmark needs data: {missing_reason(name)}")
+    return path

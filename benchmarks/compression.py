@@ -18,7 +18,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-CXR = REPO.parent / "shared" / "datasets" / "pneumoniamnist_subset.npz"
+from edgemed.data.locate import embedded_dataset_path  # noqa: E402
+
+CXR = embedded_dataset_path()  # byte-identical to ../shared/datasets/pneumoniamnist_subset.npz
 
 BASES = {"cnn": ("cnn", {"width": 1.0}), "cnn-dwsep": ("cnn-dwsep", {"width": 1.0})}
 # (label, base, method, settings); distill uses the cnn base as the teacher of a fresh cnn w0.25.

@@ -32,9 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._markdown import load_average, replace_section, table  # noqa: E402
+from benchmarks._markdown import dataset, load_average, replace_section, table  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "brain_mri"
+DATA = dataset("brain_mri")
 TARGETS = (("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "int8"))
 TFLITE = ("tflite", "int8")
 RELAXED = ("--max-flip-rate", "0.2", "--max-auc-drop", "0.05")

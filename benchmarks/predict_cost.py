@@ -31,9 +31,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._markdown import load_average, replace_section, table  # noqa: E402
+from edgemed.data.locate import embedded_dataset_path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CXR = REPO.parent / "shared" / "datasets" / "pneumoniamnist_subset.npz"
+CXR = embedded_dataset_path()  # byte-identical to ../shared/datasets/pneumoniamnist_subset.npz
 WRAPPER = (
     "import json, resource, subprocess, sys, time\n"
     "t = time.perf_counter()\n"

@@ -23,12 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._markdown import load_average, replace_section, table  # noqa: E402
+from benchmarks._markdown import dataset, load_average, replace_section, table  # noqa: E402
 from edgemed.errors import DriftError  # noqa: E402
 from edgemed.models import ModelSpec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "datasets"
+DATA = dataset("brain_mri").parent
 PRECISIONS = ("fp32", "fp16", "int8")
 PERMISSIVE = {"max_auc_drop": 1.0, "max_flip_rate": 1.0}
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._markdown import load_average, replace_section, table  # noqa: E402
+from benchmarks._markdown import dataset, load_average, replace_section, table  # noqa: E402
 from edgemed.models import ModelSpec  # noqa: E402
 from edgemed.training import TrainConfig, train  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+DATA = dataset("brain_mri").parent
 RUNS = [
     ("PneumoniaMNIST subset (28 px)", DATA / "pneumoniamnist_subset.npz", None, 15),
     ("Brain MRI (128 px, duplicate-aware split)", DATA / "brain_mri", (128, 128), 20),

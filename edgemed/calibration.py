@@ -79,7 +79,7 @@ class CalibrationSet:
 
 
 def load_recipe(path: Path, data_root: Path | None = None) -> CalibrationRecipe:
-    """Parse a recipe TOML; `data` is relative to `data_root` (default: the current directory)."""
+    """Parse a recipe TOML; `data` is relative to `data_root` (default: see `_recipe_base`)."""
     try:
         raw = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -94,7 +94,7 @@ def load_recipe(path: Path, data_root: Path | None = None) -> CalibrationRecipe:
         )
     if not isinstance(raw.get("data"), str):
         raise InputError(f"calibration recipe {path} does not say which data (key 'data')")
-    raw["data"] = str((Path(data_root) if data_root else Path.cwd()) / raw["data"])
+    raw["data"] = str(_recipe_base(data_root) / raw["data"])
     raw.setdefault("name", Path(path).stem)
     try:
         return CalibrationRecipe(**raw)
@@ -102,11 +102,20 @@ def load_recipe(path: Path, data_root: Path | None = None) -> CalibrationRecipe:
         raise InputError(f"calibration recipe {path} is malformed ({exc})") from None
 
 
+def _recipe_base(data_root: Path | str | None) -> Path:
+    """--data-root, else the datasets root (EDGEMED_DATA or ../shared/datasets), else the cwd."""
+    from edgemed.data.locate import datasets_root
+
+    if data_root:
+        return Path(data_root)
+    return datasets_root() or Path.cwd()
+
+
 def recipe_from_arg(calib: str, options: dict) -> tuple[CalibrationRecipe, str | None]:
     """`--calib` is a recipe .toml or a data path (then: train split, default count, balanced, seed 0)."""
-    from edgemed.data import embedded_dataset_path
+    from edgemed.data.locate import data_path
 
-    p = embedded_dataset_path() if calib == "embedded" else Path(calib).expanduser()
+    p = data_path(calib)
     if p.suffix == ".toml":
         return load_recipe(p, options.get("data_root")), str(p.resolve()) if p.exists() else None
     count = options.get("calib_count")

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from edgemed.data.locate import datasets_root, embedded_dataset_path, find_dataset, missing_reason
+
 REPO = Path(__file__).resolve().parents[1]
-DATASETS = REPO.parent / "shared" / "datasets"
-CXR = DATASETS / "pneumoniamnist_subset.npz"
-BRAIN = DATASETS / "brain_mri"
+# The chest X-ray subset ships inside the package, so tests that need only it always run.
+CXR = embedded_dataset_path()
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
@@ -56,6 +57,22 @@ def tree_snapshot(path: Path) -> dict[str, bytes]:
     }
 
 
+def pytest_report_header(config) -> list[str]:
+    root = datasets_root()
+    found = {name: find_dataset(name) for name in ("pneumoniamnist", "brain_mri")}
+    listed = ", ".join(f"{n}={'found' if p else 'absent'}" for n, p in found.items())
+    return [f"edgemed datasets: root={root or 'none'} ({listed}); chest X-ray tests use {CXR}"]
+
+
+@pytest.fixture(scope="session")
+def brain_dir() -> Path:
+    """The brain MRI folder set, or a skip naming EDGEMED_DATA when it is absent."""
+    path = find_dataset("brain_mri")
+    if path is None:
+        pytest.skip(missing_reason("brain_mri"))
+    return path
+
+
 def pytest_generate_tests(metafunc):
     # Backend test classes list their precisions as a class attribute; parametrize `precision` by it.
     if "precision" in metafunc.fixturenames and metafunc.cls is not None:
@@ -75,14 +92,14 @@ def cxr_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def brain_model(tmp_path_factory) -> Path:
+def brain_model(brain_dir, tmp_path_factory) -> Path:
     """A small CNN trained on the real brain MRI folder at 64 px (duplicate-aware split)."""
     from edgemed.models import ModelSpec
     from edgemed.training import TrainConfig, train, write_training_dir
 
     out = tmp_path_factory.mktemp("brain") / "model"
     cfg = TrainConfig(
-        data=str(BRAIN),
+        data=str(brain_dir),
         model=ModelSpec("cnn", {"width": 0.5}),
         epochs=6,
         patience=6,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import BRAIN, CXR, assert_user_error, run_cli, tree_snapshot
+from tests.conftest import CXR, assert_user_error, run_cli, tree_snapshot
 
 FAST = ("--seconds", "0.2", "--min-runs", "20")
 SCHEMA_ROW = {
@@ -235,10 +235,10 @@ def test_killed_and_hung_configurations_keep_the_other_rows(cxr_onnx, tmp_path, 
     assert [r["status"] for r in rows] == ["ok", "ok", "ok"]
 
 
-def test_brain_mri_artifacts_on_their_own_test_split(brain_model, tmp_path):
-    fp32 = export(brain_model, "onnx", "fp32", tmp_path / "fp32", BRAIN)
-    int8 = export(brain_model, "onnx", "int8", tmp_path / "int8", BRAIN, ("max_flip_rate", 1.0))
-    res = run_cli("bench", fp32, int8, "--data", BRAIN, *FAST, "--out", tmp_path / "b")
+def test_brain_mri_artifacts_on_their_own_test_split(brain_dir, brain_model, tmp_path):
+    fp32 = export(brain_model, "onnx", "fp32", tmp_path / "fp32", brain_dir)
+    int8 = export(brain_model, "onnx", "int8", tmp_path / "int8", brain_dir, ("max_flip_rate", 1.0))
+    res = run_cli("bench", fp32, int8, "--data", brain_dir, *FAST, "--out", tmp_path / "b")
     assert res.code == 0, res.err
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     card = json.loads((brain_model / "card.json").read_text())
@@ -277,8 +277,8 @@ def test_refuses_what_is_not_an_artifact(kind, cxr_model, cxr_onnx, tmp_path):
     assert res.code == 2 and tree_snapshot(tmp_path) == before and not (tmp_path / "b").exists()
 
 
-def test_refuses_data_with_other_classes(cxr_onnx, tmp_path):
-    res = run_cli("bench", cxr_onnx, "--data", BRAIN, "--out", tmp_path / "b")
+def test_refuses_data_with_other_classes(brain_dir, cxr_onnx, tmp_path):
+    res = run_cli("bench", cxr_onnx, "--data", brain_dir, "--out", tmp_path / "b")
     assert_user_error(res, "does not match the preprocessing contract", "class_names")
     assert not (tmp_path / "b").exists()
 

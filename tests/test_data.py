@@ -8,7 +8,7 @@ from PIL import Image
 
 from edgemed.data import load_dataset
 from edgemed.errors import InputError
-from tests.conftest import BRAIN, CXR
+from tests.conftest import CXR
 
 
 def test_medmnist_npz_reader_on_real_subset():
@@ -43,8 +43,8 @@ def test_multilabel_npz(tmp_path):
     assert len(ds.class_names) == 3
 
 
-def test_brain_mri_folder_reader_reads_every_real_image():
-    ds = load_dataset(BRAIN, image_size=(64, 64))
+def test_brain_mri_folder_reader_reads_every_real_image(brain_dir):
+    ds = load_dataset(brain_dir, image_size=(64, 64))
     total = sum(len(s) for s in ds.splits.values())
     assert total == 253 and ds.class_names == ("no", "yes")
     ids = [i for s in ds.splits.values() for i in s.ids]

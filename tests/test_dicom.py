@@ -17,7 +17,7 @@ from tests.bundle_support import (
     write_dicom,
     write_png,
 )
-from tests.conftest import BRAIN, assert_user_error, run_cli, tree_snapshot
+from tests.conftest import assert_user_error, run_cli, tree_snapshot
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +121,10 @@ def test_voi_lut_that_overstates_its_bit_depth(predictor, cxr_pixels, tmp_path):
     assert_same_as_png(predictor, dcm, cxr_pixels, tmp_path)
 
 
-def test_brain_mri_jpeg_as_dicom_matches_the_jpeg(any_modality, tmp_path):
+def test_brain_mri_jpeg_as_dicom_matches_the_jpeg(brain_dir, any_modality, tmp_path):
     from PIL import Image
 
-    jpeg = BRAIN / "no" / "1 no.jpeg"
+    jpeg = brain_dir / "no" / "1 no.jpeg"
     gray = np.asarray(Image.open(jpeg).convert("L"))
     assert min(gray.shape) > 100  # a real, full-size MRI slice: the resize path is exercised
     dcm = write_dicom(tmp_path / "mr.dcm", gray, Modality="MR")
@@ -132,10 +132,10 @@ def test_brain_mri_jpeg_as_dicom_matches_the_jpeg(any_modality, tmp_path):
     assert any_modality.predict(dcm)["probabilities"] == any_modality.predict(jpeg)["probabilities"]
 
 
-def test_rgb_dicom_with_equal_channels_is_grayscale(any_modality, tmp_path):
+def test_rgb_dicom_with_equal_channels_is_grayscale(brain_dir, any_modality, tmp_path):
     from PIL import Image
 
-    jpeg = BRAIN / "no" / "1 no.jpeg"
+    jpeg = brain_dir / "no" / "1 no.jpeg"
     rgb = np.asarray(Image.open(jpeg).convert("RGB"))
     assert np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
     dcm = write_dicom(tmp_path / "rgb.dcm", rgb, "RGB", Modality="MR")
@@ -149,10 +149,10 @@ def _predict_refused(predictor, pub: Path, path: Path, *needles: str) -> None:
     assert res.out == "" and tree_snapshot(path.parent) == before
 
 
-def test_rgb_dicom_with_color_content_is_refused(any_modality, keys, tmp_path):
+def test_rgb_dicom_with_color_content_is_refused(brain_dir, any_modality, keys, tmp_path):
     from PIL import Image
 
-    rgb = np.asarray(Image.open(BRAIN / "yes" / "Y259.JPG").convert("RGB"))
+    rgb = np.asarray(Image.open(brain_dir / "yes" / "Y259.JPG").convert("RGB"))
     assert not np.array_equal(rgb[..., 0], rgb[..., 2])  # a real tinted image
     dcm = write_dicom(tmp_path / "c.dcm", rgb, "RGB", Modality="MR")
     _predict_refused(
@@ -175,10 +175,10 @@ def test_dicom_without_pixel_data_is_refused(predictor, cxr_pixels, keys, tmp_pa
     _predict_refused(predictor, keys[1], dcm, "has no pixel data")
 
 
-def test_dicom_of_another_modality_is_refused(predictor, keys, tmp_path):
+def test_dicom_of_another_modality_is_refused(brain_dir, predictor, keys, tmp_path):
     from PIL import Image
 
-    gray = np.asarray(Image.open(BRAIN / "no" / "1 no.jpeg").convert("L"))
+    gray = np.asarray(Image.open(brain_dir / "no" / "1 no.jpeg").convert("L"))
     dcm = write_dicom(tmp_path / "mr.dcm", gray, Modality="MR")
     _predict_refused(predictor, keys[1], dcm, "modality mr", "takes cr or dx", "pneumoniamnist")
 

@@ -56,7 +56,7 @@ def test_torch_requirement_accepts_2_13():
         "a newer torch would pull a multi-GB CUDA build"
     )
     core = [Requirement(r).name for r in meta["project"]["dependencies"]]
-    assert set(core) == {"click", "numpy", "onnx", "onnxruntime", "pillow"}
+    assert set(core) == {"click", "numpy", "onnx", "onnxruntime", "pillow", "tomli"}
     assert meta["project"]["scripts"]["edgemed"] == "edgemed.cli:main"
 
 
@@ -87,3 +87,56 @@ def test_installed_wheel_ships_the_target_profiles(tmp_path):
     assert where.startswith(str(site))
     shipped = {p.stem for p in (REPO / "targets").glob("*.toml")}
     assert set(names.split()) == shipped
+
+
+# Imports that are guarded and come from outside PyPI's CPU wheels: TensorRT (JetPack / NVIDIA's
+# image), tflite_runtime (the ARM fallback for ai-edge-litert), MONAI (an optional extra baseline).
+NOT_PIP_HERE = {"tensorrt", "tflite_runtime", "monai"}
+
+
+def _third_party_imports() -> dict[str, set[str]]:
+    """Top-level module name -> files that import it, over the package, tests and benchmarks."""
+    import ast
+
+    local = {"edgemed", "tests", "benchmarks"}
+    found: dict[str, set[str]] = {}
+    for base in ("edgemed", "tests", "benchmarks", "scripts"):
+        for path in (REPO / base).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                for name in names:
+                    top = name.split(".")[0]
+                    if top not in sys.stdlib_module_names and top not in local:
+                        found.setdefault(top, set()).add(str(path.relative_to(REPO)))
+    return found
+
+
+def _declared_distributions() -> set[str]:
+    from packaging.requirements import Requirement
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    reqs = list(meta["dependencies"])
+    for extra in meta["optional-dependencies"].values():
+        reqs += [r for r in extra if not r.startswith("edgemed[")]
+    return {Requirement(r).name.lower().replace("_", "-") for r in reqs}
+
+
+def test_every_imported_package_is_declared_in_pyproject():
+    """A module imported anywhere must come from a distribution that pyproject.toml names, so a
+    fresh environment built from it (as .ci/run does) has it: nothing installed by hand counts."""
+    from importlib.metadata import packages_distributions
+
+    dists = packages_distributions()
+    declared = _declared_distributions()
+    missing = {}
+    for module, files in sorted(_third_party_imports().items()):
+        if module in NOT_PIP_HERE:
+            continue
+        owners = {d.lower().replace("_", "-") for d in dists.get(module, [])}
+        if not owners & declared:
+            missing[module] = (sorted(owners) or ["not installed"], sorted(files)[:3])
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"

@@ -8,23 +8,22 @@ import numpy as np
 
 from edgemed.data import load_dataset
 from edgemed.data.split import duplicate_groups, grouped_split
-from tests.conftest import BRAIN
 
 
-def _file_hashes():
-    files = sorted(p for p in BRAIN.rglob("*") if p.is_file())
+def _file_hashes(brain_dir):
+    files = sorted(p for p in brain_dir.rglob("*") if p.is_file())
     return files, [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
 
 
-def test_reports_the_known_exact_duplicates():
-    ds = load_dataset(BRAIN, image_size=(32, 32))
+def test_reports_the_known_exact_duplicates(brain_dir):
+    ds = load_dataset(brain_dir, image_size=(32, 32))
     assert ds.duplicates.exact_groups == 22
     assert ds.duplicates.exact_redundant == 25
 
 
-def test_no_byte_identical_image_crosses_splits():
+def test_no_byte_identical_image_crosses_splits(brain_dir):
     for seed in range(3):
-        ds = load_dataset(BRAIN, image_size=(32, 32), seed=seed)
+        ds = load_dataset(brain_dir, image_size=(32, 32), seed=seed)
         seen = {name: set(s.hashes) for name, s in ds.splits.items()}
         assert not seen["train"] & seen["test"]
         assert not seen["train"] & seen["val"]
@@ -32,8 +31,8 @@ def test_no_byte_identical_image_crosses_splits():
         assert sum(len(s) for s in ds.splits.values()) == 253
 
 
-def test_a_random_split_would_leak_duplicates():
-    _, hashes = _file_hashes()
+def test_a_random_split_would_leak_duplicates(brain_dir):
+    _, hashes = _file_hashes(brain_dir)
     leaks = []
     for seed in range(3):
         perm = np.random.default_rng(seed).permutation(len(hashes))
@@ -43,8 +42,8 @@ def test_a_random_split_would_leak_duplicates():
     assert max(leaks) > 0  # what the grouped split prevents
 
 
-def test_near_duplicates_grouped_and_stratified():
-    ds = load_dataset(BRAIN, image_size=(32, 32), near_duplicates=True)
+def test_near_duplicates_grouped_and_stratified(brain_dir):
+    ds = load_dataset(brain_dir, image_size=(32, 32), near_duplicates=True)
     assert ds.duplicates.near_redundant > 0
     for s in ds.splits.values():
         frac = s.labels.mean()

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from edgemed.data import load_dataset
-from tests.conftest import BRAIN, CXR, assert_user_error, run_cli, tree_snapshot
+from tests.conftest import CXR, assert_user_error, run_cli, tree_snapshot
 
 
 def test_card_records_what_a_user_needs(cxr_model):
@@ -26,12 +26,12 @@ def test_card_records_what_a_user_needs(cxr_model):
     assert card["provenance"]["runtimes"]["torch"].startswith("2.")
 
 
-def test_train_cli_on_brain_mri_with_progress(tmp_path):
+def test_train_cli_on_brain_mri_with_progress(brain_dir, tmp_path):
     out = tmp_path / "brain"
     res = run_cli(
         "train",
         "--data",
-        BRAIN,
+        brain_dir,
         "--image-size",
         "32",
         "--epochs",
@@ -254,10 +254,10 @@ def test_changed_training_data_is_not_used_silently(cxr_model, tmp_path):
     assert_user_error(res, "changed since the model was trained")
 
 
-def test_brain_split_reproduced_for_parity(brain_model):
+def test_brain_split_reproduced_for_parity(brain_dir, brain_model):
     card = json.loads((brain_model / "card.json").read_text())
     ds = load_dataset(
-        BRAIN,
+        brain_dir,
         (64, 64),
         1,
         seed=card["data"]["split"]["seed"],

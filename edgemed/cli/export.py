@@ -46,7 +46,7 @@ from edgemed.cli.options import force_option, model_arg_option, out_option
 @click.option(
     "--data-root",
     type=click.Path(),
-    help="Directory that a calibration recipe's 'data' is relative to.",
+    help="Directory that a calibration recipe's 'data' is relative to (default: $EDGEMED_DATA, else ../shared/datasets, else the current directory).",
 )
 @click.option(
     "--calib-count", type=int, help="Calibration images when --calib is a data path (default 256)."

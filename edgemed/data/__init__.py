@@ -11,8 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemed.data.locate import data_path, embedded_dataset_path
 from edgemed.data.split import DuplicateReport
 from edgemed.errors import InputError
+
+__all__ = [
+    "Dataset",
+    "Split",
+    "card_split_config",
+    "embedded_dataset_path",
+    "load_dataset",
+    "split_kwargs",
+]
 
 SPLITS = ("train", "val", "test")
 
@@ -88,7 +98,7 @@ def load_dataset(
     Folder trees are split duplicate-aware (byte-identical files, and with `near_duplicates`
     perceptually near-identical ones, stay in one split), class-stratified and seeded.
     """
-    p = embedded_dataset_path() if str(path) == "embedded" else Path(path).expanduser()
+    p = data_path(path)
     if not p.exists():
         raise InputError(
             f"data path {p} does not exist; pass an .npz file or a folder of class folders"
@@ -119,8 +129,3 @@ def card_split_config(data: str | Path, card: dict | None) -> dict:
     if d.get("path") and Path(d["path"]).resolve() == Path(data).resolve():
         return split_kwargs(d.get("split"))
     return {}
-
-
-def embedded_dataset_path() -> Path:
-    """The bundled PneumoniaMNIST subset (CC BY 4.0, MedMNIST v2)."""
-    return Path(__file__).resolve().parent.parent / "resources" / "pneumoniamnist_subset.npz"

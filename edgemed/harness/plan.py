@@ -133,9 +133,10 @@ def contract_mismatch(contract: Contract, ds, native: tuple | None, same_data: b
 
 def load_eval_data(data: str, split: str, art: Artifact, cache: dict) -> EvalData:
     """The split at the artifact's input size, checked against its contract (cached per size)."""
-    from edgemed.data import embedded_dataset_path, load_dataset
+    from edgemed.data import load_dataset
+    from edgemed.data.locate import data_path
 
-    path = embedded_dataset_path() if data == "embedded" else Path(data).expanduser()
+    path = data_path(data)
     c, card = art.contract, card_of(art)
     cfg = split_config(str(path), card)
     key_src = f"{path.resolve()}|{split}|{c.input_size}|{c.channels}|{sorted(cfg.items())}"
