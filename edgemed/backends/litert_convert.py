@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
 import sys
 from collections.abc import Iterator
@@ -104,8 +105,26 @@ def conversion_error(exc: Exception) -> InputError:
     return InputError(f"litert-torch could not convert the model ({first}); check its ops")
 
 
+@contextlib.contextmanager
+def quiet_third_party_logs():
+    """Silence two import-time log lines that say nothing to the user: torchao's "Failed to load
+    ..._C_*.so" (CUDA kernels of torchao that cannot load on a CPU build of torch; unused here) and
+    torch's pytree note on torchao registering an Enum as a constant."""
+    names = ("torchao", "torch.utils._pytree")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def _convert(module, sample, path: Path, quant_config=None) -> None:
-    import litert_torch
+    with quiet_third_party_logs():
+        import litert_torch
 
     try:
         with quiet_stdout():
@@ -212,8 +231,10 @@ def tflite_int8(module, contract: Contract, calibration, s: QuantSettings, path:
     """INT8 .tflite: PT2E quantization calibrated on `calibration` (NHWC contract); float logits
     unless `integer_output` (then full-integer)."""
     import torch
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e import quantize_pt2e
+
+    with quiet_third_party_logs():
+        from litert_torch.quantize.quant_config import QuantConfig
+        from torchao.quantization.pt2e import quantize_pt2e
 
     config = _act_config(s.calib_method, s.granularity == "per-channel")
     integer_output = bool(s.extra.get("integer_output", False))
@@ -227,6 +248,9 @@ def tflite_int8(module, contract: Contract, calibration, s: QuantSettings, path:
             prepared(torch.from_numpy(x))
             bar.advance(len(x))
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+    # The graph was exported from an eval-mode module; only the GraphModule's flag still says
+    # "training" (exported modules refuse .eval()), which makes litert-torch warn for nothing.
+    converted.training = False
     bar.note("converting to .tflite")
     _convert(
         converted,

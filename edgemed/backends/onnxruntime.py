@@ -45,8 +45,10 @@ class OnnxRuntimeRunner(Runner):
         model_path: Path,
         threads: int | None = None,
         providers: tuple[str, ...] = ("CPUExecutionProvider",),
+        optimization: str = "ORT_ENABLE_ALL",
     ) -> None:
         self.model_path, self.threads, self.providers = Path(model_path), threads, providers
+        self.optimization = optimization
         self.session = None
 
     def activate(self) -> None:
@@ -56,7 +58,7 @@ class OnnxRuntimeRunner(Runner):
         if self.threads:
             opts.intra_op_num_threads = self.threads
             opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, self.optimization)
         t0 = time.perf_counter()
         try:
             self.session = ort.InferenceSession(
@@ -71,7 +73,7 @@ class OnnxRuntimeRunner(Runner):
         self._info = {
             "providers": self.session.get_providers(),
             "intra_op_threads": self.threads,
-            "graph_optimization": "ORT_ENABLE_ALL",
+            "graph_optimization": self.optimization,
             "onnxruntime_version": ort.__version__,
         }
 

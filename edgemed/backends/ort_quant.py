@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,17 @@ from edgemed.progress import Progress
 METHODS = ("minmax", "entropy", "percentile")
 GRANULARITIES = ("per-channel", "per-tensor")
 TYPES = ("uint8", "int8")
+# Static INT8 weights are uint8 (U8U8), not int8 (U8S8): ONNX Runtime's x86 u8s8 kernels add pairs
+# of products in int16 (VPMADDUBSW) on CPUs without VNNI and saturate. Measured on an AVX2-only
+# AMD EPYC: the same chest X-ray CNN flipped 120 of 270 validation decisions as U8S8 (0 with
+# fusion disabled, so the Q/DQ math was right) and 0 as U8U8. An artifact must behave the same
+# on every x86 box it is copied to, so the portable form is the default.
+DEFAULT_STATIC_WEIGHT_TYPE = "uint8"
+WEIGHT_TYPE_REASON = "u8u8: no int16 saturation on x86 CPUs without VNNI"
+U8S8_WARNING = (
+    "edgemed: warning: --option weight_type=int8 (U8S8) saturates in ONNX Runtime on x86 CPUs "
+    "without VNNI, like this one; its drift here is what such a CPU computes"
+)
 # Calibrator settings per method; `calib_bins` / `calib_percentile` override them.
 CALIB_DEFAULTS = {
     "minmax": {},
@@ -169,7 +181,9 @@ def qdq_from_onnx(pre_path: Path, out_path: Path, ranges, settings: QuantSetting
 
     float_outputs = output_op_types(pre_path)
     act = settings.extra.get("activation_type", "uint8")
-    wt = settings.extra.get("weight_type", "int8")
+    wt = settings.extra.get("weight_type", DEFAULT_STATIC_WEIGHT_TYPE)
+    if wt == "int8" and not cpu_has_vnni():
+        print(U8S8_WARNING, file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="edgemed-qdq-") as tmp, _quiet():
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(ranges, cache)
@@ -190,8 +204,18 @@ def qdq_from_onnx(pre_path: Path, out_path: Path, ranges, settings: QuantSetting
         "format": "QDQ",
         "activation_type": act,
         "weight_type": wt,
+        "weight_type_reason": WEIGHT_TYPE_REASON if wt == "uint8" else "requested",
         "float_output_op_types": list(float_outputs),
     }
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this x86 CPU has VNNI (int8 dot products accumulate in int32, no saturation)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # not Linux: no warning rather than a guess
+    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 def output_op_types(onnx_path: Path) -> tuple[str, ...]:

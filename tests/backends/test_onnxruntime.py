@@ -44,7 +44,7 @@ def test_static_int8_is_qdq_with_recorded_settings(int8_per_tensor):
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     b = m["backend"]
     assert (b["mode"], b["calib_method"], b["granularity"]) == ("static", "minmax", "per-tensor")
-    assert (b["activation_type"], b["weight_type"], b["format"]) == ("uint8", "int8", "QDQ")
+    assert (b["activation_type"], b["weight_type"], b["format"]) == ("uint8", "uint8", "QDQ")
     assert b["excluded_nodes"] == []
     cal = json.loads((int8_per_tensor / "calibration.json").read_text())
     digest = CalibrationSet(np.zeros(0), np.zeros(0), cal).manifest_sha256
