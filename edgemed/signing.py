@@ -137,3 +137,28 @@ def signature_is_valid(public_key, signature: bytes, data: bytes) -> bool:
     except InvalidSignature:
         return False
     return True
+
+
+def git_work_tree_warning(key_path: Path) -> str | None:
+    """A warning when `key_path` lies inside a git work tree (one `git add .` from a commit)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        return None
+    where = Path(key_path).resolve().parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10
+        )
+
+    top = git("rev-parse", "--show-toplevel")
+    if top.returncode != 0:
+        return None
+    ignored = git("check-ignore", "-q", str(Path(key_path).resolve())).returncode == 0
+    state = "ignored by its .gitignore" if ignored else "NOT ignored by git"
+    return (
+        f"edgemed: warning: private key {key_path} is inside the git work tree "
+        f"{top.stdout.strip()} ({state}); keep signing keys outside any repository"
+    )

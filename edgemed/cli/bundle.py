@@ -14,9 +14,12 @@ from edgemed.cli.options import force_option
 @force_option
 def keygen(out, force) -> None:
     """Create an Ed25519 key pair: OUT/edgemed.key (private, mode 0600) and OUT/edgemed.pub."""
-    from edgemed.signing import write_keypair
+    from edgemed.signing import git_work_tree_warning, write_keypair
 
     priv, pub = write_keypair(Path(out), force)
+    warning = git_work_tree_warning(priv)
+    if warning:
+        click.echo(warning, err=True)
     click.echo(f"private key {priv} (mode 0600: keep it secret, sign with it)")
     click.echo(f"public key  {pub} (give it to every appliance that verifies your bundles)")
 
