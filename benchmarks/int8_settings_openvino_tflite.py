@@ -46,7 +46,7 @@ def trained(work: Path) -> Path:
 
 def row(label, contract, ref, test, runner, size) -> list:
     from edgemed.backends import run_batches
-    from edgemed.harness.drift import drift_from_logits
+    from edgemed.evaluation.drift import drift_from_logits
     from edgemed.harness.latency import measure_latency
 
     with runner:

@@ -117,8 +117,8 @@ def export(model_dir: Path, target: str, precision: str, out: Path, opts: dict, 
 
 def over_default_budget(manifest: dict) -> str:
     """'' when the validation drift fits the default budget, else what exceeds it."""
+    from edgemed.evaluation.drift import Drift
     from edgemed.fallback import Budget
-    from edgemed.harness.drift import Drift
 
     if manifest["precision"] == "fp32" or not manifest.get("drift"):
         return ""
@@ -145,7 +145,7 @@ def measure(out: Path, manifest: dict, ref, test) -> dict:
     """Drift on the test split and batch-1 single-thread latency of one artifact."""
     from edgemed.artifact import load_artifact, open_runner
     from edgemed.backends import run_batches
-    from edgemed.harness.drift import drift_from_logits
+    from edgemed.evaluation.drift import drift_from_logits
     from edgemed.harness.latency import measure_latency
 
     art = load_artifact(out)
@@ -245,7 +245,7 @@ def table_rows(rows: list[dict]) -> list[list[object]]:
 
 
 def _flip_cell(d) -> str:
-    from edgemed.harness.stats import wilson_interval
+    from edgemed.evaluation.stats import wilson_interval
 
     lo, hi = wilson_interval(d.flips, d.n)
     return f"{d.flip_rate:.2%} ({d.flips}/{d.n}; 95% CI {lo:.1%}-{hi:.1%})"

@@ -54,7 +54,7 @@ def simulate(out: Path, manifest: dict, ref, test):
     """Run the artifact's ONNX in ONNX Runtime on CPU (the TensorRT simulation) on the test split."""
     from edgemed.backends import get_backend, run_batches
     from edgemed.contract import Contract
-    from edgemed.harness.drift import drift_from_logits
+    from edgemed.evaluation.drift import drift_from_logits
 
     contract = Contract.from_dict(manifest["contract"])
     backend = get_backend(manifest["runtime"])

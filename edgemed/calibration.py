@@ -168,12 +168,19 @@ def resolve_calibration(
         )
     cfg = _split_config(recipe.data, card)
     ds = load_dataset(recipe.data, contract.input_size, contract.channels, **cfg)
-    split = ds.split(recipe.split)
+    full = ds.split(recipe.split)
+    split, skipped = _without_test_images(full, card, ds, contract)
+    if len(skipped) == len(full):
+        raise InputError(
+            f"{len(skipped)} of {len(full)} images of the {recipe.split} split of {recipe.data} are "
+            "also in the model's test split (same content hash); calibrate on training images "
+            'only (e.g. split = "train")'
+        )
     idx = select(split.labels, recipe.count, recipe.balance, recipe.seed)
     chosen = split.take(idx)
     _check_count_and_classes(recipe, chosen.labels, ds.class_names)
-    _check_test_overlap(chosen.hashes, card, ds, contract)
-    warnings = _stat_warnings(contract, chosen.images)
+    _check_test_overlap(chosen.hashes, card, ds, contract)  # a guard: sampling skipped them
+    warnings = _stat_warnings(contract, chosen.images) + _skip_warning(skipped, recipe.split)
     manifest = {
         "recipe": recipe.to_dict(),
         "recipe_path": recipe_path,
@@ -184,6 +191,7 @@ def resolve_calibration(
         },
         "samples": [{"id": i, "sha256": h} for i, h in zip(chosen.ids, chosen.hashes, strict=True)],
         "warnings": list(warnings),
+        "skipped_test_overlap": [{"id": i, "sha256": h} for i, h in skipped],
     }
     for w in warnings:
         print(f"edgemed: warning: {w}", file=sys.stderr)
@@ -228,6 +236,25 @@ def _check_count_and_classes(recipe: CalibrationRecipe, labels: np.ndarray, clas
             f"calibration set holds only one class ({class_names[int(present[0])]}); "
             "INT8 ranges must see every class: add images of the other classes"
         )
+
+
+def _without_test_images(split, card: dict | None, ds, contract: Contract):
+    """The split minus images whose content is also in the model's test split (public splits
+    often share a few), and the (id, sha256) of those skipped, so sampling can never leak."""
+    test = _model_test_hashes(card, ds, contract)
+    keep = np.array([h not in test for h in split.hashes], dtype=bool)
+    skipped = [(i, h) for i, h, k in zip(split.ids, split.hashes, keep, strict=True) if not k]
+    return (split.take(np.nonzero(keep)[0]) if skipped else split), skipped
+
+
+def _skip_warning(skipped: list, split_name: str) -> tuple[str, ...]:
+    if not skipped:
+        return ()
+    return (
+        f"skipped {len(skipped)} image(s) of the {split_name} split whose content is also in the "
+        "model's test split (listed in calibration.json, skipped_test_overlap); the dataset's own "
+        "splits share images, so its test metrics are optimistic",
+    )
 
 
 def _check_test_overlap(hashes: tuple[str, ...], card: dict | None, ds, contract: Contract) -> None:

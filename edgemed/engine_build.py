@@ -38,8 +38,8 @@ class BuildEngineRequest:
     dla_core: int | None = None
     timing_cache: Path | None = None
     max_batch: int = DEFAULT_MAX_BATCH
-    max_auc_drop: float = 0.005
-    max_flip_rate: float = 0.01
+    max_auc_drop: float | None = None  # None: the evaluation core's default
+    max_flip_rate: float | None = None
     force: bool = False
 
     def to_dict(self) -> dict:
@@ -195,7 +195,8 @@ def _device_drift(engine: bytes, plan, art: Artifact, req: BuildEngineRequest):
     """Run the engine on the artifact's reference images; drift vs FP32 and GPU memory peak."""
     from edgemed.backends import run_batches
     from edgemed.backends.trt_engine import TensorRTEngineRunner
-    from edgemed.harness.drift import drift_from_logits
+    from edgemed.evaluation.drift import drift_from_logits
+    from edgemed.evaluation.limits import EXPORT_DEFAULTS, limits_from, verdict
 
     ref = art.manifest["reference"]
     images = np.load(art.path / ref["inputs"])
@@ -210,12 +211,15 @@ def _device_drift(engine: bytes, plan, art: Artifact, req: BuildEngineRequest):
     if sampler is not None:
         memory = sampler.result().to_dict()
     drift = drift_from_logits(art.contract, logits, cand, labels)
-    over = drift.flip_rate > req.max_flip_rate or (drift.auc_drop or 0.0) > req.max_auc_drop
-    if over:
+    limits = limits_from(
+        {"auc_drop": req.max_auc_drop, "flip_rate": req.max_flip_rate}, EXPORT_DEFAULTS
+    )
+    failed = verdict(limits, drift).failed
+    if failed:
         raise DriftError(
             f"the {plan.precision} engine drifted beyond the budget on {drift.n} reference images: "
-            f"AUC drop {drift.auc_drop}, flip rate {drift.flip_rate:.2%} (max {req.max_auc_drop}, "
-            f"{req.max_flip_rate:.2%}); build another precision or relax --max-auc-drop/--max-flip-rate",
+            + "; ".join(c.detail for c in failed)
+            + "; build another precision or relax the limit named",
             drift.to_dict(),
         )
     return drift, memory

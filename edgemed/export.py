@@ -16,9 +16,9 @@ from edgemed.artifact import write_manifest
 from edgemed.backends import ConvertRequest, get_backend, run_batches
 from edgemed.contract import Contract
 from edgemed.errors import DriftError, InputError
+from edgemed.evaluation.drift import Drift, drift_from_logits
 from edgemed.fallback import convert_within_budget
 from edgemed.fileio import staged_dir, write_json_atomic
-from edgemed.harness.drift import Drift, drift_from_logits
 from edgemed.models.source import LoadedModel, load_model_source
 from edgemed.profiles import Profile, resolve_target
 from edgemed.provenance import provenance
@@ -111,17 +111,20 @@ def reference_logits(loaded: LoadedModel, onnx_path: Path, ev: EvalSet) -> np.nd
 
 
 def check_parity(
-    contract: Contract, ref: np.ndarray, onnx_path: Path, ev: EvalSet, tol: float
+    contract: Contract, ref: np.ndarray, onnx_path: Path, ev: EvalSet, tol: float, source: str
 ) -> Drift:
     """ONNX Runtime vs the reference: max |delta p| <= tol and no decision flips, else DriftError."""
     from edgemed.backends.onnxruntime import OnnxRuntimeRunner
 
     with OnnxRuntimeRunner(onnx_path) as r:
-        drift = drift_from_logits(contract, ref, run_batches(r, contract, ev.images), ev.labels)
-    if drift.max_abs_dp > tol or drift.flips:
+        onnx_logits = run_batches(r, contract, ev.images)
+    names = (f"the model ({source}, FP32)", "its ONNX export in ONNX Runtime")
+    drift = drift_from_logits(contract, ref, onnx_logits, ev.labels, names=names)
+    if drift.max_abs_dp > tol or drift.decisive_flips:
         raise DriftError(
-            f"ONNX export does not match torch: max |delta p| {drift.max_abs_dp:.2e} (tolerance {tol:.0e}), "
-            f"{drift.flips} decision flips on {drift.n} images; check for unsupported ops or pass --parity-tol",
+            f"ONNX export does not match {source}: max |delta p| {drift.max_abs_dp:.2e} (tolerance "
+            f"{tol:.0e}), {drift.decisive_flips} decisive decision flips on {drift.n} images; "
+            "check for unsupported ops or pass --parity-tol",
             drift.to_dict(),
         )
     return drift
@@ -136,7 +139,9 @@ def candidate_drift(backend, out: Path, manifest: dict, ref: np.ndarray, ev: Eva
         else backend.open(out, manifest)
     )
     with runner:
-        return drift_from_logits(contract, ref, run_batches(runner, contract, ev.images), ev.labels)
+        cand = run_batches(runner, contract, ev.images)
+    name = f"the {backend.name} {manifest['precision']} artifact"
+    return drift_from_logits(contract, ref, cand, ev.labels, names=("the FP32 reference", name))
 
 
 def _simulated(backend, device: str, precision: str) -> bool:
@@ -158,8 +163,10 @@ def run_export(req: ExportRequest) -> dict:
         onnx_path = reference_onnx(loaded, work / "reference.onnx", req.opset)
         simplified = _maybe_simplify(onnx_path, req.simplify)
         ref = reference_logits(loaded, onnx_path, ev) if ev else None
+        against = "torch" if loaded.kind == "torch" else "source ONNX"
         parity = (
-            check_parity(loaded.contract, ref, onnx_path, ev, req.parity_tol).to_dict()
+            check_parity(loaded.contract, ref, onnx_path, ev, req.parity_tol, against).to_dict()
+            | {"against": against}
             if ev
             else None
         )

@@ -20,12 +20,20 @@ from pathlib import Path
 from edgemed.backends import Backend, Converted, ConvertRequest
 from edgemed.backends.quant import parse_node_list
 from edgemed.errors import DriftError, InputError
-from edgemed.harness.drift import Drift
+from edgemed.evaluation.drift import Drift
+from edgemed.evaluation.limits import (
+    EXPORT_DEFAULTS,
+    EXPORT_LIMITS,
+    METRICS,
+    Limits,
+    Verdict,
+    limits_from,
+    verdict,
+)
 from edgemed.progress import Progress
 
-DEFAULT_MAX_AUC_DROP = 0.005
-DEFAULT_MAX_FLIP_RATE = 0.01
-BUDGET_OPTIONS = ("max_auc_drop", "max_flip_rate", "accuracy_control", "max_float_layers")
+BUDGET_OPTIONS = ("max_auc_drop", "max_flip_rate", "max_sens_drop", "max_spec_drop",
+                  "accuracy_control", "max_float_layers")  # fmt: skip
 
 Measure = Callable[[Path, Converted], Drift]
 
@@ -34,26 +42,24 @@ Measure = Callable[[Path, Converted], Drift]
 class Budget:
     """How far a reduced-precision artifact may drift from FP32 on the validation split."""
 
-    max_auc_drop: float = DEFAULT_MAX_AUC_DROP
-    max_flip_rate: float = DEFAULT_MAX_FLIP_RATE
+    limits: Limits
     max_float_layers: int | None = None  # accuracy control: at most this many layers in float
 
-    def excess(self, d: Drift) -> float:
-        """Largest fraction of the budget used (> 1 means over budget)."""
-        flip = d.flip_rate / self.max_flip_rate if self.max_flip_rate else float(d.flips > 0) * 1e9
-        drop = max(d.auc_drop or 0.0, 0.0)
-        auc = drop / self.max_auc_drop if self.max_auc_drop else float(drop > 0) * 1e9
-        return max(flip, auc)
+    def verdict(self, d: Drift) -> Verdict:
+        return verdict(self.limits, d)
 
     def holds(self, d: Drift) -> bool:
-        return self.excess(d) <= 1.0
+        return self.verdict(d).passed
+
+    def excess(self, d: Drift) -> float:
+        """Largest fraction of a limit used (> 1 means over budget)."""
+        return self.verdict(d).excess()
+
+    def words(self) -> str:
+        return ", ".join(f"{METRICS[k].words} <= {v:g}" for k, v in self.limits.items)
 
     def to_dict(self) -> dict:
-        return {
-            "max_auc_drop": self.max_auc_drop,
-            "max_flip_rate": self.max_flip_rate,
-            "max_float_layers": self.max_float_layers,
-        }
+        return {**self.limits.to_dict(), "max_float_layers": self.max_float_layers}
 
 
 def budget_from_options(options: dict, precision: str) -> Budget | None:
@@ -65,22 +71,15 @@ def budget_from_options(options: dict, precision: str) -> Budget | None:
                 f"{', '.join(given)} applies to fp16/int8 exports; fp32 is held to --parity-tol"
             )
         return None
-    values = {}
-    for key, default in (
-        ("max_auc_drop", DEFAULT_MAX_AUC_DROP),
-        ("max_flip_rate", DEFAULT_MAX_FLIP_RATE),
-    ):
-        v = options.get(key, default)
-        if not isinstance(v, int | float) or isinstance(v, bool) or not 0.0 <= float(v) <= 1.0:
-            raise InputError(f"--{key.replace('_', '-')} must be a number in [0, 1], got {v!r}")
-        values[key] = float(v)
+    given = {k: options.get(METRICS[k].flag[2:].replace("-", "_")) for k in EXPORT_LIMITS}
+    limits = limits_from(given, EXPORT_DEFAULTS)
     cap = options.get("max_float_layers")
     if cap is not None:
         if not options.get("accuracy_control"):
             raise InputError("--max-float-layers applies only with --accuracy-control; add it")
         if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
             raise InputError(f"--max-float-layers must be a positive integer, got {cap!r}")
-    return Budget(**values, max_float_layers=cap)
+    return Budget(limits, max_float_layers=cap)
 
 
 @dataclass(frozen=True)
@@ -102,14 +101,19 @@ class Attempt:
             "auc_drop": d.auc_drop,
             "flip_rate": d.flip_rate,
             "flips": d.flips,
+            "decisive_flips": d.decisive_flips,
             "mean_abs_dp": d.mean_abs_dp,
             "within_budget": self.within,
+            "drift": d.to_dict(),
         }
 
 
 def _fmt(d: Drift) -> str:
     drop = "n/a" if d.auc_drop is None else f"{d.auc_drop:.4f}"
-    return f"AUC drop {drop}, flip rate {d.flip_rate:.2%} ({d.flips}/{d.n})"
+    return (
+        f"AUC drop {drop}, decisive flips {d.decisive_flips}/{d.n} "
+        f"({d.borderline_flips} more within the {d.band:g} band)"
+    )
 
 
 def convert_within_budget(
@@ -138,26 +142,31 @@ def convert_within_budget(
         return backend.convert(req, out), None, {"budget": budget.to_dict(), "checked": False}
     search = _Search(backend, req, Path(scratch), measure, budget)
     chosen = search.attempt(parse_node_list(req.options.get("exclude_nodes")), "requested")
-    if 0 < budget.max_flip_rate < 1 / chosen.drift.n:
-        print(
-            f"edgemed: warning: one flip on the {chosen.drift.n} validation images is "
-            f"{1 / chosen.drift.n:.2%}, above --max-flip-rate {budget.max_flip_rate:.2%}: the "
-            "budget allows no flip at all on this split",
-            file=sys.stderr,
-        )
+    _warn_unresolvable(budget, chosen.drift)
     if not chosen.within:
         if not control:
+            failed = "; ".join(c.detail for c in budget.verdict(chosen.drift).failed)
             raise DriftError(
                 f"{backend.name} {req.precision} drifted beyond the budget on {chosen.drift.n} "
-                f"validation images: {_fmt(chosen.drift)}{chosen.drift.margin_note()} "
-                f"(max AUC drop {budget.max_auc_drop}, "
-                f"max flip rate {budget.max_flip_rate:.2%}); pass --accuracy-control to keep the "
-                "most sensitive layers in float, or relax --max-auc-drop/--max-flip-rate",
+                f"validation images: {failed}; pass --accuracy-control to keep the most "
+                "sensitive layers in float, or relax the limit named",
                 chosen.row(),
             )
         chosen = search.fallback(chosen)
     _move_files(chosen, Path(out))
     return chosen.converted, chosen.drift, search.report(chosen, control)
+
+
+def _warn_unresolvable(budget: Budget, d: Drift) -> None:
+    need = d.images_to_resolve(budget.limits.get("flip_rate") or 0.0)
+    if need:
+        print(
+            f"edgemed: warning: one decisive flip on the {d.n} validation images is "
+            f"{1 / d.n:.2%}, above --max-flip-rate {budget.limits.get('flip_rate'):.2%}: the "
+            f"budget allows no decisive flip on this split (one needs >= {need} images); flips "
+            f"within {d.band:g} of the threshold are borderline and not counted",
+            file=sys.stderr,
+        )
 
 
 class _Search:
@@ -219,7 +228,7 @@ class _Search:
         b = self.budget
         return (
             f"accuracy control could not bring {self.backend.name} {self.req.precision} within "
-            f"the budget (AUC drop <= {b.max_auc_drop}, flip rate <= {b.max_flip_rate:.2%}) even "
+            f"the budget ({b.words()}) even "
             f"with {len(order)} of {len(self.ranking)} layers in float; layers kept in float, "
             "cumulative: "
             + "; ".join(tried)

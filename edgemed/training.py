@@ -11,8 +11,8 @@ import numpy as np
 from edgemed.contract import Contract
 from edgemed.data import Dataset, load_dataset
 from edgemed.errors import InputError
+from edgemed.evaluation.metrics import auc, binary_metrics, youden_threshold
 from edgemed.fileio import staged_dir, write_json_atomic
-from edgemed.metrics import auc, binary_metrics, youden_threshold
 from edgemed.models import ModelSpec
 from edgemed.progress import Progress
 from edgemed.provenance import provenance
@@ -88,11 +88,13 @@ def train(cfg: TrainConfig, ds: Dataset | None = None) -> TrainResult:
         youden_threshold(ds.split("val").labels, val_scores) if contract.task == "binary" else 0.5
     )
     contract = contract.with_threshold(threshold)
+    validation = validation_check(contract, ds.split("val").labels, val_scores)
     test_logits = predict_logits(module, contract, ds.split("test").images)
     card = {
         "model": cfg.model.to_dict(),
         "complexity": measure_complexity(module, contract.input_shape(1)).to_dict(),
         "test": evaluate(contract, ds.split("test").labels, test_logits),
+        "validation": validation,
         "training": {
             "seconds": round(seconds, 2),
             "epochs_run": len(history),
@@ -105,6 +107,18 @@ def train(cfg: TrainConfig, ds: Dataset | None = None) -> TrainResult:
         "provenance": provenance(inputs={"data": ds.data_hash}),
     }
     return TrainResult(module, contract, card)
+
+
+def validation_check(contract: Contract, labels: np.ndarray, scores: np.ndarray) -> dict:
+    """Validation AUC (DeLong 95% CI) and whether the model beats chance (lower bound > 0.5)."""
+    from edgemed.evaluation.stats import delong_covariance, normal_ci
+
+    y = np.asarray(labels)
+    if contract.task != "binary" or not 0 < int(y.sum()) < len(y):
+        return {"auc": None, "auc_ci95": None, "better_than_chance": None}
+    aucs, cov = delong_covariance(y.reshape(-1), np.asarray(scores, np.float64))
+    lo, hi = normal_ci(float(aucs[0]), float(cov[0, 0]))
+    return {"auc": float(aucs[0]), "auc_ci95": [lo, hi], "better_than_chance": lo > 0.5}
 
 
 def evaluate(contract: Contract, labels: np.ndarray, logits: np.ndarray) -> dict:

@@ -62,8 +62,8 @@ def measured_bench_report(artifact: Path, out: Path) -> Path:
     from edgemed.artifact import load_artifact, open_runner
     from edgemed.backends import run_batches
     from edgemed.data import load_dataset
+    from edgemed.evaluation.drift import drift_from_logits
     from edgemed.fileio import sha256_file
-    from edgemed.harness.drift import drift_from_logits
     from edgemed.models.source import load_model_source
     from edgemed.training import predict_logits
 

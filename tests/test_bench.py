@@ -33,11 +33,16 @@ SCHEMA_DRIFT = {
     "delong_p",
     "flip_rate",
     "flips",
-    "flips_near_threshold",
+    "borderline_flips",
+    "decisive_flips",
+    "decisive_flip_ci95",
+    "band",
+    "mcnemar_p",
     "sensitivity",
     "sensitivity_reference",
     "sens_drop",
     "specificity",
+    "specificity_reference",
     "spec_drop",
     "accuracy",
     "max_abs_dp",
@@ -188,7 +193,7 @@ def test_gate_on_resume_names_artifact_limit_and_excess(bench_run):
         out,
     )
     assert res.code == 4
-    assert_user_error(res, "gate failed", "onnx-fp32@onnx-noisy", "--max-flip-rate 0.001 by")
+    assert_user_error(res, "gate failed", "onnx-fp32@onnx-noisy", "> --max-flip-rate 0.001")
     assert "--max-auc-drop" not in res.err  # that limit held
     assert (out / "results.jsonl").read_text() == before  # nothing re-run
     results = json.loads((out / "results.json").read_text())

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgemed.data import load_dataset
 from tests.conftest import CXR, assert_user_error, run_cli, tree_snapshot
 
 
@@ -24,6 +25,13 @@ def data_dir(tmp_path_factory) -> Path:
     np.savez(d / "pneumoniamnist_oneclassval.npz", **one_class)
     leaky = {**arrays, "train_images": arrays["test_images"], "train_labels": arrays["test_labels"]}
     np.savez(d / "pneumoniamnist_leaky.npz", **leaky)
+    # A public-split style overlap: 3 test images also sit in the training split.
+    shared = {
+        **arrays,
+        "train_images": np.concatenate([arrays["test_images"][:3], arrays["train_images"]]),
+        "train_labels": np.concatenate([arrays["test_labels"][:3], arrays["train_labels"]]),
+    }
+    np.savez(d / "pneumoniamnist_shared3.npz", **shared)
     dark = {k: (v // 5 if k.endswith("_images") else v) for k, v in arrays.items()}
     np.savez(d / "pneumoniamnist_dark.npz", **dark)
     return d
@@ -99,7 +107,7 @@ def test_calibrating_on_the_test_split(cxr_model, tmp_path):
     recipe = _recipe(tmp_path / "r.toml", data=str(CXR), split="test", count=64)
     _refused(
         cxr_model, tmp_path, "--precision", "int8", "--calib", recipe,
-        needles=("64 of 64", "test split", "training images"),
+        needles=("468 of 468", "test split", "training images"),
     )  # fmt: skip
 
 
@@ -163,3 +171,22 @@ def test_precision_the_target_cannot_do(cxr_model, tmp_path):
         cxr_model, tmp_path, "--precision", "int8", "--calib", CXR,
         needles=("'int8'", "fp32, fp16"), target=profile,
     )  # fmt: skip
+
+
+def test_sampling_skips_images_shared_with_the_test_split_and_records_them(
+    cxr_model, tmp_path, data_dir
+):
+    """A dataset whose train split holds 3 test images (as public splits often do): the sampler
+    skips them with one warning and lists them; it does not refuse the user's train split."""
+    out = tmp_path / "o"
+    res = run_cli(
+        "export", "--model", cxr_model, "--target", "onnx", "--out", out, "--precision", "int8",
+        "--calib", data_dir / "pneumoniamnist_shared3.npz", "--calib-count", "256",
+        "--max-flip-rate", "1", "--max-auc-drop", "1",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    assert res.err.count("skipped 3 image(s) of the train split") == 1
+    cal = json.loads((out / "calibration.json").read_text())
+    assert len(cal["skipped_test_overlap"]) == 3
+    test_hashes = set(load_dataset(CXR).split("test").hashes)
+    assert not {s["sha256"] for s in cal["samples"]} & test_hashes

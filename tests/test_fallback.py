@@ -28,9 +28,9 @@ def test_over_budget_without_accuracy_control_names_the_numbers(cxr_model, tmp_p
     before = tree_snapshot(tmp_path)
     res = _int8(cxr_model, tmp_path / "o", 99.0)
     assert_user_error(
-        res, "beyond the budget", "flip rate", "max flip rate 1.00%", "--accuracy-control"
+        res, "beyond the budget", "decisive flip rate", "--max-flip-rate 0.01", "--accuracy-control"
     )
-    assert "of the threshold in FP32" in res.err  # how close to the threshold the flips were
+    assert "borderline band 0.005" in res.err and "95% CI" in res.err
     assert res.code == 4
     assert tree_snapshot(tmp_path) == before
 
@@ -60,7 +60,7 @@ def test_accuracy_control_grows_the_float_layers_until_the_budget_holds(controll
     assert chosen["within_budget"] and chosen["excluded"] == ac["excluded_nodes"]
     assert not any(a["within_budget"] for a in grow[:-1])  # it stopped at the first that held
     assert m["backend"]["excluded_nodes"] == ac["excluded_nodes"]
-    assert m["drift"]["flip_rate"] <= 0.01 and m["drift"]["auc_drop"] <= 0.005
+    assert m["drift"]["decisive_flip_rate"] <= 0.01 and m["drift"]["auc_drop"] <= 0.005
     assert "accuracy control" in res.err  # progress lines name each attempt
 
 
@@ -128,14 +128,15 @@ def test_drift_records_how_far_each_flip_was_from_the_threshold():
     import numpy as np
 
     from edgemed.contract import Contract
-    from edgemed.harness.drift import drift_from_logits
+    from edgemed.evaluation.drift import drift_from_logits
 
     c = Contract(input_size=(28, 28), channels=1, class_names=("normal", "pneumonia"))
     logit = lambda p: np.log(np.asarray(p) / (1 - np.asarray(p))).reshape(-1, 1)  # noqa: E731
     ref, cand = logit([0.51, 0.9, 0.2, 0.7]), logit([0.49, 0.88, 0.6, 0.71])
     d = drift_from_logits(c, ref, cand, np.array([1, 1, 0, 0]))
     assert d.flips == 2 and d.flip_margins == pytest.approx((0.01, 0.3))
-    assert d.margin_note() == "; the 2 flipped images were within 0.3000 of the threshold in FP32"
+    assert (d.borderline_flips, d.decisive_flips) == (0, 2)  # 0.01 is outside the 0.005 band
+    assert "2 decisive (farthest 0.3000)" in d.margin_note()
     assert d.to_dict()["flip_margins"] == pytest.approx([0.01, 0.3])
 
 
@@ -146,5 +147,5 @@ def test_flip_budget_finer_than_one_image_is_warned(cxr_model, tmp_path):
         "--precision", "fp16", "--max-flip-rate", "0.002",
     )  # fmt: skip
     assert res.code == 0, res.err
-    assert "one flip on the 270 validation images is 0.37%" in res.err
-    assert "allows no flip at all" in res.err
+    assert "one decisive flip on the 270 validation images is 0.37%" in res.err
+    assert "allows no decisive flip on this split (one needs >= 500 images)" in res.err

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from edgemed.metrics import auc, binary_metrics, bootstrap_auc_ci, youden_threshold
+from edgemed.evaluation.metrics import auc, binary_metrics, bootstrap_auc_ci, youden_threshold
 
 
 def test_auc_matches_sklearn_with_ties():

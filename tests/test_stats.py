@@ -9,9 +9,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from edgemed.contract import Contract
-from edgemed.harness import stats
-from edgemed.harness.clinical import clinical_drift
-from edgemed.metrics import auc
+from edgemed.evaluation import stats
+from edgemed.evaluation.drift import drift_from_logits
+from edgemed.evaluation.metrics import auc
 
 # Published example 1 (AUC): Hanley & McNeil, Radiology 143:29-36 (1982), Table 1: CT ratings
 # (1 = definitely normal .. 5 = definitely abnormal) of 58 normal and 51 abnormal patients;
@@ -151,13 +151,14 @@ def _logit(p) -> np.ndarray:
     return np.log(p / (1 - p)).reshape(-1, 1)
 
 
-def test_clinical_drift_binary_by_hand():
+def test_drift_binary_by_hand():
     c = Contract((28, 28), 1, ("normal", "pneumonia"), threshold=0.5)
     y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
     ref = [0.9, 0.8, 0.52, 0.7, 0.1, 0.2, 0.48, 0.3]
     cand = [0.9, 0.8, 0.49, 0.3, 0.1, 0.2, 0.51, 0.3]  # 3 flips, 2 of them within 0.05
-    d = clinical_drift(c, _logit(ref), _logit(cand), y, n_boot=200)
-    assert (d["flips"], d["flips_near_threshold"], d["flip_rate"]) == (3, 2, 3 / 8)
+    d = drift_from_logits(c, _logit(ref), _logit(cand), y, n_boot=200, band=0.05).to_dict()
+    assert (d["flips"], d["borderline_flips"], d["flip_rate"]) == (3, 2, 3 / 8)
+    assert d["decisive_flips"] == 1 and d["flip_margins"] == pytest.approx([0.02, 0.02, 0.2])
     assert d["sensitivity_reference"] == 1.0 and d["sensitivity"] == 0.5
     assert d["sens_drop"] == pytest.approx(0.5)
     assert d["specificity_reference"] == 1.0 and d["specificity"] == 0.75
@@ -168,38 +169,39 @@ def test_clinical_drift_binary_by_hand():
     assert d["auc_drop"] == pytest.approx(1.0 - roc_auc_score(y, cand))
     lo, hi = d["auc_drop_ci95"]
     assert lo <= d["auc_drop"] <= hi
-    assert d["confusion"] == {"tp": 2, "fn": 2, "fp": 1, "tn": 3}
+    assert d["details"]["confusion"] == {"tp": 2, "fn": 2, "fp": 1, "tn": 3}
     assert d["per_label"] is None and 0 <= d["delong_p"] <= 1
 
 
-def test_clinical_drift_one_class_split_has_no_auc():
+def test_drift_one_class_split_has_no_auc():
     c = Contract((28, 28), 1, ("normal", "pneumonia"))
-    d = clinical_drift(c, _logit([0.6, 0.7]), _logit([0.6, 0.4]), np.array([1, 1]), n_boot=10)
+    ref, cand = _logit([0.6, 0.7]), _logit([0.6, 0.4])
+    d = drift_from_logits(c, ref, cand, np.array([1, 1]), n_boot=10).to_dict()
     assert d["auc_drop"] is None and d["delong_p"] is None and d["specificity"] is None
     assert d["sens_drop"] == 0.5
 
 
-def test_clinical_drift_multilabel_reports_per_label_and_worst():
+def test_drift_multilabel_reports_per_label_and_worst():
     c = Contract((28, 28), 1, ("a", "b"), task="multilabel")
     y = np.array([[1, 0], [1, 1], [0, 1], [0, 0]])
     ref = np.hstack([_logit([0.9, 0.8, 0.2, 0.1]), _logit([0.2, 0.9, 0.8, 0.1])])
     cand = np.hstack([_logit([0.9, 0.8, 0.2, 0.1]), _logit([0.2, 0.4, 0.8, 0.6])])
-    d = clinical_drift(c, ref, cand, y, n_boot=20)
+    d = drift_from_logits(c, ref, cand, y, n_boot=20).to_dict()
     a, b = d["per_label"]
     assert (a["label"], a["flips"], a["auc_drop"]) == ("a", 0, 0.0)
     assert (b["label"], b["flips"], b["sens_drop"], b["spec_drop"]) == ("b", 2, 0.5, 0.5)
-    assert d["worst_sens_label"] == "b" and d["sens_drop"] == 0.5
+    assert d["worst_labels"]["sens_drop"] == "b" and d["sens_drop"] == 0.5
     assert d["flips"] == 2 and d["flip_rate"] == 0.5  # images with any changed label
     assert d["accuracy"] == 0.5  # exact-match accuracy: rows 0 and 2 still fully right
 
 
-def test_clinical_drift_multiclass_uses_argmax_one_vs_rest():
+def test_drift_multiclass_uses_argmax_one_vs_rest():
     c = Contract((28, 28), 1, ("x", "y", "z"), task="multiclass")
     y = np.array([0, 1, 2, 2])
     ref = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.1, 0.2, 0.7], [0.2, 0.2, 0.6]]))
     cand = ref.copy()
     cand[3] = np.log([0.2, 0.5, 0.3])  # image 3 flips from z to y
-    d = clinical_drift(c, ref, cand, y, n_boot=10)
+    d = drift_from_logits(c, ref, cand, y, n_boot=10).to_dict()
     assert d["flips"] == 1 and d["accuracy"] == 0.75
     z = d["per_label"][2]
     assert z["sensitivity_reference"] == 1.0 and z["sensitivity"] == 0.5
@@ -215,7 +217,7 @@ def test_clinical_drift_multiclass_uses_argmax_one_vs_rest():
     ],
 )
 def test_wilson_interval_matches_scipy(k, n, low, high):
-    from edgemed.harness.stats import wilson_interval
+    from edgemed.evaluation.stats import wilson_interval
 
     lo, hi = wilson_interval(k, n)
     assert lo == pytest.approx(low, abs=1e-9) and hi == pytest.approx(high, abs=1e-9)

@@ -102,8 +102,11 @@ class Predictor:
 
     def decide(self, logits: np.ndarray) -> dict:
         """Probabilities per class name and the decision at the contract's threshold."""
+        from edgemed.evaluation.sanity import check_outputs
+
         c = self.contract
-        p = c.probabilities(logits)[0]
+        # Never a decision from NaN/Inf or from the wrong number of outputs (one line, non-zero).
+        p = c.probabilities(check_outputs(c, logits, "the bundle's model"))[0]
         if c.task == "binary":
             probs = {c.class_names[0]: float(1.0 - p[0]), c.class_names[1]: float(p[0])}
             positive = bool(p[0] >= c.threshold)

@@ -222,9 +222,10 @@ class OpenVINOBackend(Backend):
             check_node_names(s.exclude_nodes, tuple(ops), self.name)
         control = None
         if req.options.get("accuracy_control"):
-            from edgemed.fallback import DEFAULT_MAX_AUC_DROP
+            from edgemed.evaluation.limits import METRICS
 
-            control = req.options.get("max_auc_drop", DEFAULT_MAX_AUC_DROP)
+            given = req.options.get("max_auc_drop")
+            control = METRICS["auc_drop"].default if given is None else given
         ignored = [ops[n] for n in s.exclude_nodes]
         return oq.int8_from_ov(model, req, s, ignored, control)
 

@@ -31,7 +31,7 @@ import numpy as np
 from edgemed.backends.quant import QuantSettings, calibration_info
 from edgemed.contract import Contract
 from edgemed.errors import InputError
-from edgemed.metrics import auc
+from edgemed.evaluation.metrics import auc
 
 METHODS = ("minmax", "percentile")
 GRANULARITIES = ("per-channel", "per-tensor")

@@ -24,6 +24,8 @@ PIPELINE_OPTIONS = frozenset(
         "accuracy_control",
         "max_auc_drop",
         "max_flip_rate",
+        "max_sens_drop",
+        "max_spec_drop",
         "max_float_layers",
     }
 )

@@ -27,6 +27,7 @@ from edgemed.bundle import (
 )
 from edgemed.bundle.gate import REPORT_HTML, RESULTS_NAME, GateDecision, release_gate
 from edgemed.errors import InputError
+from edgemed.evaluation.limits import Limits
 from edgemed.fileio import refuse_existing, sha256_bytes
 
 MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
@@ -40,7 +41,7 @@ class BundleRequest:
     report: Path
     key: Path
     out: Path
-    limits: dict
+    limits: Limits
     override_reason: str | None = None
     force: bool = False
     modalities: tuple[str, ...] = ()

@@ -2,29 +2,25 @@
 
 Evidence = an `edgemed bench` report (DIR/results.json, format edgemed-bench/1) holding at least one
 `ok` row whose `artifact_manifest_sha256` is the SHA-256 of this artifact's manifest.json bytes.
-Each drift number is taken as the worst over those rows and compared with its limit. A missing or
+Every such row is checked with the evaluation core's `verdict` against the limits in force (by
+default drift ceilings plus a reference better than chance); a check fails if any row fails it. A missing or
 unreadable report is always refused (there is nothing to put in the bundle); failed checks are
 refused unless the publisher overrides with a reason, which is then signed into the manifest.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgemed.errors import DriftError, InputError
+from edgemed.evaluation.drift import Drift
+from edgemed.evaluation.limits import BUNDLE_DEFAULTS, Limits, limits_from, verdict
 from edgemed.fileio import read_json, sha256_file
 
 BENCH_FORMAT = "edgemed-bench/1"
 RESULTS_NAME = "results.json"
 REPORT_HTML = "report.html"
-# metric key in the bench row's drift block -> (default limit, words)
-METRICS = {
-    "auc_drop": (0.005, "AUC drop"),
-    "flip_rate": (0.01, "decision flip rate"),
-    "sens_drop": (0.02, "sensitivity drop"),
-}
 
 
 @dataclass(frozen=True)
@@ -63,19 +59,9 @@ class GateDecision:
         }
 
 
-def gate_limits(
-    max_auc_drop: float | None, max_flip_rate: float | None, max_sens_drop: float | None
-) -> dict[str, float]:
-    """The limits in force: given values, else the defaults; negative or NaN limits are refused."""
-    given = {"auc_drop": max_auc_drop, "flip_rate": max_flip_rate, "sens_drop": max_sens_drop}
-    limits = {}
-    for key, value in given.items():
-        limit = METRICS[key][0] if value is None else float(value)
-        if not math.isfinite(limit) or limit < 0:
-            flag = f"--max-{key.replace('_', '-')}"
-            raise InputError(f"{flag} must be a number >= 0, got {value}")
-        limits[key] = limit
-    return limits
+def gate_limits(given: dict[str, float | None]) -> Limits:
+    """The limits in force: given values over the bundle defaults (BUNDLE_DEFAULTS)."""
+    return limits_from(given, BUNDLE_DEFAULTS)
 
 
 def read_bench_report(report_dir: Path) -> dict:
@@ -98,7 +84,7 @@ def read_bench_report(report_dir: Path) -> dict:
 def release_gate(
     report_dir: Path,
     artifact_dir: Path,
-    limits: dict[str, float],
+    limits: Limits,
     override_reason: str | None,
 ) -> GateDecision:
     """Check the bench evidence for this artifact; refuse (DriftError/InputError) unless overridden."""
@@ -108,7 +94,7 @@ def release_gate(
     ok_rows = [r for r in rows if r.get("status") == "ok" and isinstance(r.get("drift"), dict)]
     checks = [_row_check(rows, ok_rows, manifest_sha)]
     if ok_rows:
-        checks += [_metric_check(key, ok_rows, limits[key]) for key in METRICS]
+        checks += [_metric_check(key, ok_rows, limit) for key, limit in limits.items]
     report = {
         "results_sha256": sha256_file(Path(report_dir) / RESULTS_NAME),
         "rows_used": [r.get("label") for r in ok_rows],
@@ -121,7 +107,7 @@ def release_gate(
     if failed and reason is None:
         _refuse(failed, artifact_dir, report_dir)
     decision = "overridden" if failed else "passed"
-    return GateDecision(decision, tuple(checks), dict(limits), reason, report)
+    return GateDecision(decision, tuple(checks), limits.to_dict(), reason, report)
 
 
 def _row_check(rows: list[dict], ok_rows: list[dict], manifest_sha: str) -> GateCheck:
@@ -138,14 +124,12 @@ def _row_check(rows: list[dict], ok_rows: list[dict], manifest_sha: str) -> Gate
 
 
 def _metric_check(key: str, ok_rows: list[dict], limit: float) -> GateCheck:
-    values = [r["drift"].get(key) for r in ok_rows]
-    words = METRICS[key][1]
-    if any(v is None for v in values):
-        return GateCheck(key, False, f"{key} ({words}) was not measured", None, limit)
-    worst = max(float(v) for v in values)
-    if worst > limit:
-        return GateCheck(key, False, f"{key} {worst:.4f} > limit {limit:g}", worst, limit)
-    return GateCheck(key, True, f"{key} {worst:.4f} <= {limit:g}", worst, limit)
+    """One limit over every ok row of this artifact: the worst row decides."""
+    one = Limits(((key, limit),))
+    checks = [verdict(one, Drift.from_dict(r["drift"])).checks[0] for r in ok_rows]
+    failed = [c for c in checks if not c.passed]
+    c = failed[0] if failed else checks[0]
+    return GateCheck(key, not failed, c.detail, c.value, limit)
 
 
 def _clean_reason(reason: str | None) -> str | None:

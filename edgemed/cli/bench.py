@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import force_option, out_option
+from edgemed.cli.options import force_option, limit_options, out_option
+from edgemed.evaluation.limits import BENCH_DEFAULTS
 
 
 @click.command()
@@ -28,13 +29,7 @@ from edgemed.cli.options import force_option, out_option
     "--seconds", type=float, default=3.0, show_default=True, help="Minimum timed seconds."
 )
 @click.option("--min-runs", type=int, default=100, show_default=True, help="Minimum timed runs.")
-@click.option("--max-auc-drop", type=float, help="Gate: fail when an AUC drop exceeds this.")
-@click.option(
-    "--max-flip-rate", type=float, help="Gate: fail when a decision flip rate exceeds this."
-)
-@click.option(
-    "--max-sens-drop", type=float, help="Gate: fail when a sensitivity drop exceeds this."
-)
+@limit_options(BENCH_DEFAULTS)
 @click.option(
     "--include-reference",
     is_flag=True,
@@ -53,9 +48,7 @@ def bench(
     timeout,
     seconds,
     min_runs,
-    max_auc_drop,
-    max_flip_rate,
-    max_sens_drop,
+    limits_given,
     include_reference,
     resume,
     retry_failed,
@@ -77,9 +70,7 @@ def bench(
         threads=threads,
         batch=batch,
         timeout=timeout,
-        max_auc_drop=max_auc_drop,
-        max_flip_rate=max_flip_rate,
-        max_sens_drop=max_sens_drop,
+        limits_given=tuple(limits_given.items()),
         resume=resume,
         force=force,
         retry_failed=retry_failed,

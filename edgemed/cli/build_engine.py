@@ -35,16 +35,12 @@ from edgemed.cli.options import force_option
 @click.option(
     "--max-auc-drop",
     type=float,
-    default=0.005,
-    show_default=True,
-    help="Drift budget on the shipped validation images: AUC drop vs FP32.",
+    help="Drift budget on the shipped validation images: AUC drop vs FP32 (default 0.005).",
 )
 @click.option(
     "--max-flip-rate",
     type=float,
-    default=0.01,
-    show_default=True,
-    help="Drift budget: decision flip rate vs FP32.",
+    help="Drift budget: decisive decision flip rate vs FP32 (default 0.01).",
 )
 @click.option(
     "--out",

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import force_option
+from edgemed.cli.options import force_option, limit_options
+from edgemed.evaluation.limits import BUNDLE_DEFAULTS
 
 
 @click.command()
@@ -31,9 +32,7 @@ def keygen(out, force) -> None:
 @click.option("--report", required=True, type=click.Path(), help="Bench dir from `edgemed bench`.")
 @click.option("--key", required=True, type=click.Path(), help="Private key (KEYDIR/edgemed.key).")
 @click.option("--out", "out", required=True, type=click.Path(), help="Bundle file to write.")
-@click.option("--max-auc-drop", type=float, help="Gate: max AUC drop vs FP32 (default 0.005).")
-@click.option("--max-flip-rate", type=float, help="Gate: max decision flip rate (default 0.01).")
-@click.option("--max-sens-drop", type=float, help="Gate: max sensitivity drop (default 0.02).")
+@limit_options(BUNDLE_DEFAULTS)
 @click.option(
     "--override-gate",
     "override_reason",
@@ -54,9 +53,7 @@ def bundle(
     report,
     key,
     out,
-    max_auc_drop,
-    max_flip_rate,
-    max_sens_drop,
+    limits_given,
     override_reason,
     modalities,
     description,
@@ -71,7 +68,7 @@ def bundle(
         report=Path(report),
         key=Path(key),
         out=Path(out),
-        limits=gate_limits(max_auc_drop, max_flip_rate, max_sens_drop),
+        limits=gate_limits(limits_given),
         override_reason=override_reason,
         force=force,
         modalities=tuple(modalities),
@@ -111,8 +108,8 @@ def verify(bundle_path, pubkey) -> None:
 def predict(bundle_path, images, pubkey, threads) -> None:
     """Verify BUNDLE, then print one JSON object per IMAGE (PNG, JPEG or DICOM).
 
-    Every image is read and checked before any result is printed, so a bad image fails the whole
-    call without partial output."""
+    Every image is read, checked and run before any result is printed, so a bad image (or a
+    non-finite model output) fails the whole call without partial output."""
     import time
 
     from edgemed.appliance import load, result_line
@@ -122,6 +119,9 @@ def predict(bundle_path, images, pubkey, threads) -> None:
         for path in images:
             t0 = time.perf_counter()
             prepared.append((path, predictor.prepare(path), time.perf_counter() - t0))
+        results = []
         for path, image, read_s in prepared:
             t1 = time.perf_counter() - read_s
-            click.echo(result_line(predictor.predict_image(image, str(path), t1)))
+            results.append(result_line(predictor.predict_image(image, str(path), t1)))
+        for line in results:
+            click.echo(line)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import force_option, model_arg_option, out_option
+from edgemed.cli.options import force_option, limit_options, model_arg_option, out_option
+from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS, METRICS
 
 
 @click.command()
@@ -72,14 +73,7 @@ from edgemed.cli.options import force_option, model_arg_option, out_option
     default=None,
     help="Keep the most sensitive layers in float until the drift budget holds.",
 )
-@click.option(
-    "--max-auc-drop",
-    type=float,
-    help="Drift budget: AUC drop vs FP32 on validation (default 0.005).",
-)
-@click.option(
-    "--max-flip-rate", type=float, help="Drift budget: decision flip rate vs FP32 (default 0.01)."
-)
+@limit_options(EXPORT_DEFAULTS, keys=EXPORT_LIMITS)
 @click.option(
     "--max-float-layers",
     type=int,
@@ -112,8 +106,7 @@ def export(
     granularity,
     quant_mode,
     accuracy_control,
-    max_auc_drop,
-    max_flip_rate,
+    limits_given,
     max_float_layers,
     backend_options,
     out,
@@ -130,8 +123,7 @@ def export(
         "granularity": granularity,
         "quant_mode": quant_mode,
         "accuracy_control": accuracy_control,
-        "max_auc_drop": max_auc_drop,
-        "max_flip_rate": max_flip_rate,
+        **{METRICS[k].flag[2:].replace("-", "_"): v for k, v in limits_given.items()},
         "max_float_layers": max_float_layers,
     }
     options = {k: v for k, v in given.items() if v is not None}
@@ -160,16 +152,17 @@ def export_summary(m: dict, out) -> str:
     size = sum(f["bytes"] for name, f in m["files"].items() if not name.endswith(".json"))
     parts = [f"exported {m['target']} {m['precision']} ({size / 1024:.0f} KiB) -> {out}"]
     if m.get("parity"):
+        p = m["parity"]
         parts.append(
-            f"parity vs torch: max |dp| {m['parity']['max_abs_dp']:.1e}, {m['parity']['flips']} flips / {m['parity']['n']}"
+            f"parity vs {p.get('against', 'torch')}: max |dp| {p['max_abs_dp']:.1e}, "
+            f"{p['flips']} flips / {p['n']}"
         )
     d = m.get("drift")
     if d:
         auc = f", AUC drop {d['auc_drop']:+.4f}" if d.get("auc_drop") is not None else ""
         sim = f" (simulated: {d['simulated']})" if d.get("simulated") else ""
-        parts.append(
-            f"drift vs FP32{sim}: max |dp| {d['max_abs_dp']:.1e}, flip rate {d['flip_rate']:.2%}{auc}"
-        )
+        flips = f"flips {d['flips']}/{d['n']} ({d.get('decisive_flips', d['flips'])} decisive)"
+        parts.append(f"drift vs FP32{sim}: max |dp| {d['max_abs_dp']:.1e}, {flips}{auc}")
     # e.g. TensorRT: the engine is built on the target device
     step = (m.get("backend") or {}).get("next_step")
     if step:

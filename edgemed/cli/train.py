@@ -100,6 +100,15 @@ def train(
     result = run_train(cfg)
     write_training_dir(result, cfg.model, Path(out), force)
     click.echo(summary_line(result.card, out))
+    v = result.card.get("validation") or {}
+    if v.get("better_than_chance") is False:
+        lo, hi = v["auc_ci95"]
+        click.echo(
+            f"edgemed: WARNING: this model is NOT better than chance on validation (AUC "
+            f"{v['auc']:.3f}, 95% CI {lo:.3f}-{hi:.3f}); the card records it and `edgemed bundle` "
+            "will refuse it: train longer, lower the learning rate or check the data",
+            err=True,
+        )
     dup = result.card["data"].get("duplicates")
     if dup:
         click.echo(

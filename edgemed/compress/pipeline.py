@@ -12,8 +12,8 @@ from edgemed.compress.request import CompressRequest, check_request
 from edgemed.contract import Contract
 from edgemed.data import Dataset, load_dataset, split_kwargs
 from edgemed.errors import InputError
+from edgemed.evaluation.metrics import youden_threshold
 from edgemed.fileio import refuse_existing, staged_dir, write_json_atomic
-from edgemed.metrics import youden_threshold
 from edgemed.models import ModelSpec
 from edgemed.models.source import LoadedModel, load_model_source
 from edgemed.provenance import provenance

@@ -12,12 +12,14 @@ COLUMNS = (
     "config",
     "status",
     "AUC",
-    "dAUC",
-    "dAUC 95% CI",
+    "AUC drop",
+    "AUC drop 95% CI",
     "DeLong p",
-    "flips(near)",
+    "flips b/d",
     "sens",
-    "dSens",
+    "sens drop",
+    "spec",
+    "spec drop",
     "ECE",
     "p50 ms",
     "p90 ms",
@@ -25,6 +27,12 @@ COLUMNS = (
     "load ms",
     "dRSS MB",
     "size KB",
+)
+# What the columns mean, printed under the table (AUC drop: positive = worse than FP32).
+LEGEND = (
+    "AUC drop = FP32 reference AUC - this AUC (positive = worse); flips b/d = decisions changed "
+    "vs FP32, borderline (FP32 within the band of the threshold) / decisive; =ref: the artifact "
+    "is its own reference (an FP32 export of a source ONNX), so there is no drift to show"
 )
 
 
@@ -36,7 +44,10 @@ def row_cells(row: dict) -> list[str]:
     """One table row as strings (dashes where a number does not apply or was not measured)."""
     d, lat, mem = row.get("drift") or {}, row.get("latency") or {}, row.get("memory") or {}
     ci = d.get("auc_drop_ci95")
-    flips = f"{d['flips']}({d['flips_near_threshold']})" if d else "-"
+    flips = f"{d['borderline_flips']}/{d['decisive_flips']}" if d else "-"
+    if row.get("reference_is_self"):  # compared with itself: 0 by construction, not measured
+        d = {k: v for k, v in d.items() if k in ("auc_candidate", "sensitivity", "specificity")}
+        ci, flips = None, "=ref"
     return [
         row["label"],
         row["status"],
@@ -47,6 +58,8 @@ def row_cells(row: dict) -> list[str]:
         flips,
         _f(d.get("sensitivity"), ".3f"),
         _f(d.get("sens_drop"), "+.3f"),
+        _f(d.get("specificity"), ".3f"),
+        _f(d.get("spec_drop"), "+.3f"),
         _f(d.get("ece"), ".3f"),
         _f(lat.get("median_ms"), ".3f"),
         _f(lat.get("p90_ms"), ".3f"),
@@ -79,7 +92,7 @@ def _head(results: dict) -> str:
         f"{dev['cpu']['model']} ({dev['cores']} cores; {' '.join(dev['cpu']['flags'])}); load average "
         f"{_load(dev.get('load_average_start'))} -> {_load(dev.get('load_average_end'))}\n"
         f"data {data['path']} [{data['split']}, n={data['n']}]; batch {s['batch']}, "
-        f"{s['threads']} thread(s); drift vs FP32 reference; flips(near) = flips within 0.05 of the threshold"
+        f"{s['threads']} thread(s); drift vs FP32 reference\n{LEGEND}"
     )
 
 
@@ -223,7 +236,7 @@ def _blocks(row: dict) -> list[tuple[str, dict]]:
     d = row["drift"]
     if d.get("per_label"):
         return [(f"{row['label']} / {p['label']}", p) for p in d["per_label"]]
-    return [(row["label"], d)]
+    return [(row["label"], {**d, **(d.get("details") or {})})]
 
 
 def reliability_svgs(rows: list[dict]) -> list[str]:

@@ -61,7 +61,7 @@ class BackendTemplate:
         from edgemed.artifact import load_artifact, open_runner
         from edgemed.backends import run_batches
         from edgemed.data import load_dataset
-        from edgemed.harness.drift import drift_from_logits
+        from edgemed.evaluation.drift import drift_from_logits
         from edgemed.models.source import load_model_source
         from edgemed.training import predict_logits
 

@@ -33,8 +33,8 @@ def test_every_backend_runs_in_one_environment(cxr_model, tmp_path):
     from edgemed.artifact import load_artifact, open_runner
     from edgemed.backends import get_backend, run_batches
     from edgemed.data import load_dataset
+    from edgemed.evaluation.drift import drift_from_logits
     from edgemed.export import ExportRequest, run_export
-    from edgemed.harness.drift import drift_from_logits
     from edgemed.models.source import load_model_source
     from edgemed.training import predict_logits
 

@@ -153,7 +153,7 @@ def test_simulated_int8_drift_meets_budget(int8_artifact, cxr_model, test_split)
     """Recorded drift (validation split) and a fresh run on the test split, both ORT on CPU."""
     from edgemed.backends import run_batches
     from edgemed.backends.tensorrt import TensorRTBackend
-    from edgemed.harness.drift import drift_from_logits
+    from edgemed.evaluation.drift import drift_from_logits
 
     m = _manifest(int8_artifact)
     d = m["drift"]
@@ -349,7 +349,7 @@ def test_engine_builds_runs_and_meets_budget(
 ):
     from edgemed.artifact import load_artifact, open_runner
     from edgemed.backends import run_batches
-    from edgemed.harness.drift import drift_from_logits
+    from edgemed.evaluation.drift import drift_from_logits
 
     art = int8_artifact if precision == "int8" else fp32_artifact
     _build(art, tmp_path / "engine", "--precision", precision)

@@ -55,7 +55,7 @@ class TestTFLite(BackendTemplate):
     ):
         from edgemed.contract import Contract
         from edgemed.data import load_dataset
-        from edgemed.harness.drift import drift_from_logits
+        from edgemed.evaluation.drift import drift_from_logits
         from edgemed.models.source import load_model_source
         from edgemed.training import predict_logits
 

@@ -6,6 +6,7 @@
 - `paired_bootstrap_auc_diff_ci`: percentile CI of AUC(reference) - AUC(candidate), resampling
   the same images for both (stratified by class so every draw has both classes).
 - `expected_calibration_error`, `reliability_bins`, `operating_point`.
+- `wilson_interval` (a flip rate's CI), `mcnemar_exact` (paired decisions), `normal_ci`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from edgemed.metrics import _midranks
+from edgemed.evaluation.metrics import _midranks
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,9 @@ class OperatingPoint:
     def specificity(self) -> float | None:
         return self.tn / (self.tn + self.fp) if self.tn + self.fp else None
 
+    def confusion(self) -> dict:
+        return {"tp": self.tp, "fp": self.fp, "tn": self.tn, "fn": self.fn}
+
 
 def operating_point(labels: np.ndarray, decisions: np.ndarray) -> OperatingPoint:
     """Confusion counts of boolean decisions against 0/1 labels."""
@@ -195,3 +199,43 @@ def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     center = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
     return max(0.0, center - half), min(1.0, center + half)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p: b and c are the discordant pairs (one right, the other wrong)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+    return float(min(1.0, 2.0 * tail))
+
+
+def normal_ci(value: float, var: float, z: float = 1.959964) -> tuple[float, float]:
+    """value +- z * sqrt(var), clipped to [0, 1] (an AUC's DeLong interval)."""
+    half = z * math.sqrt(max(var, 0.0))
+    return max(0.0, value - half), min(1.0, value + half)
+
+
+def decisive_auc_drop(labels: np.ndarray, ref: np.ndarray, cand: np.ndarray, band: float) -> float:
+    """The part of AUC(ref) - AUC(cand) made by (positive, negative) pairs whose reference scores
+    differ by more than `band`: a re-ordering of two images the reference itself scored within
+    the band of each other is numerical noise, like a flip inside the borderline band.
+
+    The full drop (mid-ranks) minus the near pairs' share; near pairs are found by a sorted window,
+    so this is O(n log n + near pairs), not O(positives x negatives)."""
+    y = np.asarray(labels).astype(bool).reshape(-1)
+    r, c = np.asarray(ref, np.float64).reshape(-1), np.asarray(cand, np.float64).reshape(-1)
+    full = _auc(y, r) - _auc(y, c)
+    rp, cp = r[y], c[y]
+    order = np.argsort(r[~y], kind="stable")
+    rn, cn = r[~y][order], c[~y][order]
+    lo = np.searchsorted(rn, rp - band, side="left")
+    hi = np.searchsorted(rn, rp + band, side="right")
+    counts = hi - lo
+    if counts.sum() == 0:
+        return float(full)
+    pos = np.repeat(np.arange(len(rp)), counts)
+    neg = np.repeat(lo - np.r_[0, np.cumsum(counts)[:-1]], counts) + np.arange(counts.sum())
+    near = (np.sign(rp[pos] - rn[neg]) - np.sign(cp[pos] - cn[neg])).sum() / 2.0
+    return float(full - near / (len(rp) * len(rn)))
