@@ -118,16 +118,15 @@ def export(model_dir: Path, target: str, precision: str, out: Path, opts: dict, 
 def over_default_budget(manifest: dict) -> str:
     """'' when the validation drift fits the default budget, else what exceeds it."""
     from edgemed.evaluation.drift import Drift
-    from edgemed.fallback import Budget
+    from edgemed.fallback import budget_from_options
 
     if manifest["precision"] == "fp32" or not manifest.get("drift"):
         return ""
-    fields = Drift.__dataclass_fields__
-    d = Drift(**{k: v for k, v in manifest["drift"].items() if k in fields})
-    if Budget().holds(d):
-        return ""
+    v = budget_from_options({}, manifest["precision"]).verdict(Drift.from_dict(manifest["drift"]))
     return (
-        f"over the default budget on validation (AUC drop {d.auc_drop:+.4f}, flips {d.flips}/{d.n})"
+        ""
+        if v.passed
+        else "over the default budget on validation: " + "; ".join(c.detail for c in v.failed)
     )
 
 
