@@ -145,7 +145,9 @@ class TensorRTBackend(Backend):
         model, mags = onnx.load(str(req.onnx_path)), self._magnitudes[key]
         kept = fp16.nodes_to_keep_fp32(model, mags, th)
         if any(not k.node for k in kept):
-            raise InputError("a node that must stay FP32 has no name; re-export the ONNX with names")
+            raise InputError(
+                "a node that must stay FP32 has no name; re-export the ONNX with names"
+            )
         keep = tuple(dict.fromkeys([*(k.node for k in kept), *s.exclude_nodes]))
         info = fp16.mixed_fp16_onnx(req.onnx_path, target, keep)
         ensure_contract(target, req.contract)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from edgemed.errors import InputError
@@ -219,9 +218,3 @@ def inspect_engine(engine: bytes, input_name: str, shape: tuple[int, ...], dla: 
     inspector.execution_context = context
     return json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
 
-
-def write_inspection(path: Path, info: dict) -> None:
-    """Keep the inspector's JSON next to the engine (evidence of what each layer runs in)."""
-    from edgemed.fileio import write_json_atomic
-
-    write_json_atomic(path, info)
