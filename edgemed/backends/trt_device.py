@@ -169,4 +169,3 @@ def check_dla_request(dla_core: int | None, here: DeviceIdentity, precision: str
         raise InputError(
             "DLA runs FP16 and INT8 only; build with --precision fp16 or int8, or drop --dla-core"
         )
-

@@ -217,4 +217,3 @@ def inspect_engine(engine: bytes, input_name: str, shape: tuple[int, ...], dla: 
     inspector = cuda_engine.create_engine_inspector()
     inspector.execution_context = context
     return json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-
