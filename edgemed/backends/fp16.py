@@ -25,7 +25,10 @@ from edgemed.provenance import package_version
 
 FP16_MAX = 65504.0
 # Backend --option keys (TensorRT) and the precisions they apply to.
-THRESHOLD_OPTIONS = {"fp16_data_max": ("fp16",), "fp16_init_max": ("fp16",)}
+THRESHOLD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "fp16_data_max": ("fp16",),
+    "fp16_init_max": ("fp16",),
+}
 
 
 @dataclass(frozen=True)
