@@ -122,6 +122,7 @@ def mixed_fp16_onnx(src: Path, dst: Path, keep: tuple[str, ...]) -> dict:
         node_block_list=list(keep) or None,
         max_finite_val=FP16_MAX,  # the default (1e4) would clip weights silently
     )
+    dropped = drop_fp16_round_trips(model)
     counts = precision_counts(model)
     if counts["fp16_initializers"] == 0:
         raise InputError(
@@ -134,8 +135,40 @@ def mixed_fp16_onnx(src: Path, dst: Path, keep: tuple[str, ...]) -> dict:
         "converter": "onnxconverter-common float16.convert_float_to_float16",
         "converter_version": package_version("onnxconverter-common"),
         "keep_io_types": True,
+        "fp16_round_trips_removed": dropped,
         **counts,
     }
+
+
+def drop_fp16_round_trips(model) -> int:
+    """Remove FP32 -> FP16 -> FP32 Cast pairs between two FP32 nodes; returns how many.
+
+    onnxconverter-common casts the output of every blocked node to FP16 and back to FP32 at the
+    next blocked node, so a value kept FP32 *because* it exceeds 65504 still passes through FP16
+    and becomes Inf (measured on a model with 1e5 activations: every output Inf).
+    """
+    from onnx import TensorProto
+
+    nodes = list(model.graph.node)
+    to = {id(n): next((a.i for a in n.attribute if a.name == "to"), None) for n in nodes}
+    producer = {o: n for n in nodes for o in n.output}
+    outputs = {o.name for o in model.graph.output}
+    rename: dict[str, str] = {}
+    for b in nodes:
+        a = producer.get(b.input[0]) if b.op_type == "Cast" and b.input else None
+        if (a is not None and a.op_type == "Cast" and to[id(b)] == TensorProto.FLOAT
+                and to[id(a)] == TensorProto.FLOAT16 and b.output[0] not in outputs):  # fmt: skip
+            rename[b.output[0]] = a.input[0]  # B's readers read A's FP32 input instead
+    if not rename:
+        return 0
+    for n in nodes:
+        n.input[:] = [rename.get(i, i) for i in n.input]
+    keep = [n for n in nodes if not (n.op_type == "Cast" and n.output[0] in rename)]
+    used = {i for n in keep for i in n.input} | outputs
+    keep = [n for n in keep if n.op_type != "Cast" or n.output[0] in used]  # unread FP16 casts
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    return len(rename)
 
 
 def precision_counts(model) -> dict:
@@ -150,6 +183,26 @@ def precision_counts(model) -> dict:
         "fp32_initializers": sum(i.data_type == TensorProto.FLOAT for i in model.graph.initializer),
         "casts": sum(n.op_type == "Cast" for n in model.graph.node),
     }
+
+
+@dataclass(frozen=True)
+class _Images:
+    """Validation images in the shape `activation_magnitudes` reads calibration images."""
+
+    images: np.ndarray
+
+    def batches(self, contract: Contract, batch: int = 32):
+        for i in range(0, len(self.images), batch):
+            yield contract.normalize(self.images[i : i + batch])
+
+
+def overflowing_nodes(onnx_path: Path, contract: Contract, images: np.ndarray) -> list[str]:
+    """Nodes of an FP32 ONNX whose values on `images` leave FP16's range (for the error message)."""
+    import onnx
+
+    mags = activation_magnitudes(onnx_path, _Images(images), contract)
+    limit = Fp16Thresholds(FP16_MAX, FP16_MAX)
+    return [k.node for k in nodes_to_keep_fp32(onnx.load(str(onnx_path)), mags, limit)]
 
 
 def refuse_nonfinite(runner, contract: Contract, validation, what: str, fix: str) -> None:
