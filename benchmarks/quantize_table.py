@@ -109,7 +109,9 @@ def export(model_dir: Path, target: str, precision: str, out: Path, opts: dict, 
     from edgemed.export import ExportRequest, run_export
 
     base = dict(model=str(model_dir), target=target, precision=precision, force=True)
-    if precision == "int8" and opts.get("quant_mode") != "dynamic":
+    static_int8 = precision == "int8" and opts.get("quant_mode") != "dynamic"
+    # TensorRT FP16 measures activation magnitudes on the calibration images too
+    if static_int8 or (precision == "fp16" and target == "tensorrt"):
         base["calib"] = str(REPO / "calibration" / run.recipe)
         opts = {**opts, "data_root": str(DATA)}
     return run_export(ExportRequest(out=out, options=opts, **base))

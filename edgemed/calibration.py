@@ -124,14 +124,26 @@ def recipe_from_arg(calib: str, options: dict) -> tuple[CalibrationRecipe, str |
 
 
 def calibration_for_export(
-    calib: str | None, precision: str, contract: Contract, card: dict | None, options: dict
+    calib: str | None,
+    precision: str,
+    contract: Contract,
+    card: dict | None,
+    options: dict,
+    fp16_calibration: bool = False,
 ) -> CalibrationSet | None:
-    """The calibration set an export needs: static INT8 only, and then `--calib` is required.
+    """The calibration set an export needs: static INT8, and FP16 where the backend measures
+    activation magnitudes (`fp16_calibration`, TensorRT); then `--calib` is required.
 
     Calibration flags given where nothing is calibrated (fp32, fp16, dynamic INT8) are refused.
     """
     static_int8 = precision == "int8" and options.get("quant_mode", "static") == "static"
-    if not static_int8:
+    if precision == "fp16" and fp16_calibration:
+        if not calib:
+            raise InputError(
+                "FP16 for this target keeps in FP32 the layers whose activations would overflow "
+                "FP16, measured on calibration images: pass --calib RECIPE.toml or DATA_PATH"
+            )
+    elif not static_int8:
         given = [f for f, v in (("--calib", calib), *_calib_flags(options)) if v is not None]
         if given:
             what = "dynamic INT8" if precision == "int8" else precision

@@ -13,17 +13,24 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from edgemed.artifact import Artifact, load_artifact, write_manifest
 from edgemed.errors import DriftError, InputError, UnavailableError
-from edgemed.fileio import refuse_existing, sha256_file, staged_dir, write_bytes_atomic
+from edgemed.fileio import (
+    refuse_existing,
+    sha256_file,
+    staged_dir,
+    write_bytes_atomic,
+    write_json_atomic,
+)
 from edgemed.profiles import Profile
 
 ENGINE_FILE = "model.engine"
+LAYERS_FILE = "engine-layers.json"  # the engine inspector's JSON (ProfilingVerbosity.DETAILED)
 DEFAULT_MAX_BATCH = 32
 
 
@@ -71,20 +78,25 @@ def tensorrt_artifact(path: Path) -> Artifact:
 
 
 def engine_precision(art: Artifact, profile: Profile, asked: str | None) -> str:
-    """The artifact's precision, or FP16 from an FP32/FP16 ONNX; INT8 only from the Q/DQ ONNX."""
+    """The artifact's precision: an engine is built, and checked, in what the artifact says."""
     precision = asked or art.precision
     profile.allow(precision)
-    if art.precision == "int8" and precision != "int8":
+    if precision == art.precision:
+        return precision
+    if art.precision == "int8":
         raise InputError(
             f"{art.path} holds an INT8 Q/DQ ONNX; build --precision int8, or build {precision} "
             f"from an artifact exported with --precision {precision}"
         )
-    if precision == "int8" and art.precision != "int8":
+    if precision == "int8":
         raise InputError(
             "INT8 engines are built from the calibrated Q/DQ ONNX: export with --precision int8 "
             "--calib ... and build that artifact"
         )
-    return precision
+    raise InputError(
+        f"{art.path} is a {art.precision} artifact; a {precision} engine is built from an artifact "
+        f"exported with --precision {precision} (its drift was checked at that precision)"
+    )
 
 
 def engine_plan(req: BuildEngineRequest, art: Artifact, profile: Profile, precision: str):
@@ -137,12 +149,8 @@ def check_target_gpu(profile: Profile, here) -> None:
 
 def build_engine(req: BuildEngineRequest) -> dict:
     """Build, check and write one engine artifact; returns its manifest."""
-    from edgemed.backends.trt_device import (
-        check_dla_request,
-        check_trt_precision,
-        device_identity,
-        tensorrt_unavailable,
-    )
+    from edgemed.backends.trt_device import check_dla_request, device_identity, tensorrt_unavailable
+    from edgemed.backends.trt_precision import build_path
 
     art = tensorrt_artifact(req.artifact)
     profile = profile_from_manifest(art.manifest["profile"])
@@ -155,40 +163,50 @@ def build_engine(req: BuildEngineRequest) -> dict:
     here = device_identity()
     check_target_gpu(profile, here)
     check_dla_request(plan.dla_core, here, precision)
-    check_trt_precision(precision, here)
+    profile.allow_tensorrt(here.tensorrt)
+    path = build_path(art.manifest, precision, here.tensorrt)
     cache = req.timing_cache or (default_timing_cache(here) if profile.timing_cache else None)
-    return _build_and_write(req, art, profile, plan, cache, here, out)
-
-
-def _build_and_write(req, art, profile, plan, cache, here, out: Path) -> dict:
-    from dataclasses import replace
-
-    from edgemed.backends.trt_engine import engine_from_onnx
-    from edgemed.progress import Progress
-
-    bar = Progress(3, "build-engine")
     if cache:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
     plan = replace(plan, timing_cache=Path(cache) if cache else None)
-    bar.note(f"building {plan.precision} engine on {here.gpu_name} (TensorRT {here.tensorrt})")
+    return _build_and_write(req, art, profile, plan, path, here, out)
+
+
+def _build_and_write(req, art, profile, plan, path, here, out: Path) -> dict:
+    from edgemed.backends.trt_engine import engine_from_onnx
+    from edgemed.backends.trt_precision import check_engine_precision, inspect_engine
+    from edgemed.progress import Progress
+
+    bar = Progress(3, "build-engine")
+    bar.note(f"building {plan.precision} engine on {here.gpu_name} (TensorRT {here.tensorrt}, "
+             f"{path.how})")  # fmt: skip
     t0 = time.perf_counter()
-    engine = engine_from_onnx(art.model_file, plan)
+    engine = engine_from_onnx(art.path / path.onnx_file, plan, path)
     build_s = time.perf_counter() - t0
+    layers = inspect_engine(engine, plan.input_name, plan.sample_shape, plan.dla_core)
+    checked = check_engine_precision(layers, plan.precision, _fp32_nodes(art))
     bar.advance(1)
     bar.note("running the shipped validation images")
     drift, memory = _device_drift(engine, plan, art, req)
     bar.advance(1)
+    facts = {"build_s": build_s, "path": path, "layers": checked}
     with staged_dir(out, req.force) as tmp:
         write_bytes_atomic(tmp / ENGINE_FILE, engine)
+        write_json_atomic(tmp / LAYERS_FILE, layers)
         for key in ("inputs", "labels", "logits"):
             shutil.copyfile(
                 art.path / art.manifest["reference"][key], tmp / art.manifest["reference"][key]
             )
-        manifest = _engine_manifest(req, art, profile, plan, here, build_s, drift, memory)
+        manifest = _engine_manifest(req, art, profile, plan, here, facts, drift, memory)
         written = write_manifest(tmp, manifest)
     bar.advance(1)
     bar.close()
     return written
+
+
+def _fp32_nodes(art: Artifact) -> tuple[str, ...]:
+    """The nodes the FP16 export kept in FP32 (an FP16 engine must not run them in FP16)."""
+    return tuple(((art.manifest.get("backend") or {}).get("fp16") or {}).get("fp32_nodes") or ())
 
 
 def _device_drift(engine: bytes, plan, art: Artifact, req: BuildEngineRequest):
@@ -243,10 +261,11 @@ def _memory_sampler():
         return _NoSampler()
 
 
-def _engine_manifest(req, art, profile, plan, here, build_s, drift, memory) -> dict:
+def _engine_manifest(req, art, profile, plan, here, facts: dict, drift, memory) -> dict:
     from edgemed.provenance import provenance
 
-    onnx_sha = sha256_file(art.model_file)
+    path = facts["path"]
+    onnx_sha = sha256_file(art.path / path.onnx_file)
     return {
         "runtime": "tensorrt",
         "runtime_package": "tensorrt",
@@ -259,8 +278,15 @@ def _engine_manifest(req, art, profile, plan, here, build_s, drift, memory) -> d
         "engine": {
             **here.to_dict(),
             **plan.to_dict(),
-            "build_seconds": round(build_s, 3),
-            "built_from": {"artifact": str(art.path), "onnx_sha256": onnx_sha},
+            "build_seconds": round(facts["build_s"], 3),
+            "built_from": {
+                "artifact": str(art.path),
+                "onnx_file": path.onnx_file,
+                "onnx_sha256": onnx_sha,
+            },
+            "build_path": {"tensorrt_major": here.trt_major, **path.to_dict()},
+            # read back from the engine inspector and checked against the artifact's precision
+            "layer_precisions": {**facts["layers"], "inspector_json": LAYERS_FILE},
         },
         "reference": art.manifest["reference"],
         "drift": {**drift.to_dict(), "simulated": None, "measured_on": here.gpu_name},

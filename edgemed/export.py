@@ -170,7 +170,7 @@ def run_export(req: ExportRequest) -> dict:
             if ev
             else None
         )
-        calibration = _calibration(req, loaded)
+        calibration = _calibration(req, loaded, getattr(backend, "fp16_calibration", False))
         creq = ConvertRequest(
             onnx_path,
             loaded.contract,
@@ -218,12 +218,13 @@ def _maybe_simplify(onnx_path: Path, simplify: bool) -> dict | None:
     return simplify_onnx(onnx_path)
 
 
-def _calibration(req: ExportRequest, loaded: LoadedModel):
-    """Resolve `--calib` for static INT8 (never silently: INT8 without calibration is an error)."""
+def _calibration(req: ExportRequest, loaded: LoadedModel, fp16_calibration: bool = False):
+    """Resolve `--calib` for static INT8 (never silently: INT8 without calibration is an error),
+    and for FP16 where the backend measures activation magnitudes (TensorRT)."""
     from edgemed.calibration import calibration_for_export
 
     return calibration_for_export(
-        req.calib, req.precision, loaded.contract, loaded.card, req.options
+        req.calib, req.precision, loaded.contract, loaded.card, req.options, fp16_calibration
     )
 
 

@@ -21,6 +21,9 @@ else:  # pragma: no cover
 RUNTIMES = ("onnx", "openvino", "tflite", "tensorrt")
 DEVICES = ("cpu", "gpu", "jetson")
 PRECISIONS = ("fp32", "fp16", "int8")
+TENSORRT_MAJORS = (10, 11)
+# JetPack -> the TensorRT generation it ships (TensorRT 11 does not support JetPack).
+JETPACK_TENSORRT = {"6.1": 10, "6.2": 10}
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Profile:
     latency_budget_ms: float | None = None
     gpu_arch: str | None = None
     jetpack: str | None = None
+    tensorrt_major: tuple[int, ...] = ()  # TensorRT generations the target builds with
     path: str | None = None
     sha256: str | None = None
 
@@ -68,6 +72,50 @@ class Profile:
             raise InputError(f"profile {where}: workspace_mb must be >= 1")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"profile {where}: threads must be >= 1")
+        self._check_tensorrt(where)
+
+    def _check_tensorrt(self, where: str) -> None:
+        """tensorrt_major: 10 and/or 11 for tensorrt targets; a JetPack fixes it (6.1: 10.x)."""
+        if self.runtime != "tensorrt":
+            if self.tensorrt_major or self.jetpack:
+                raise InputError(f"profile {where}: tensorrt_major/jetpack apply only to tensorrt")
+            return
+        if self.jetpack is not None and self.jetpack not in JETPACK_TENSORRT:
+            raise InputError(
+                f"profile {where}: jetpack {self.jetpack!r} is not supported; known: "
+                f"{', '.join(JETPACK_TENSORRT)} (TensorRT 10.x)"
+            )
+        if isinstance(self.tensorrt_major, list):  # as recorded in a manifest
+            object.__setattr__(self, "tensorrt_major", tuple(self.tensorrt_major))
+        if not isinstance(self.tensorrt_major, tuple):
+            raise InputError(f"profile {where}: tensorrt_major must be a list such as [10, 11]")
+        jp = JETPACK_TENSORRT.get(self.jetpack or "")
+        default = (jp,) if jp else (10,) if self.device == "jetson" else TENSORRT_MAJORS
+        majors = tuple(self.tensorrt_major) or default
+        bad = [m for m in majors if m not in TENSORRT_MAJORS]
+        if bad or len(set(majors)) != len(majors):
+            raise InputError(
+                f"profile {where}: tensorrt_major must be distinct values from "
+                f"{list(TENSORRT_MAJORS)}, got {list(majors)}"
+            )
+        if self.device == "jetson" and majors != (jp or 10,):
+            raise InputError(
+                f"profile {where}: a Jetson with JetPack {self.jetpack or '6.x'} builds with "
+                f"TensorRT {jp or 10}.x (TensorRT 11 does not support JetPack); set "
+                f"tensorrt_major = [{jp or 10}]"
+            )
+        object.__setattr__(self, "tensorrt_major", majors)  # frozen: fill in the default once
+
+    def allow_tensorrt(self, version: str) -> None:
+        """Refuse building this target's engine with a TensorRT generation it does not name."""
+        major = int(version.split(".")[0])
+        if major not in self.tensorrt_major:
+            gens = " or ".join(f"{m}.x" for m in self.tensorrt_major)
+            raise InputError(
+                f"target {self.name} builds with TensorRT {gens}, but TensorRT {version} is "
+                f"installed here; build on the target's TensorRT (e.g. Dockerfile.jetson) or "
+                "export for a target that names this generation (tensorrt, desktop-rtx)"
+            )
 
     def to_dict(self) -> dict:
         return {
@@ -113,8 +161,9 @@ def load_profile(path: Path) -> Profile:
             f"profile {path} has unknown keys {unknown}; allowed: {', '.join(sorted(allowed))}"
         )
     data.setdefault("name", Path(path).stem)
-    if "precisions" in data:
-        data["precisions"] = tuple(data["precisions"])
+    for key in ("precisions", "tensorrt_major"):
+        if isinstance(data.get(key), list):
+            data[key] = tuple(data[key])
     try:
         return Profile(**data, path=str(Path(path).resolve()), sha256=sha256_file(Path(path)))
     except TypeError as exc:

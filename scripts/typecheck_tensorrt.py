@@ -1,18 +1,29 @@
-"""Type-check edgemed's TensorRT code against the real TensorRT Python API (stub files) with mypy.
+"""Type-check edgemed's TensorRT code against TensorRT 10.13's and TensorRT 11's Python API (mypy).
 
-TensorRT cannot be installed where edgemed is built (its PyPI packages are placeholders that
+Both generations must pass: JetPack 6 ships TensorRT 10.x, desktop installs get 11.x.
+
+TensorRT 10.13: TensorRT cannot be installed where edgemed is built (its PyPI packages are placeholders that
 download from NVIDIA's own index), and `pip install tensorrt-stubs` fails for the same reason: the
 stubs package requires `tensorrt==10.13.0.35`. So this script downloads the stubs wheel alone
 (`pip download --no-deps`), unpacks its .pyi files into a cache directory (nothing is installed),
 repairs the two syntax errors of the published stubs (4 parameters named `in`, a keyword, and a
-parameter without a default after defaulted ones; the file does not parse otherwise), and points mypy at them with MYPYPATH. A negative control (an attribute TensorRT does
-not have) must fail, proving the stubs are in use.
+parameter without a default after defaulted ones; the file does not parse otherwise), and points
+mypy at them with MYPYPATH. A negative control (an attribute TensorRT does not have) must fail,
+proving the stubs are in use.
 
-    python3 scripts/typecheck_tensorrt.py        # needs mypy (the dev extra) and PyPI access
+TensorRT 11: no stubs release exists, so the stub committed under typings/tensorrt11/ (written from
+NVIDIA's 11.4 API reference, without the APIs 11.x removed; see its README) is used; its negative
+controls are the made-up attribute and `BuilderFlag.FP16`, which TensorRT 11 removed.
+
+    python3 scripts/typecheck_tensorrt.py                  # both; 10.13 needs PyPI access
+    python3 scripts/typecheck_tensorrt.py --generation 11  # the committed stub only (offline)
+
+Exit status: 0 all passed, 1 type errors, 2 a negative control passed, 3 stubs not downloadable.
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import os
 import re
@@ -31,6 +42,8 @@ FILES = [
     "edgemed/backends/trt_device.py",
     "edgemed/backends/trt_engine.py",
     "edgemed/backends/trt_qdq.py",
+    "edgemed/backends/trt_precision.py",
+    "edgemed/backends/fp16.py",
     "edgemed/engine_build.py",
     "edgemed/harness/gpu_memory.py",
 ]
@@ -45,13 +58,17 @@ follow_imports = skip
 # The generated stubs shadow `bool` with TensorRT's DataType.BOOL and have other internal errors;
 # they are still used to check edgemed's calls.
 ignore_errors = True
-[mypy-polygraphy.*,pynvml.*,onnxruntime.*,tensorrt_libs.*]
+[mypy-polygraphy.*,pynvml.*,onnxruntime.*,tensorrt_libs.*,onnxconverter_common.*]
 ignore_missing_imports = True
 """
-NEGATIVE = "import tensorrt as trt\n\nflag = trt.BuilderFlag.NOT_A_REAL_FLAG\n"
+STUB_11 = REPO / "typings" / "tensorrt11"
+NEGATIVE = {  # generation -> attributes that must be type errors against its stubs
+    "10": ("NOT_A_REAL_FLAG",),
+    "11": ("NOT_A_REAL_FLAG", "FP16"),  # 11.x removed the FP16 builder flag
+}
 
 
-def stub_dir() -> Path:
+def stub_dir_10() -> Path:
     root = Path(os.environ.get("EDGEMED_CACHE") or Path.home() / ".cache" / "edgemed")
     d = root / STUBS.replace("==", "-")
     if (d / "tensorrt" / "__init__.pyi").is_file():
@@ -87,21 +104,39 @@ def mypy(paths: list[str], stubs: Path, config: Path) -> subprocess.CompletedPro
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
 
 
-def main() -> int:
-    stubs = stub_dir()
+def check(generation: str) -> int:
+    """mypy on FILES against one generation's stubs, after its negative controls fail as they must."""
+    if generation == "10":
+        try:
+            stubs, label = stub_dir_10(), STUBS
+        except (subprocess.CalledProcessError, StopIteration) as exc:
+            print(f"{STUBS}: could not download the stubs ({type(exc).__name__}); no PyPI here?")
+            return 3
+    else:
+        stubs, label = STUB_11, f"TensorRT 11 stub ({STUB_11.relative_to(REPO)})"
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "mypy.ini"
         config.write_text(CONFIG)
-        negative = Path(tmp) / "negative_control.py"
-        negative.write_text(NEGATIVE)
-        control = mypy([str(negative)], stubs, config)
-        if "NOT_A_REAL_FLAG" not in control.stdout:
-            print("negative control passed: the TensorRT stubs are not in use\n" + control.stdout)
-            return 2
+        for attr in NEGATIVE[generation]:
+            negative = Path(tmp) / f"negative_{attr.lower()}.py"
+            negative.write_text(f"import tensorrt as trt\n\nflag = trt.BuilderFlag.{attr}\n")
+            control = mypy([str(negative)], stubs, config)
+            if f'"{attr}"' not in control.stdout:
+                print(f"{label}: negative control trt.BuilderFlag.{attr} passed: stubs not in use")
+                print(control.stdout)
+                return 2
         result = mypy(FILES, stubs, config)
-    print(f"{STUBS}: mypy on {len(FILES)} files")
+    print(f"{label}: mypy on {len(FILES)} files")
     print(result.stdout.strip() or result.stderr.strip())
     return result.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--generation", choices=("10", "11", "all"), default="all")
+    args = ap.parse_args(argv)
+    gens = ("10", "11") if args.generation == "all" else (args.generation,)
+    return max(check(g) for g in gens)
 
 
 if __name__ == "__main__":

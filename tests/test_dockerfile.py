@@ -54,6 +54,13 @@ def test_base_image_is_a_named_jetpack_release():
     assert frm == ["nvcr.io/nvidia/l4t-jetpack:${L4T_JETPACK}"]
     assert re.fullmatch(r"r36\.\d+\.\d+", args["L4T_JETPACK"])  # JetPack 6 (L4T r36.x)
     assert "JetPack 6.1" in DOCKERFILE.read_text() and "TensorRT 10.3" in DOCKERFILE.read_text()
+    assert args["L4T_JETPACK"] == "r36.4.0"  # JetPack 6.1 (TensorRT 11 does not support JetPack)
+    from edgemed.profiles import resolve_target
+
+    for name in ("jetson-orin-nano", "jetson-agx-orin"):  # the profiles the image builds for
+        assert (
+            resolve_target(name).tensorrt_major == (10,) and resolve_target(name).jetpack == "6.1"
+        )
 
 
 def test_tensorrt_comes_from_the_image_and_extras_exist():

@@ -40,6 +40,20 @@ def test_device_profiles_say_what_the_hardware_has():
     assert resolve_target("x86-cpu").threads == 4
 
 
+def test_tensorrt_profiles_name_their_generation():
+    """Jetson: TensorRT 10.x from JetPack 6.1; desktop-rtx and the generic target: 10 or 11."""
+    for name in ("jetson-orin-nano", "jetson-agx-orin"):
+        p = resolve_target(name)
+        assert (p.jetpack, p.tensorrt_major) == ("6.1", (10,)), name
+    assert resolve_target("desktop-rtx").tensorrt_major == (10, 11)
+    assert resolve_target("tensorrt").tensorrt_major == (10, 11)
+    assert Profile(name="t", runtime="tensorrt", device="gpu").tensorrt_major == (10, 11)
+    assert Profile(name="j", runtime="tensorrt", device="jetson").tensorrt_major == (10,)
+    assert resolve_target("onnx").tensorrt_major == ()
+    d = resolve_target("desktop-rtx").to_dict()  # as recorded in a manifest, and read back
+    assert d["tensorrt_major"] == [10, 11] and Profile(**d).tensorrt_major == (10, 11)
+
+
 def test_runtime_name_and_path_resolve(tmp_path):
     assert resolve_target("tensorrt").runtime == "tensorrt"
     f = tmp_path / "box.toml"
@@ -64,6 +78,14 @@ def _profile(tmp_path: Path, text: str) -> Path:
         ('runtime = "tensorrt"\ndevice = "cpu"\n', "needs device 'gpu' or 'jetson'"),
         ('runtime = "onnx"\nprecisions = ["int4"]\n', "precisions must be"),
         ('runtime = "tensorrt"\ndevice = "gpu"\nworkspace_mb = 0\n', "workspace_mb must be"),
+        ('runtime = "onnx"\ntensorrt_major = [10]\n', "apply only to tensorrt"),
+        ('runtime = "tensorrt"\ndevice = "gpu"\ntensorrt_major = [9]\n', "distinct values from"),
+        ('runtime = "tensorrt"\ndevice = "gpu"\ntensorrt_major = 11\n', "must be a list"),
+        (
+            'runtime = "tensorrt"\ndevice = "jetson"\njetpack = "6.1"\ntensorrt_major = [11]\n',
+            "TensorRT 11 does not support JetPack",
+        ),
+        ('runtime = "tensorrt"\ndevice = "jetson"\njetpack = "5.1"\n', "jetpack '5.1' is not"),
         ("runtime = [", "not valid TOML"),
     ],
 )

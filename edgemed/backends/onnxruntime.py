@@ -20,6 +20,7 @@ from edgemed.backends.quant import (
     QuantSettings,
     calibration_info,
     check_node_names,
+    parse_node_list,
     quant_settings,
     write_calibration_manifest,
 )
@@ -186,12 +187,39 @@ class OnnxRuntimeBackend(Backend):
         else:
             info = self._static(req, target, s)
         oq.ensure_contract(target, req.contract)
+        if s.precision == "fp16":
+            self._refuse_overflow(req, target, info)
         files = [MODEL_FILE]
         if cal := write_calibration_manifest(out, req.calibration):
             files.append(cal)
         settings = {k: v for k, v in s.to_dict().items() if k != "exclude_nodes"}
         info = {"format": "onnx", **settings, **info, "excluded_nodes": list(s.exclude_nodes)}
         return Converted(tuple(files), MODEL_FILE, req.contract, info)
+
+    def _refuse_overflow(self, req: ConvertRequest, target: Path, info: dict) -> None:
+        """Refuse FP16 nodes whose values leave FP16's range on the validation images (measured
+        in FP32: ONNX Runtime's CPU provider computes many FP16 ops in FP32 and would hide it),
+        naming them; then refuse NaN/Inf outputs."""
+        from edgemed.backends.fp16 import FP16_MAX, overflowing_nodes, refuse_nonfinite
+        from edgemed.errors import DriftError
+
+        if req.validation is None:
+            return
+        blocked = {*parse_node_list(req.options.get("exclude_nodes")),
+                   *(k["node"] for k in info["kept_fp32"])}  # fmt: skip
+        found = overflowing_nodes(req.onnx_path, req.contract, req.validation.images)
+        nodes = [n for n in found if n not in blocked]
+        if nodes:
+            floatable = [n for n in nodes if n in set(self.quantizable_nodes(req))]
+            fix = f"keep them in float with --option exclude_nodes={','.join(floatable)}, or "
+            raise DriftError(
+                f"ONNX Runtime fp16: values at {len(nodes)} FP16 nodes ({', '.join(nodes[:3])}"
+                f"{' ...' if len(nodes) > 3 else ''}) exceed FP16's range (+-{FP16_MAX:g}) on the "
+                f"validation images; {fix if floatable else ''}export --precision fp32",
+                {"overflowing_nodes": nodes},
+            )
+        refuse_nonfinite(OnnxRuntimeRunner(target), req.contract, req.validation,
+                         "ONNX Runtime fp16", "export --precision fp32")  # fmt: skip
 
     def _static(self, req: ConvertRequest, target: Path, s: QuantSettings) -> dict:
         if req.calibration is None:

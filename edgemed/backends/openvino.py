@@ -199,6 +199,14 @@ class OpenVINOBackend(Backend):
             files.append(cal)
         with OpenVINORunner(xml, hint) as runner:  # compile once: proves it loads, reads precision
             executed = runner.info["execution_precision"]
+        if s.precision == "fp16":
+            from edgemed.backends.fp16 import refuse_nonfinite
+
+            refuse_nonfinite(
+                OpenVINORunner(xml, hint), req.contract, req.validation,
+                f"OpenVINO fp16 (executed in {executed})",
+                "drop --option inference_precision (f32 execution) or export fp32",
+            )  # fmt: skip
         settings = {k: v for k, v in s.to_dict().items() if k not in ("exclude_nodes", "extra")}
         info = {
             "format": "openvino-ir",

@@ -1,9 +1,11 @@
 """TensorRT backend: the TensorRT-ready artifact is made anywhere, the engine on the target.
 
-`convert` writes the ONNX that TensorRT builds from (FP32/FP16: the reference ONNX; INT8: a
-TensorRT-conformant Q/DQ ONNX calibrated on the user's images), the FP32 reference outputs on
-validation images and the target profile. Its drift is simulated here by running that ONNX in
-ONNX Runtime on the CPU and marked so in the manifest. `edgemed build-engine` builds the engine on
+`convert` writes the ONNX that TensorRT builds from (FP32: the reference ONNX; INT8: a
+TensorRT-conformant Q/DQ ONNX calibrated on the user's images; FP16: both the FP32 reference ONNX,
+for TensorRT 10's FP16 builder flag, and a mixed FP16/FP32 ONNX for TensorRT 11's strongly typed
+build, with the layers whose activations would overflow FP16 on the calibration images kept FP32),
+the FP32 reference outputs on validation images and the target profile. Its drift is simulated
+here by running the ONNX (FP16: the FP16 one) in ONNX Runtime on the CPU, marked so in the manifest. `edgemed build-engine` builds the engine on
 the device and re-checks the drift there; `open` runs such an engine (TensorRT + GPU only).
 """
 
@@ -29,6 +31,7 @@ from edgemed.fileio import write_json_atomic
 from edgemed.profiles import Profile
 
 MODEL_FILE = "model.onnx"
+FP16_MODEL_FILE = "model-fp16.onnx"  # strongly typed FP16 (TensorRT 11); model.onnx for 10.x
 PROFILE_FILE = "target-profile.json"
 REFERENCE_FILES = {
     "inputs": "reference_inputs.npy",
@@ -50,13 +53,16 @@ class TensorRTBackend(Backend):
     precisions = frozenset({"fp32", "fp16", "int8"})
     # The export pipeline measures drift of targets that are not this CPU through these:
     simulation = SIMULATED
-    simulated_precisions = ("fp32", "int8")  # ORT on CPU reproduces FP32 and Q/DQ INT8 math
+    # ORT on CPU reproduces FP32 and Q/DQ INT8 math, and FP16 rounding of weights and activations
+    simulated_precisions = ("fp32", "fp16", "int8")
+    fp16_calibration = True  # FP16 measures activation magnitudes on the calibration images
 
     def __init__(self) -> None:
         # Caches for the accuracy-aware fallback, which converts the same model many times.
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._pre: dict[str, Path] = {}
         self._ranges: dict[tuple, object] = {}
+        self._magnitudes: dict[tuple, dict[str, float]] = {}
 
     def available(self) -> str | None:
         from edgemed.backends.trt_device import tensorrt_unavailable
@@ -64,11 +70,13 @@ class TensorRTBackend(Backend):
         return tensorrt_unavailable()
 
     def settings(self, req: ConvertRequest) -> QuantSettings:
-        """Validated options: static INT8 only, per-channel weights, ORT's calibration methods."""
+        """Validated options: static INT8 only, per-channel weights, ORT's calibration methods;
+        FP16: the thresholds above which a layer stays FP32 (`fp16_data_max`, `fp16_init_max`)."""
+        from edgemed.backends.fp16 import THRESHOLD_OPTIONS, fp16_thresholds
         from edgemed.backends.trt_qdq import METHODS
 
         self.check_precision(req.precision)
-        return quant_settings(
+        s = quant_settings(
             req,
             self.name,
             methods=METHODS,
@@ -76,14 +84,20 @@ class TensorRTBackend(Backend):
             modes=("static",),
             granularities=("per-channel",),
             default_granularity="per-channel",
+            extra_keys=THRESHOLD_OPTIONS,
         )
+        fp16_thresholds(s.extra)  # validates them
+        return s
 
     def quantizable_nodes(self, req: ConvertRequest) -> tuple[str, ...]:
-        from edgemed.backends.ort_quant import nodes_of_types
+        from edgemed.backends.ort_quant import FP16_CANDIDATES, nodes_of_types
         from edgemed.backends.trt_qdq import WEIGHTED_OPS
 
-        if self.settings(req).precision != "int8":
-            return ()  # FP16 comes from a builder flag on the device: nothing to keep in float here
+        precision = self.settings(req).precision
+        if precision == "fp16":  # nodes of the reference ONNX the FP16 ONNX can keep FP32
+            return nodes_of_types(req.onnx_path, FP16_CANDIDATES)
+        if precision != "int8":
+            return ()
         return nodes_of_types(self._preprocessed(req.onnx_path), WEIGHTED_OPS)
 
     def convert(self, req: ConvertRequest, out: Path) -> Converted:
@@ -93,20 +107,69 @@ class TensorRTBackend(Backend):
             check_node_names(s.exclude_nodes, self.quantizable_nodes(req), self.name)
         target = Path(out) / MODEL_FILE
         info: dict = {"format": "onnx-for-tensorrt", "next_step": NEXT_STEP}
+        files, model_file = [MODEL_FILE], MODEL_FILE
         if s.precision == "int8":
             info["qdq"] = self._int8(req, target, s)
         else:
             shutil.copyfile(req.onnx_path, target)
         if s.precision == "fp16":
-            info["fp16"] = "FP32 ONNX; TensorRT 10.x builds it with the FP16 builder flag"
-        files = [MODEL_FILE]
+            info["fp16"] = self._fp16(req, Path(out) / FP16_MODEL_FILE, s)
+            info["onnx_by_tensorrt_major"] = {"10": MODEL_FILE, "11": FP16_MODEL_FILE}
+            files, model_file = [MODEL_FILE, FP16_MODEL_FILE], FP16_MODEL_FILE
         if cal := write_calibration_manifest(out, req.calibration):
             files.append(cal)
         if isinstance(req.profile, Profile):
             write_json_atomic(Path(out) / PROFILE_FILE, req.profile.to_dict())
             files.append(PROFILE_FILE)
         info["excluded_nodes"] = list(s.exclude_nodes)
-        return Converted(tuple(files), MODEL_FILE, req.contract, info)
+        return Converted(tuple(files), model_file, req.contract, info)
+
+    def _fp16(self, req: ConvertRequest, target: Path, s: QuantSettings) -> dict:
+        """The strongly typed FP16 ONNX: AutoCast's rule on measured magnitudes, then the guard."""
+        import onnx
+
+        from edgemed.backends import fp16
+        from edgemed.backends.onnxruntime import OnnxRuntimeRunner
+        from edgemed.backends.ort_quant import ensure_contract
+
+        cal = req.calibration
+        if not isinstance(cal, CalibrationSet):
+            raise InputError(
+                "FP16 for TensorRT keeps in FP32 the layers whose activations would overflow FP16, "
+                "measured on calibration images: pass --calib RECIPE.toml or DATA_PATH"
+            )
+        th = fp16.fp16_thresholds(s.extra)
+        key = (str(req.onnx_path), cal.manifest_sha256)
+        if key not in self._magnitudes:
+            self._magnitudes[key] = fp16.activation_magnitudes(req.onnx_path, cal, req.contract)
+        model, mags = onnx.load(str(req.onnx_path)), self._magnitudes[key]
+        kept = fp16.nodes_to_keep_fp32(model, mags, th)
+        if any(not k.node for k in kept):
+            raise InputError(
+                "a node that must stay FP32 has no name; re-export the ONNX with names"
+            )
+        keep = tuple(dict.fromkeys([*(k.node for k in kept), *s.exclude_nodes]))
+        info = fp16.mixed_fp16_onnx(req.onnx_path, target, keep)
+        ensure_contract(target, req.contract)
+        fp16.refuse_nonfinite(
+            OnnxRuntimeRunner(target),
+            req.contract,
+            req.validation,
+            "the FP16 ONNX for TensorRT (simulated in ONNX Runtime)",
+            "lower --option fp16_data_max (default 512) to keep more layers FP32, or export fp32",
+        )
+        return {
+            **info,
+            "rule": "NVIDIA AutoCast: node I/O above data_max or initializer above init_max -> FP32",
+            "thresholds": th.to_dict(),
+            "kept_fp32": [k.to_dict() for k in kept],
+            "fp32_nodes": list(keep),
+            "largest_activation": max(mags.values(), default=0.0),
+            "io_types": "float32",
+            "calibration": calibration_info(cal),
+            "tensorrt_10": f"{MODEL_FILE} with the FP16 builder flag, fp32_nodes pinned to FP32",
+            "tensorrt_11": f"{FP16_MODEL_FILE}, strongly typed",
+        }
 
     def _int8(self, req: ConvertRequest, target: Path, s: QuantSettings) -> dict:
         from edgemed.backends import ort_quant as oq
@@ -163,12 +226,7 @@ class TensorRTBackend(Backend):
                 "a TensorRT artifact carries FP32 reference outputs so the engine can be re-checked "
                 "on the device; pass --data with labelled validation images"
             )
-        extra: dict = {"reference": ship_reference(out, ev.images, ev.labels, ref, ev.ref)}
-        if manifest["precision"] not in self.simulated_precisions:
-            extra["drift_note"] = (
-                "FP16 drift is measured on the device by `edgemed build-engine` (not simulated)"
-            )
-        return extra
+        return {"reference": ship_reference(out, ev.images, ev.labels, ref, ev.ref)}
 
     def open(self, artifact_dir: Path, manifest: dict, threads: int | None = None) -> Runner:
         """A runner on a built engine (an engine dir from `edgemed build-engine`)."""

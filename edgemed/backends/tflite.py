@@ -175,6 +175,12 @@ class TFLiteBackend(Backend):
             with tempfile.TemporaryDirectory(prefix="edgemed-tflite-") as tmp:
                 lc.tflite_fp32(req.module, contract, Path(tmp) / "fp32.tflite")
                 info = lc.tflite_fp16(Path(tmp) / "fp32.tflite", target)
+            from edgemed.backends.fp16 import refuse_nonfinite
+
+            refuse_nonfinite(
+                TFLiteRunner(target), contract, req.validation, "TFLite fp16 (float16 weights)",
+                "export --precision fp32 or int8",
+            )  # fmt: skip
         else:
             info = self._int8(req, contract, s, target)
         files = [MODEL_FILE]

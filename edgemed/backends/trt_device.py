@@ -169,12 +169,3 @@ def check_dla_request(dla_core: int | None, here: DeviceIdentity, precision: str
         raise InputError(
             "DLA runs FP16 and INT8 only; build with --precision fp16 or int8, or drop --dla-core"
         )
-
-
-def check_trt_precision(precision: str, here: DeviceIdentity) -> None:
-    """TensorRT >= 11 removed the FP16 builder flag: FP16 then needs a strongly typed FP16 ONNX."""
-    if precision == "fp16" and here.trt_major >= 11:
-        raise InputError(
-            f"TensorRT {here.tensorrt} builds FP16 only from a strongly typed FP16 ONNX, which this "
-            "artifact does not hold; use TensorRT 10.x (JetPack 6) or --precision int8/fp32"
-        )

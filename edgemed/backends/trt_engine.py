@@ -1,8 +1,11 @@
 """TensorRT engines on the device: ONNX -> engine (Polygraphy loaders) and a runner on engine bytes.
 
-Needs `tensorrt` and a CUDA GPU; everything here imports them inside functions. TensorRT 10.x
-(JetPack 6, desktop 10.x) builds with precision flags; TensorRT >= 11 removed them and builds
-strongly typed networks, where the Q/DQ nodes of an INT8 ONNX already say what runs in INT8.
+Needs `tensorrt` and a CUDA GPU; everything here imports them inside functions. Which ONNX, typing
+and flags a build uses is decided in `trt_precision.build_path`: TensorRT 10.x (JetPack 6, desktop
+10.x) builds weakly typed with precision flags (FP16: the FP32 ONNX, the nodes the export kept FP32
+pinned by precision constraints); TensorRT 11 removed the flags and builds strongly typed (FP16:
+the artifact's FP16 ONNX; INT8: the Q/DQ nodes say what runs in INT8). Engines are built with
+ProfilingVerbosity.DETAILED so the engine inspector can report every layer's precision.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import numpy as np
 from edgemed.backends import Runner
 from edgemed.errors import InputError
 
-if TYPE_CHECKING:  # type-checked against the tensorrt stubs (scripts/typecheck-tensorrt)
+if TYPE_CHECKING:  # type-checked against the tensorrt stubs (scripts/typecheck_tensorrt.py)
     import tensorrt as trt
+
+    from edgemed.backends.trt_precision import BuildPath
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ def _polygraphy_error(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
 
 
-def engine_from_onnx(onnx_path: Path, plan: EnginePlan) -> bytes:
+def engine_from_onnx(onnx_path: Path, plan: EnginePlan, path: BuildPath) -> bytes:
     """Parse the ONNX and build a serialized engine; the timing cache is read and updated."""
     import tensorrt as trt
     from polygraphy.backend.trt import (
@@ -59,11 +64,13 @@ def engine_from_onnx(onnx_path: Path, plan: EnginePlan) -> bytes:
         NetworkFromOnnxPath,
         PostprocessConfig,
         Profile,
+        SetLayerPrecisions,
     )
     from polygraphy.exception import PolygraphyException
 
-    strongly_typed = int(trt.__version__.split(".")[0]) >= 11
-    network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=strongly_typed or None)
+    network: Any = NetworkFromOnnxPath(str(onnx_path), strongly_typed=path.strongly_typed or None)
+    if path.fp32_layers:  # TensorRT 10 FP16 flag: the layers the export kept FP32 stay FP32
+        network = SetLayerPrecisions(network, {n: trt.float32 for n in path.fp32_layers})
     shape = plan.sample_shape
     profile = Profile().add(
         plan.input_name, min=(1, *shape), opt=(1, *shape), max=(plan.max_batch, *shape)
@@ -71,8 +78,10 @@ def engine_from_onnx(onnx_path: Path, plan: EnginePlan) -> bytes:
     pools = {trt.MemoryPoolType.WORKSPACE: plan.workspace_mb * 2**20} if plan.workspace_mb else None
     cache = str(plan.timing_cache) if plan.timing_cache else None
     config = CreateConfig(
-        fp16=plan.precision == "fp16" and not strongly_typed,
-        int8=plan.precision == "int8" and not strongly_typed,
+        fp16=path.fp16_flag or None,  # None: never touch a flag TensorRT 11 no longer has
+        int8=path.int8_flag or None,
+        precision_constraints="obey" if path.fp32_layers else None,
+        profiling_verbosity=trt.ProfilingVerbosity.DETAILED,
         profiles=[profile],
         memory_pool_limits=pools,
         load_timing_cache=cache,

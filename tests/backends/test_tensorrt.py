@@ -1,9 +1,11 @@
 """TensorRT: the TensorRT-ready artifact (made and checked here, no GPU), the engine path (GPU tests).
 
-Here: Q/DQ conformance, drift simulated in ONNX Runtime on CPU within the INT8 budget, shipped
-reference outputs, clean refusals of `build-engine` and of engines from other devices (through
-the pure check functions). On a machine with TensorRT and a CUDA GPU the `gpu` tests build FP32,
-FP16 and INT8 engines from the same artifacts, run them and check drift and the refusals for real.
+Here: Q/DQ conformance, the FP16 ONNX for strongly typed TensorRT 11, drift simulated in ONNX
+Runtime on CPU within the budget, shipped reference outputs, which ONNX/typing each TensorRT
+generation builds, the engine precision check on inspector JSON as TensorRT 10 and 11 write it,
+clean refusals of `build-engine` and of engines from other devices (through the pure check
+functions). On a machine with TensorRT and a CUDA GPU the `gpu` tests build FP32, FP16 and INT8
+engines from the artifacts, run them and check drift, layer precisions and refusals for real.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from edgemed.backends.trt_device import (
     DeviceIdentity,
     check_dla_request,
     check_engine_compatible,
-    check_trt_precision,
     engine_mismatch,
     read_engine_file,
     tensorrt_unavailable,
@@ -48,6 +49,17 @@ def int8_artifact(cxr_model, tmp_path_factory) -> Path:
             model=str(cxr_model), target="tensorrt", out=out, precision="int8", calib=str(CXR)
         )
     )
+    return out
+
+
+@pytest.fixture(scope="module")
+def fp16_artifact(cxr_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trt-fp16") / "artifact"
+    res = run_cli(
+        "export", "--model", cxr_model, "--target", "tensorrt", "--precision", "fp16",
+        "--calib", CXR, "--out", out,
+    )  # fmt: skip
+    assert res.code == 0, res
     return out
 
 
@@ -193,6 +205,76 @@ def test_fp32_artifact_is_the_reference_onnx_with_simulated_drift(fp32_artifact)
     assert "engine" not in m
 
 
+def test_fp16_artifact_carries_fp32_and_fp16_onnx(fp16_artifact):
+    """TensorRT 10 builds the FP32 ONNX with the FP16 flag; TensorRT 11 the FP16 ONNX as typed."""
+    import onnx
+    from onnx import TensorProto
+
+    m = _manifest(fp16_artifact)
+    b = m["backend"]
+    assert b["onnx_by_tensorrt_major"] == {"10": "model.onnx", "11": "model-fp16.onnx"}
+    assert m["model_file"] == "model-fp16.onnx" and {"model.onnx", "model-fp16.onnx"} <= set(
+        m["files"]
+    )
+    ref = onnx.load(str(fp16_artifact / "model.onnx"))
+    half = onnx.load(str(fp16_artifact / "model-fp16.onnx"))
+    assert {i.data_type for i in ref.graph.initializer} == {TensorProto.FLOAT}
+    weights = [i for i in half.graph.initializer if i.name in {n.input[1] for n in ref.graph.node
+               if n.op_type in ("Conv", "Gemm")}]  # fmt: skip
+    assert weights and all(i.data_type == TensorProto.FLOAT16 for i in weights)
+    for vi in (*half.graph.input, *half.graph.output):  # FP32 at the boundary
+        assert vi.type.tensor_type.elem_type == TensorProto.FLOAT, vi.name
+    f = b["fp16"]
+    assert f["thresholds"] == {"data_max": 512.0, "init_max": 65504.0}
+    assert f["kept_fp32"] == [] and f["fp32_nodes"] == []  # a normal CNN stays well below 512
+    assert 0 < f["largest_activation"] < 512 and f["calibration"]["images"] == 256
+
+
+def test_simulated_fp16_drift_meets_budget(fp16_artifact, cxr_model, test_split):
+    from edgemed.backends import run_batches
+    from edgemed.backends.tensorrt import TensorRTBackend
+    from edgemed.harness.drift import drift_from_logits
+
+    m = _manifest(fp16_artifact)
+    d = m["drift"]
+    assert d["simulated"] == "onnxruntime-cpu" and d["n"] > 0 and "drift_note" not in m
+    assert d["auc_drop"] <= MAX_AUC_DROP and d["flip_rate"] <= MAX_FLIP_RATE, d
+    assert m["accuracy_control"]["checked"] is True
+    contract, ref = _torch_logits(cxr_model, test_split.images)
+    with TensorRTBackend().simulation_runner(fp16_artifact, m) as runner:
+        cand = run_batches(runner, contract, test_split.images)
+    t = drift_from_logits(contract, ref, cand, test_split.labels)
+    assert 0 < t.max_abs_dp < 0.01  # really FP16 (rounded), and close
+    assert t.auc_drop <= MAX_AUC_DROP and t.flip_rate <= MAX_FLIP_RATE, t
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        ([], "FP16 for this target keeps in FP32 the layers whose activations would overflow"),
+        (["--calib", CXR, "--option", "fp16_data_max=0"], "fp16_data_max must be a number in (0"),
+        (["--calib", CXR, "--option", "fp16_init_max=1e6"], "fp16_init_max must be a number in"),
+        (["--calib", CXR, "--option", "fp16_init_max=x"], "fp16_init_max must be a number"),
+    ],
+)
+def test_fp16_export_bad_input(args, needle, cxr_model, tmp_path):
+    before = tree_snapshot(tmp_path)
+    res = run_cli(
+        "export", "--model", cxr_model, "--target", "tensorrt", "--precision", "fp16",
+        "--out", tmp_path / "a", *args,
+    )  # fmt: skip
+    assert_user_error(res, needle)
+    assert res.code == 2 and tree_snapshot(tmp_path) == before
+
+
+def test_fp16_thresholds_apply_only_to_fp16(cxr_model, tmp_path):
+    res = run_cli(
+        "export", "--model", cxr_model, "--target", "tensorrt", "--precision", "int8",
+        "--calib", CXR, "--option", "fp16_data_max=256", "--out", tmp_path / "a",
+    )  # fmt: skip
+    assert_user_error(res, "--option fp16_data_max=... applies only to precision fp16")
+
+
 def test_open_without_tensorrt_is_unavailable(int8_artifact):
     from edgemed.backends.tensorrt import TensorRTBackend
 
@@ -234,6 +316,8 @@ def test_build_engine_refuses_cleanly_without_tensorrt(int8_artifact, tmp_path):
         ("onnx", [], "is a onnx artifact; export one for TensorRT"),
         ("int8", ["--precision", "fp16"], "holds an INT8 Q/DQ ONNX"),
         ("fp32", ["--precision", "int8"], "INT8 engines are built from the calibrated Q/DQ ONNX"),
+        ("fp32", ["--precision", "fp16"], "is a fp32 artifact; a fp16 engine is built from"),
+        ("fp16", ["--precision", "fp32"], "is a fp16 artifact; a fp32 engine is built from"),
         ("int8", ["--workspace-mb", "0"], "--workspace-mb must be >= 1"),
         ("int8", ["--dla-core", "-1"], "--dla-core must be >= 0"),
         ("int8", ["--max-batch", "0"], "--max-batch must be >= 1"),
@@ -241,11 +325,10 @@ def test_build_engine_refuses_cleanly_without_tensorrt(int8_artifact, tmp_path):
     ],
 )
 def test_build_engine_bad_input(
-    which, args, needle, int8_artifact, fp32_artifact, cxr_onnx, tmp_path
+    which, args, needle, int8_artifact, fp16_artifact, fp32_artifact, cxr_onnx, tmp_path
 ):
-    art = {"onnx": cxr_onnx, "int8": int8_artifact, "fp32": fp32_artifact}.get(
-        which, tmp_path / "nothing"
-    )
+    arts = {"onnx": cxr_onnx, "int8": int8_artifact, "fp16": fp16_artifact, "fp32": fp32_artifact}
+    art = arts.get(which, tmp_path / "nothing")
     before = tree_snapshot(tmp_path)
     res = run_cli("build-engine", art, *args, "--out", tmp_path / "engine")
     assert_user_error(res, needle)
@@ -318,18 +401,130 @@ def test_dla_requests_are_checked():
         check_dla_request(0, agx, "fp32")
 
 
-def test_fp16_needs_tensorrt_10_and_target_gpu_must_match():
+def test_target_gpu_must_match():
     from edgemed.engine_build import check_target_gpu
     from edgemed.profiles import resolve_target
 
-    check_trt_precision("fp16", ORIN)
-    with pytest.raises(InputError, match="strongly typed FP16 ONNX"):
-        check_trt_precision("fp16", DeviceIdentity("NVIDIA B200", "10.0", "11.4.0"))
     check_target_gpu(resolve_target("jetson-orin-nano"), ORIN)
     rtx = DeviceIdentity("NVIDIA GeForce RTX 4090", "8.9", "10.3.0")
     with pytest.raises(InputError, match=r"targets jetson-orin-nano \(sm_87\).*\(sm_89\)"):
         check_target_gpu(resolve_target("jetson-orin-nano"), rtx)
     check_target_gpu(resolve_target("tensorrt"), rtx)  # the generic target builds on any GPU
+
+
+# --- which ONNX and typing each TensorRT generation builds (pure, here) -------------------------
+
+
+def test_build_path_by_tensorrt_generation(fp16_artifact, int8_artifact, fp32_artifact):
+    from edgemed.backends.trt_precision import build_path
+
+    m16 = _manifest(fp16_artifact)
+    p10 = build_path(m16, "fp16", "10.3.0")
+    assert (p10.onnx_file, p10.strongly_typed, p10.fp16_flag) == ("model.onnx", False, True)
+    p11 = build_path(m16, "fp16", "11.4.0")
+    assert (p11.onnx_file, p11.strongly_typed, p11.fp16_flag) == ("model-fp16.onnx", True, False)
+    kept = {**m16, "backend": {**m16["backend"], "fp16": {"fp32_nodes": ["/head/Gemm"]}}}
+    assert build_path(kept, "fp16", "10.7.0").fp32_layers == ("/head/Gemm",)
+    m8 = _manifest(int8_artifact)
+    assert (
+        build_path(m8, "int8", "10.3.0").int8_flag
+        and not build_path(m8, "int8", "10.3").strongly_typed
+    )
+    i11 = build_path(m8, "int8", "11.4.0")
+    assert i11.strongly_typed and not i11.int8_flag and i11.onnx_file == "model.onnx"
+    f11 = build_path(_manifest(fp32_artifact), "fp32", "11.4.0")
+    assert f11.strongly_typed and not (f11.fp16_flag or f11.int8_flag)
+
+
+def test_build_path_refuses_old_fp16_artifacts_and_other_generations(fp16_artifact):
+    from edgemed.backends.trt_precision import build_path
+
+    old = {**_manifest(fp16_artifact), "model_file": "model.onnx", "backend": {"fp16": "FP32 ONNX"}}
+    for version in ("10.3.0", "11.4.0"):
+        with pytest.raises(InputError, match="no ONNX for TensorRT .* re-export it"):
+            build_path(old, "fp16", version)
+    for version in ("8.6.2", "12.0.0"):
+        with pytest.raises(InputError, match="edgemed builds with TensorRT 10.x or 11.x"):
+            build_path(_manifest(fp16_artifact), "fp16", version)
+
+
+def test_profiles_name_their_tensorrt_generation():
+    from edgemed.profiles import resolve_target
+
+    assert resolve_target("jetson-orin-nano").tensorrt_major == (10,)
+    assert resolve_target("jetson-agx-orin").tensorrt_major == (10,)
+    rtx = resolve_target("desktop-rtx")
+    assert rtx.tensorrt_major == (10, 11)
+    rtx.allow_tensorrt("10.13.0")
+    rtx.allow_tensorrt("11.4.0")
+    with pytest.raises(InputError, match=r"builds with TensorRT 10.x, but TensorRT 11.4.0"):
+        resolve_target("jetson-orin-nano").allow_tensorrt("11.4.0")
+
+
+# --- the engine's layer precisions, as the engine inspector reports them (pure, here) ----------
+
+SAMPLES = json.loads((Path(__file__).parent / "data" / "trt_inspector_samples.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "sample, expected",
+    [
+        ("trt10_fp16_flag", "fp16"),
+        ("trt11_fp16_strongly_typed", "fp16"),
+        ("trt11_fp32_onnx_labelled_fp16", "fp32"),
+        ("trt10_int8_dynamic_shapes", "int8"),  # formats N/A: the weights' type still says INT8
+    ],
+)
+def test_engine_precision_accepts_what_the_artifact_says(sample, expected):
+    from edgemed.backends.trt_precision import check_engine_precision
+
+    summary = check_engine_precision(SAMPLES[sample], expected, ())
+    assert summary["compute_layers_by_precision"][expected] >= 1 and summary["layers"] >= 2
+
+
+@pytest.mark.parametrize(
+    "sample, expected, kept, needle",
+    [
+        # the silent fallback of issue 17: TensorRT 11 built the FP32 ONNX, the artifact says FP16
+        ("trt11_fp32_onnx_labelled_fp16", "fp16", (), "none of its 3 compute layers runs in FP16"),
+        ("trt10_fp16_flag", "fp32", (), "compute layers run in reduced precision"),
+        ("trt10_fp16_flag", "int8", (), "none of its 3 compute layers runs in INT8"),
+        ("trt10_int8_dynamic_shapes", "fp16", (), "runs in INT8"),
+        (
+            "trt10_fp16_flag", "fp16",
+            ("/features/features.0/features.0.0/Conv", "/features/features.0/features.0.2/Relu"),
+            "runs in FP16 but was kept FP32",
+        ),
+        ("layer_names_only", "fp16", (), "reports no precision for any compute layer"),
+    ],
+)  # fmt: skip
+def test_engine_precision_refuses_another_precision(sample, expected, kept, needle):
+    from edgemed.backends.trt_precision import check_engine_precision
+
+    with pytest.raises(InputError) as exc:
+        check_engine_precision(SAMPLES[sample], expected, kept)
+    msg = str(exc.value)
+    assert needle in msg and f"not {expected.upper()}" in msg and "\n" not in msg
+
+
+def test_inspector_type_strings_of_both_generations():
+    from edgemed.backends.trt_precision import dtype_of, parse_engine_info
+
+    assert dtype_of("Channel major FP16 format where channel % 8 == 0") == "fp16"
+    assert dtype_of("Thirty-two wide channel vectorized row major Int8 format.") == "int8"
+    assert dtype_of("Row major linear FP32 format (kLINEAR)") == "fp32"
+    assert (dtype_of("Half"), dtype_of("Float"), dtype_of("BFloat16")) == ("fp16", "fp32", "bf16")
+    assert dtype_of("N/A due to dynamic shapes") is None and dtype_of(None) is None
+    layers = parse_engine_info(SAMPLES["trt11_fp16_strongly_typed"])
+    assert [x.compute for x in layers] == [
+        False,
+        True,
+        True,
+        True,
+    ]  # the input Cast computes nothing
+    assert layers[-1].precisions == ("fp16", "fp32")  # FP16 GEMM, FP32 logits out
+    with pytest.raises(InputError, match="no layer list"):
+        parse_engine_info({"I/O Tensors": []})
 
 
 # --- engines on a real device (gpu) -------------------------------------------------------------
@@ -345,17 +540,24 @@ def _build(art: Path, out: Path, *args: str):
 @needs_trt
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_engine_builds_runs_and_meets_budget(
-    precision, int8_artifact, fp32_artifact, cxr_model, test_split, tmp_path
+    precision, int8_artifact, fp16_artifact, fp32_artifact, cxr_model, test_split, tmp_path
 ):
     from edgemed.artifact import load_artifact, open_runner
     from edgemed.backends import run_batches
     from edgemed.evaluation.drift import drift_from_logits
 
-    art = int8_artifact if precision == "int8" else fp32_artifact
+    art = {"int8": int8_artifact, "fp16": fp16_artifact, "fp32": fp32_artifact}[precision]
     _build(art, tmp_path / "engine", "--precision", precision)
     engine = load_artifact(tmp_path / "engine")
     m = engine.manifest
     assert m["precision"] == precision and m["drift"]["simulated"] is None
+    path, layers = m["engine"]["build_path"], m["engine"]["layer_precisions"]
+    assert path["strongly_typed"] == (path["tensorrt_major"] >= 11)
+    if precision == "fp16":
+        want = "model-fp16.onnx" if path["tensorrt_major"] >= 11 else "model.onnx"
+        assert path["onnx_file"] == want and path["fp16_flag"] == (path["tensorrt_major"] == 10)
+    want = {"fp32": "fp32", "fp16": "fp16", "int8": "int8"}[precision]
+    assert layers["compute_layers_by_precision"].get(want, 0) > 0, layers
     assert m["engine"]["tensorrt"] and m["engine"]["compute_capability"] and m["engine"]["gpu_name"]
     assert (tmp_path / "tc").stat().st_size > 0  # the timing cache was written
     with open_runner(engine) as runner:
