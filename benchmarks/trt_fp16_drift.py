@@ -43,7 +43,7 @@ def export_fp16(model_dir: Path, target: str, out: Path, recipe: str) -> dict:
 def test_drift(out: Path, manifest: dict, ref, test):
     from edgemed.backends import get_backend, run_batches
     from edgemed.contract import Contract
-    from edgemed.harness.drift import drift_from_logits
+    from edgemed.evaluation.drift import drift_from_logits
 
     contract = Contract.from_dict(manifest["contract"])
     backend = get_backend(manifest["runtime"])

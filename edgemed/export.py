@@ -17,6 +17,7 @@ from edgemed.backends import ConvertRequest, get_backend, run_batches
 from edgemed.contract import Contract
 from edgemed.errors import DriftError, InputError
 from edgemed.evaluation.drift import Drift, drift_from_logits
+from edgemed.evaluation.sanity import OutputError
 from edgemed.fallback import convert_within_budget
 from edgemed.fileio import staged_dir, write_json_atomic
 from edgemed.models.source import LoadedModel, load_model_source
@@ -141,7 +142,10 @@ def candidate_drift(backend, out: Path, manifest: dict, ref: np.ndarray, ev: Eva
     with runner:
         cand = run_batches(runner, contract, ev.images)
     name = f"the {backend.name} {manifest['precision']} artifact"
-    return drift_from_logits(contract, ref, cand, ev.labels, names=("the FP32 reference", name))
+    try:
+        return drift_from_logits(contract, ref, cand, ev.labels, names=("the FP32 reference", name))
+    except OutputError as exc:  # the reference passed parity: the conversion broke the model
+        raise DriftError(str(exc)) from None
 
 
 def _simulated(backend, device: str, precision: str) -> bool:

@@ -88,24 +88,34 @@ class Attempt:
 
     step: str  # "requested", "sensitivity" or "fallback"
     excluded: tuple[str, ...]
-    drift: Drift
+    drift: Drift | None  # None: the attempt's outputs failed the sanity check (see `broken`)
     within: bool
     path: Path
     converted: Converted
+    broken: str | None = None
 
     def row(self) -> dict:
         d = self.drift
-        return {
-            "step": self.step,
-            "excluded": list(self.excluded),
+        row = {"step": self.step, "excluded": list(self.excluded), "within_budget": self.within}
+        if d is None:
+            return row | {"broken": self.broken}
+        return row | {
             "auc_drop": d.auc_drop,
             "flip_rate": d.flip_rate,
             "flips": d.flips,
             "decisive_flips": d.decisive_flips,
             "mean_abs_dp": d.mean_abs_dp,
-            "within_budget": self.within,
             "drift": d.to_dict(),
         }
+
+    def text(self) -> str:
+        return f"outputs broken ({self.broken})" if self.drift is None else _fmt(self.drift)
+
+    def rank(self, budget: Budget) -> tuple[float, float]:
+        """Sort key for accuracy control: budget used, then mean |delta p| (broken last)."""
+        if self.drift is None:
+            return (float("inf"), float("inf"))
+        return (budget.excess(self.drift), self.drift.mean_abs_dp)
 
 
 def _fmt(d: Drift) -> str:
@@ -142,7 +152,8 @@ def convert_within_budget(
         return backend.convert(req, out), None, {"budget": budget.to_dict(), "checked": False}
     search = _Search(backend, req, Path(scratch), measure, budget)
     chosen = search.attempt(parse_node_list(req.options.get("exclude_nodes")), "requested")
-    _warn_unresolvable(budget, chosen.drift)
+    if chosen.drift is not None:
+        _warn_unresolvable(budget, chosen.drift)
     if not chosen.within:
         if not control:
             failed = "; ".join(c.detail for c in budget.verdict(chosen.drift).failed)
@@ -184,14 +195,20 @@ class _Search:
         d.mkdir(parents=True)
         req = replace(self.req, options={**self.req.options, "exclude_nodes": excluded})
         conv = self.backend.convert(req, d)
-        drift = self.measure(d, conv)
-        a = Attempt(step, excluded, drift, self.budget.holds(drift), d, conv)
+        try:
+            drift, broken = self.measure(d, conv), None
+        except DriftError as exc:  # NaN/constant/saturated outputs: a failed try, not the end
+            if not self.req.options.get("accuracy_control"):
+                raise
+            drift, broken = None, str(exc)
+        within = drift is not None and self.budget.holds(drift)
+        a = Attempt(step, excluded, drift, within, d, conv, broken)
         self.attempts.append(a)
         if not a.within:
             shutil.rmtree(d, ignore_errors=True)  # never chosen: free the disk
         if self.bar:
             self.bar.advance(1)
-            self.bar.note(f"{step}: {len(excluded)} layers in float: {_fmt(drift)}")
+            self.bar.note(f"{step}: {len(excluded)} layers in float: {a.text()}")
         return a
 
     def fallback(self, first: Attempt) -> Attempt:
@@ -201,13 +218,13 @@ class _Search:
         ]
         if not candidates:
             raise DriftError(
-                f"{self.backend.name} {self.req.precision} is over budget ({_fmt(first.drift)}) and "
+                f"{self.backend.name} {self.req.precision} is over budget ({first.text()}) and "
                 f"{self.backend.name} cannot keep layers in float; use a higher precision",
                 first.row(),
             )
         self.bar = Progress(2 * len(candidates), "accuracy control")
         scored = [(self.attempt((*first.excluded, n), "sensitivity"), n) for n in candidates]
-        scored.sort(key=lambda an: (self.budget.excess(an[0].drift), an[0].drift.mean_abs_dp))
+        scored.sort(key=lambda an: an[0].rank(self.budget))
         self.ranking = [a for a, _ in scored]
         order = [n for _, n in scored][: self.budget.max_float_layers or len(scored)]
         for k in range(1, len(order) + 1):
@@ -221,10 +238,11 @@ class _Search:
         )
 
     def _failure(self, first: Attempt, order: list[str]) -> str:
-        tried = [f"none: {_fmt(first.drift)}{first.drift.margin_note()}"]
+        note = first.drift.margin_note() if first.drift else ""
+        tried = [f"none: {first.text()}{note}"]
         grown = [a for a in self.attempts if a.step == "fallback"]
-        tried.append(f"+{order[0]}: {_fmt(self.ranking[0].drift)}")
-        tried += [f"+{a.excluded[-1]}: {_fmt(a.drift)}" for a in grown]
+        tried.append(f"+{order[0]}: {self.ranking[0].text()}")
+        tried += [f"+{a.excluded[-1]}: {a.text()}" for a in grown]
         b = self.budget
         return (
             f"accuracy control could not bring {self.backend.name} {self.req.precision} within "
@@ -241,11 +259,13 @@ class _Search:
             "budget": self.budget.to_dict(),
             "checked": True,
             "accuracy_control": control,
-            "validation_images": chosen.drift.n,
+            "validation_images": chosen.drift.n if chosen.drift else None,
             "excluded_nodes": list(chosen.excluded),
             "attempts": [a.row() for a in self.attempts],
             "sensitivity": [
-                {
+                {"node": a.excluded[-1], "broken": a.broken}
+                if a.drift is None
+                else {
                     "node": a.excluded[-1],
                     "flip_rate": a.drift.flip_rate,
                     "auc_drop": a.drift.auc_drop,

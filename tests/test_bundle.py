@@ -164,18 +164,26 @@ def test_gate_refuses_report_without_a_row_for_this_artifact(drifted, cxr_report
 
 def test_gate_refuses_drift_beyond_limits_naming_which(drifted, keys, tmp_path):
     art, report, drift = drifted
-    limits = {"auc_drop": 0.005, "flip_rate": 0.01, "sens_drop": 0.02}
-    over = [k for k, lim in limits.items() if drift[k] > lim]
+    # metric -> (flag, default limit, the drift field its gate reads)
+    limits = {
+        "auc_drop": ("--max-auc-drop", 0.005, "auc_drop_decisive"),
+        "flip_rate": ("--max-flip-rate", 0.01, "decisive_flip_rate"),
+        "sens_drop": ("--max-sens-drop", 0.02, "sens_drop"),
+        "spec_drop": ("--max-spec-drop", 0.02, "spec_drop"),
+    }
+    value = {k: drift[f] for k, (_, _, f) in limits.items()}
+    over = [k for k, (_, lim, _) in limits.items() if value[k] > lim]
     assert over, f"the perturbed model should drift beyond a default limit: {drift}"
     res = run_cli(
         "bundle", "--model", art, "--report", report, "--key", keys[0], "--out", tmp_path / "x"
     )
-    assert_user_error(res, "release gate refused", *[f"{k} {drift[k]:.4f} > limit" for k in over])
+    named = [f"{value[k]:.4f} > {limits[k][0]} {limits[k][1]:g}" for k in over]
+    assert_user_error(res, "release gate refused", *named)
     for k in set(limits) - set(over):
-        assert f"{k} {drift[k]:.4f} > limit" not in res.err
+        assert f"> {limits[k][0]}" not in res.err
     assert res.code == 4 and tree_snapshot(tmp_path) == {}
     # The limits are the user's: loose enough limits let the same evidence pass.
-    loose = [f"--max-{k.replace('_', '-')}={max(drift[k], 0) + 0.01:.4f}" for k in limits]
+    loose = [f"{flag}={max(value[k], 0) + 0.01:.4f}" for k, (flag, _, _) in limits.items()]
     assert (
         run_cli(
             "bundle",
@@ -220,7 +228,7 @@ def test_gate_rejects_negative_limit(cxr_onnx, cxr_report, keys, tmp_path):
         "--max-flip-rate",
         "-0.1",
     )
-    assert_user_error(res, "--max-flip-rate must be a number >= 0")
+    assert_user_error(res, "--max-flip-rate must be a number in [0, 1]")
     assert tree_snapshot(tmp_path) == {}
 
 
@@ -230,7 +238,7 @@ def test_override_records_reason_and_failed_checks(drifted, keys, tmp_path):
     out = make_bundle(art, report, keys[0], tmp_path / "o.bundle", "--override-gate", reason)
     m = manifest_of(out)
     assert m["gate"]["decision"] == "overridden" and m["gate"]["override_reason"] == reason
-    assert m["gate"]["failed"] and all("> limit" in f for f in m["gate"]["failed"])
+    assert m["gate"]["failed"] and all(" > --max-" in f for f in m["gate"]["failed"])
     res = run_cli("verify", out, "--pubkey", keys[1])
     assert res.code == 0, res
     assert "OVERRIDDEN" in res.out and reason in res.out

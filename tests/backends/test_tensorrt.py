@@ -233,7 +233,7 @@ def test_fp16_artifact_carries_fp32_and_fp16_onnx(fp16_artifact):
 def test_simulated_fp16_drift_meets_budget(fp16_artifact, cxr_model, test_split):
     from edgemed.backends import run_batches
     from edgemed.backends.tensorrt import TensorRTBackend
-    from edgemed.harness.drift import drift_from_logits
+    from edgemed.evaluation.drift import drift_from_logits
 
     m = _manifest(fp16_artifact)
     d = m["drift"]
