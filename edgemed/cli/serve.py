@@ -46,7 +46,8 @@ def serve(bundle_path, pubkey, config_path, **flags) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     file_values = read_toml(Path(config_path)) if config_path else {}
-    cfg = build_config(file_values, flags, str(config_path or "config"))
+    overrides = {k.replace("_", "-"): v for k, v in flags.items()}
+    cfg = build_config(file_values, overrides, str(config_path or "config"))
     if not cfg.allowed_aets:
         raise InputError(
             "no allowed-aets: list the calling AE titles of the modalities and PACS that may send "
