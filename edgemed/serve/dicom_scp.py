@@ -31,9 +31,9 @@ def start_scp(
 ):
     """Listen (non-blocking); `admit(uid, chunks, calling_aet)` spools one instance."""
     from pynetdicom import AE, AllStoragePresentationContexts, evt
+    from pynetdicom.sop_class import Verification
 
     from edgemed.errors import InputError
-    from pynetdicom.sop_class import Verification
 
     ae = AE(ae_title=ae_title)
     ae.supported_contexts = AllStoragePresentationContexts
