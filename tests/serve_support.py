@@ -258,7 +258,10 @@ class ServeProcess:
     http_port: int
 
     def start(self) -> ServeProcess:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        # TMPDIR: what a SIGKILL leaves behind (the extracted bundle) stays in the test's tmp dir.
+        tmp = self.log_path.parent / "serve-tmp"
+        tmp.mkdir(exist_ok=True)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
         code = "from edgemed.cli import main; main()"
         self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(

@@ -30,7 +30,7 @@ def _opt(name: str, **kw):
 @_opt("modalities", multiple=True, metavar="CODE", help="Narrow the bundle's modality list.")
 @_opt("retries", type=int, help="C-STORE retries per destination before dead-letter (default 5).")
 @_opt("retry-backoff", type=float, help="First retry delay in seconds, doubling (default 0.5).")
-@_opt("max-upload-mb", type=int, help="Largest HTTP upload in MiB (default 512).")
+@_opt("max-upload-mb", type=int, help="Largest instance (C-STORE or HTTP) in MiB (default 512).")
 @_opt("audit-log", type=click.Path(), help="Audit JSONL (default SPOOL/audit.jsonl).")
 def serve(bundle_path, pubkey, config_path, **flags) -> None:
     """Run BUNDLE as a hospital service: DICOM C-STORE and STOW-RS in, DICOM SR out to PACS.
@@ -46,6 +46,7 @@ def serve(bundle_path, pubkey, config_path, **flags) -> None:
     from edgemed.serve.service import Service
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # not a line per association
     file_values = read_toml(Path(config_path)) if config_path else {}
     overrides = {k.replace("_", "-"): v for k, v in flags.items()}
     cfg = build_config(file_values, overrides, str(config_path or "config"))

@@ -28,6 +28,7 @@ def start_scp(
     port: int,
     allowed_aets: tuple[str, ...],
     admit: Callable[[str, list[bytes], str], bool],
+    max_bytes: int,
 ):
     """Listen (non-blocking); `admit(uid, chunks, calling_aet)` spools one instance."""
     from pynetdicom import AE, AllStoragePresentationContexts, evt
@@ -45,6 +46,12 @@ def start_scp(
     def on_store(event) -> int:
         uid = str(event.request.AffectedSOPInstanceUID or "")
         calling = str(event.assoc.requestor.ae_title).strip()
+        size = len(event.request.DataSet.getbuffer())
+        if size > max_bytes:
+            log.warning(
+                "C-STORE of %s from %s refused: %d bytes > max-upload-mb", uid, calling, size
+            )
+            return OUT_OF_RESOURCES
         try:
             admit(uid, part10_chunks(event), calling)
         except OSError as exc:

@@ -71,8 +71,3 @@ class Forwarder:
         if code in SUCCESS_OR_WARNING:
             return ""
         return f"status 0x{code:04X}" if code >= 0 else "no response (connection lost)"
-
-
-def backoff_total(retries: int, backoff_s: float) -> float:
-    """Longest time one SR can spend retrying (for docs and the readiness budget)."""
-    return sum(backoff_s * 2**i for i in range(retries))

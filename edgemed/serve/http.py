@@ -107,16 +107,16 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         if not self._authorized():
             return
-        routes = {"/v1/predict": self._predict, "/studies": self._stow, "/v1/admin/reload": None}
-        if path not in routes:
-            self._error(404, f"no such endpoint {path[:80]}")
-            return
         if path == "/v1/admin/reload":
             self._reload()
             return
+        route = {"/v1/predict": self._predict, "/studies": self._stow}.get(path)
+        if route is None:
+            self._error(404, f"no such endpoint {path[:80]}")
+            return
         body = self._body()
         if body is not None:
-            routes[path](body)
+            route(body)
 
     def _predict(self, body: bytes) -> None:
         svc = self.service
@@ -124,10 +124,7 @@ class Handler(BaseHTTPRequestHandler):
             f.write(body)
             f.flush()
             try:
-                model = svc.model
-                image = model.predictor.prepare(Path(f.name))
-                with svc._infer_lock:
-                    result = svc.model.predictor.predict_image(image, "upload")
+                result = svc.predict_file(Path(f.name), "upload")
             except EdgemedError as exc:
                 self._error(422, " ".join(str(exc).split()).replace(f.name, "the upload"))
                 return

@@ -97,6 +97,7 @@ class Service:
             self.cfg.dicom_port,
             self.cfg.allowed_aets,
             self.admit,
+            self.cfg.max_upload_mb * 1024 * 1024,
         )
         self.http = start_http(self, self.cfg.http_bind, self.cfg.http_port)
         self.ready.set()
@@ -207,6 +208,10 @@ class Service:
         )
         self.metrics.inc("done")
         return sr
+
+    def predict_file(self, path: Path, name: str) -> dict:
+        """Classify one file with the bundle in service now (POST /v1/predict); no SR, no spool."""
+        return self._predict(self.model, path, name, time.perf_counter())
 
     def _predict(self, model: Model, src: Path, uid: str, t0: float) -> dict:
         image = model.predictor.prepare(src)
