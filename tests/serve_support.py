@@ -98,8 +98,13 @@ class Orthanc:
         cfg = self.root / "orthanc.json"
         cfg.write_text(json.dumps(config, indent=1))
         self.log = open(self.root / "orthanc.log", "wb")  # noqa: SIM115 - closed in stop()
+        # TCP_NODELAY=1: DCMTK's switch (Orthanc's DICOM layer) against Nagle + delayed ACK stalls.
         self.proc = subprocess.Popen(
-            [ORTHANC_BIN, str(cfg)], stdout=self.log, stderr=subprocess.STDOUT, cwd=self.root
+            [ORTHANC_BIN, str(cfg)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+            env={**os.environ, "TCP_NODELAY": "1"},
         )
         wait_for(self._up, 60, "Orthanc to answer /system")
         return self

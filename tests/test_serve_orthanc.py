@@ -9,6 +9,7 @@ import json
 import random
 import shutil
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -106,6 +107,11 @@ def test_images_pushed_get_srs_in_orthanc_matching_predict(
         assert (
             ref.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == uid
         )
+    if shutil.which("dsrdump"):  # DCMTK (scripts/system-packages.txt) parses the SR tree
+        one = tmp_path / "sr.dcm"
+        next(iter(got.values()))["ds"].save_as(one)
+        dump = subprocess.run(["dsrdump", str(one)], capture_output=True, text=True)
+        assert dump.returncode == 0 and 'CODE:(,,"Finding")' in dump.stdout, dump
     m = parse_metrics(http_get(f"{service_url(service)}/metrics")[1].decode())
     assert m["edgemed_serve_received_total"] == m["edgemed_serve_done_total"] == len(paths)
     assert m["edgemed_serve_sent_total"] == len(paths)

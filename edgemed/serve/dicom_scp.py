@@ -13,6 +13,16 @@ OUT_OF_RESOURCES = 0xA700
 INVALID_SOP_INSTANCE = 0x0117
 
 
+def no_delay(event) -> None:
+    """EVT_CONN_OPEN: TCP_NODELAY, so a small PDU (a C-STORE response) is not held back ~40 ms
+    by Nagle's algorithm waiting for the peer's delayed ACK."""
+    import socket
+
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def part10_chunks(event) -> list[bytes]:
     """The received dataset as a Part 10 file: preamble, file meta, the dataset bytes as sent."""
     from pydicom.filewriter import write_file_meta_info
@@ -62,5 +72,9 @@ def start_scp(
             return INVALID_SOP_INSTANCE
         return 0x0000
 
-    server = ae.start_server((bind, port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    server = ae.start_server(
+        (bind, port),
+        block=False,
+        evt_handlers=[(evt.EVT_C_STORE, on_store), (evt.EVT_CONN_OPEN, no_delay)],
+    )
     return ae, server

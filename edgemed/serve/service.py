@@ -63,12 +63,12 @@ def open_model(bundle: Path, pubkey: Path, cfg: ServeConfig) -> Model:
 class Service:
     def __init__(self, cfg: ServeConfig, bundle: Path, pubkey: Path) -> None:
         self.cfg, self.bundle_path, self.pubkey = cfg, Path(bundle), Path(pubkey)
+        self.token = cfg.token()
         self.spool = Spool(cfg.spool)
         self.audit = AuditLog(cfg.audit_path)
         self.metrics = Metrics(self.spool.depth)
         self.forwarder = Forwarder(cfg.ae_title, cfg.retries, cfg.retry_backoff)
         self.model = open_model(self.bundle_path, self.pubkey, cfg)
-        self.token = cfg.token()
         self._infer_lock = threading.Lock()
         self._swap_lock = threading.Lock()
         self._queue: queue.Queue[str | None] = queue.Queue()
@@ -122,6 +122,7 @@ class Service:
             self._queue.put(None)
         for t in self._workers:
             t.join(timeout=30)
+        self.forwarder.close()
         self.model.predictor.close()
         self.audit.append("stopped")
         self.audit.close()
