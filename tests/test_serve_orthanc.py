@@ -355,8 +355,8 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path, pacs, cxr
     sender = threading.Thread(target=_keep_sending, args=(paths, pacs.service_port, acked, stop))
     sender.start()
     try:
-        for _ in range(2):
-            wait_for(lambda: len(acked) >= rng.randrange(5, 40), 60, "some acknowledgements")
+        for mark in sorted(rng.sample(range(5, 90), 2)):
+            wait_for(lambda m=mark: len(acked) >= m, 120, f"{mark} acknowledgements")
             proc.kill()
             proc = ServeProcess(args, tmp_path / "serve.log", proc.http_port).start()
         sender.join(timeout=180)
