@@ -164,13 +164,15 @@ class Orthanc:
 
 
 def cxr_dicoms(out: Path, n: int, offset: int = 0, **attrs) -> list[Path]:
-    """`n` real chest X-ray test images as CR DICOM (8-bit, 28x28), one study per image."""
+    """`n` real chest X-ray test images as CR DICOM (8-bit, 28x28), one study per image; past the
+    468 test images the pixels repeat (each file is still a new instance with its own UIDs)."""
     from tests.bundle_support import cxr_test_images, write_dicom
 
     out.mkdir(parents=True, exist_ok=True)
-    imgs = cxr_test_images(offset + n)[offset:]
+    imgs = cxr_test_images(468)
     return [
-        write_dicom(out / f"cxr{offset + i}.dcm", im, **_study(attrs)) for i, im in enumerate(imgs)
+        write_dicom(out / f"cxr{i}.dcm", imgs[i % len(imgs)], **_study(attrs))
+        for i in range(offset, offset + n)
     ]
 
 

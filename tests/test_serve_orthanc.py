@@ -236,6 +236,10 @@ def test_stow_rs_predict_and_token(tmp_path, pacs, cxr_bundle, pubkey):
         assert json.loads(resp)["probabilities"] == pytest.approx(want["probabilities"], abs=1e-6)
         code, resp = http_post(f"{url}/v1/predict", b"not an image", "image/png", auth)
         assert code == 422 and "cannot read image" in json.loads(resp)["error"]
+        assert http_post(f"{url}/v1/admin/reload", b"", "text/plain")[0] == 401
+        code, resp = http_post(f"{url}/v1/admin/reload", b"", "text/plain", auth)
+        assert code == 200 and json.loads(resp)["bundle_id"] == svc.model.algorithm.bundle_id
+        assert svc.metrics.snapshot()["bundle_swaps"] == 1
     finally:
         svc.stop()
 

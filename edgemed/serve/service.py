@@ -147,8 +147,11 @@ class Service:
         return True
 
     def result(self, uid: str) -> dict | None:
-        path = self.spool.path("results", uid, ".json")
-        return json.loads(path.read_text()) if path.is_file() else None
+        """The JSON result of `uid`, or None (not done, or a record a power cut left damaged)."""
+        try:
+            return json.loads(self.spool.path("results", uid, ".json").read_text())
+        except (OSError, ValueError):
+            return None
 
     # ---- work ---------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -163,11 +166,8 @@ class Service:
                 self._give_up(uid, "failed", f"{type(exc).__name__}: {exc}")
 
     def process(self, uid: str) -> None:
-        from pydicom import dcmread
-
-        if self.spool.path("results", uid, ".json").is_file():
-            sr = dcmread(self.spool.path("sr", uid, ".dcm"))
-        else:
+        sr = self._cached_sr(uid)
+        if sr is None:
             sr = self._classify(uid)
             if sr is None:
                 return
@@ -176,6 +176,18 @@ class Service:
             started = self._received_at.pop(uid, None)
             if started is not None:
                 self.metrics.observe("latency_seconds", time.perf_counter() - started)
+
+    def _cached_sr(self, uid: str):
+        """The SR made before a restart, if its records are whole (else None: make it again)."""
+        from pydicom import dcmread
+        from pydicom.errors import InvalidDicomError
+
+        if self.result(uid) is None:
+            return None
+        try:
+            return dcmread(self.spool.path("sr", uid, ".dcm"))
+        except (OSError, InvalidDicomError, ValueError, EOFError):
+            return None
 
     def _classify(self, uid: str):
         from edgemed.serve.intake import check_header, read_header
@@ -198,8 +210,8 @@ class Service:
             sr_sop_instance_uid=str(sr.SOPInstanceUID),
             device_uid=model.algorithm.device_uid,
         )
-        self.spool.put("sr", uid, _encode(sr), ".dcm")
-        self.spool.put("results", uid, json.dumps(result, indent=1).encode(), ".json")
+        self.spool.put("sr", uid, _encode(sr), ".dcm", durable=False)
+        self.spool.put("results", uid, json.dumps(result, indent=1).encode(), ".json", False)
         self.audit.append(
             "processed",
             sop_instance_uid=uid,
@@ -234,7 +246,7 @@ class Service:
                 continue
             out = self.forwarder.send(sr, dest)
             if out.ok:
-                self.spool.put(f"sent/{key}", uid, b"")
+                self.spool.put(f"sent/{key}", uid, b"", durable=False)
                 self.audit.append(
                     "sent",
                     sop_instance_uid=uid,

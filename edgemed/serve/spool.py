@@ -39,19 +39,21 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, chunks: Iterable[bytes], tmp_dir: Path) -> None:
-    """Write to a temp file, fsync it, rename it into place, fsync the directory."""
+def write_atomic(path: Path, chunks: Iterable[bytes], tmp_dir: Path, durable: bool = True) -> None:
+    """Write to a temp file, rename it into place; `durable`: fsync the file and the directory."""
     tmp = tmp_dir / f"{path.name}.{uuid.uuid4().hex}.part"
     try:
         with open(tmp, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 class Spool:
@@ -106,19 +108,23 @@ class Spool:
         items = [(p.stat().st_mtime, p.stem) for p in (self.root / "queue").glob("*.dcm")]
         return [uid for _, uid in sorted(items)]
 
-    def put(self, kind: str, uid: str, data: bytes, suffix: str = "") -> Path:
+    def put(self, kind: str, uid: str, data: bytes, suffix: str = "", durable: bool = True) -> Path:
+        """Write a record atomically. Records that can be made again (results, SRs, sent
+        markers: deterministic, and the instance stays in queue/ until they exist) skip the fsyncs;
+        a crash of the process never loses them (the page cache survives it), a power cut may,
+        and then the instance is simply processed again, into the same SR."""
         target = self.path(kind, uid, suffix)
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, [data], self.root / "tmp")
+        write_atomic(target, [data], self.root / "tmp", durable)
         return target
 
     def sent_marker(self, dest: str, uid: str) -> Path:
         return self.root / "sent" / dest / uid
 
     def finish(self, uid: str) -> None:
-        """The instance is fully handled: drop it from the queue."""
+        """The instance is fully handled: drop it from the queue (if a power cut undoes the
+        unlink, the instance is processed again into the same SR, which the PACS stores once)."""
         self.path("queue", uid, ".dcm").unlink(missing_ok=True)
-        fsync_dir(self.root / "queue")
 
     def depth(self) -> int:
         return sum(1 for _ in (self.root / "queue").glob("*.dcm"))

@@ -94,7 +94,8 @@ def build_sr(source: Dataset, result: dict, algo: Algorithm) -> Dataset:
     return sr
 
 
-# Type 2 attributes the SR copies from its evidence: present (empty = unknown) in the header copy.
+# What the SR takes from its evidence (patient and study modules, the reference itself); Type 2
+# attributes are present, empty = unknown, when the source lacks them.
 TYPE2 = (
     "PatientName",
     "PatientID",
@@ -105,14 +106,24 @@ TYPE2 = (
     "StudyDate",
     "StudyTime",
 )
+COPIED = (
+    "SpecificCharacterSet",
+    "ReferringPhysicianName",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    *TYPE2,
+)
 
 
 def _with_type2(source: Dataset) -> Dataset:
-    import copy
-
-    ds = copy.deepcopy(source)
-    for key in TYPE2:
-        if key not in ds:
+    """A small evidence dataset: only what the SR copies, so highdicom has less to walk."""
+    ds = Dataset()
+    for key in COPIED:
+        if key in source:
+            setattr(ds, key, source[key].value)
+        elif key in TYPE2:
             setattr(ds, key, "")
     return ds
 
