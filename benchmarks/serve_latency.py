@@ -465,6 +465,18 @@ def render(out: dict, args) -> str:
             f"time: {k['acked']} acknowledged, {k['srs']} SRs in Orthanc, {k['missing']} missing, "
             f"{k['doubled']} doubled."
         )
+    small_1 = next(r for r in out["rows"] if r["senders"] == 1 and r["input"].startswith("28"))
+    over, cold = pct(small_1["overhead"], 50) * 1000, max(out["cold"])
+    goals = [
+        f"service overhead p50 (28 px, 1 sender) under 15 ms: {over:.1f} ms, "
+        + ("met" if over < 15 else "not met here"),
+        f"cold start under 2 s: {cold:.2f} s at worst, " + ("met" if cold < 2 else "not met here"),
+    ]
+    if "kill" in out:
+        k = out["kill"]
+        clean = not k["missing"] and not k["doubled"] and k["acked"] == args.kill
+        goals.append("nothing lost, nothing doubled: " + ("met" if clean else "NOT met"))
+    lines.append("- Issue 15 goals: " + "; ".join(goals) + ".")
     before, after = out["load"]
     lines.append(f"- Machine: {before} before, {after} after (shared with other work).")
     return "\n".join(lines)
