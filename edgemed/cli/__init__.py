@@ -26,6 +26,8 @@ COMMANDS = {
     "bench": "edgemed.cli.bench:bench",
     "compress": "edgemed.cli.compress:compress",
     "study": "edgemed.cli.study:study",
+    "serve": "edgemed.cli.serve:serve",
+    "audit": "edgemed.cli.serve:audit",
 }
 
 

@@ -1,0 +1,323 @@
+"""Helpers for the `edgemed serve` tests and benchmark: a real Orthanc PACS on loopback, the
+service in-process or as the real CLI subprocess, DICOM made from the real chest X-ray images, a
+pynetdicom sender, and Orthanc REST queries for the SRs it holds."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import REPO
+
+ORTHANC_BIN = shutil.which("Orthanc")
+SERVICE_AET = "EDGEMED"
+SENDER_AET = "MODALITY"
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 10.0, headers: dict | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def http_post(url: str, body: bytes, ctype: str, headers: dict | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": ctype, **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+# ---- Orthanc ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Orthanc:
+    """A real Orthanc with a temp config: HTTP and DICOM on free ports, storage under `root`, the
+    service's AE registered as the only modality allowed to store (host-checked, 127.0.0.1)."""
+
+    root: Path
+    service_port: int
+    aet: str = "ORTHANC"
+
+    def start(self) -> Orthanc:
+        self.http_port, self.dicom_port = free_port(), free_port()
+        storage = self.root / "storage"
+        storage.mkdir(parents=True, exist_ok=True)
+        config = {
+            "Name": "edgemed-test-pacs",
+            "StorageDirectory": str(storage),
+            "IndexDirectory": str(storage),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": self.aet,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomAlwaysAllowEcho": False,
+            "DicomAlwaysAllowStore": False,
+            "DicomCheckModalityHost": True,
+            "DicomModalities": {"edgemed": [SERVICE_AET, LOOPBACK, self.service_port]},
+            "Plugins": [],
+            "StableAge": 1,
+        }
+        cfg = self.root / "orthanc.json"
+        cfg.write_text(json.dumps(config, indent=1))
+        self.log = open(self.root / "orthanc.log", "wb")  # noqa: SIM115 - closed in stop()
+        # TCP_NODELAY=1: DCMTK's switch (Orthanc's DICOM layer) against Nagle + delayed ACK stalls.
+        self.proc = subprocess.Popen(
+            [ORTHANC_BIN, str(cfg)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+            env={**os.environ, "TCP_NODELAY": "1"},
+        )
+        wait_for(self._up, 60, "Orthanc to answer /system")
+        return self
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(
+                f"Orthanc exited: {(self.root / 'orthanc.log').read_text()[-2000:]}"
+            )
+        try:
+            return http_get(f"{self.url}/system", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    @property
+    def destination(self) -> str:
+        return f"{self.aet}@{LOOPBACK}:{self.dicom_port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+    def sr_instance_ids(self) -> list[str]:
+        code, body = http_get(f"{self.url}/series?expand")
+        assert code == 200, body
+        return [
+            i
+            for s in json.loads(body)
+            if s["MainDicomTags"].get("Modality") == "SR"
+            for i in s["Instances"]
+        ]
+
+    def srs(self) -> list:
+        """Every SR Orthanc holds, as pydicom datasets (downloaded through its REST API)."""
+        from io import BytesIO
+
+        import pydicom
+
+        out = []
+        for iid in self.sr_instance_ids():
+            code, body = http_get(f"{self.url}/instances/{iid}/file")
+            assert code == 200
+            out.append(pydicom.dcmread(BytesIO(body)))
+        return out
+
+
+# ---- DICOM from the real chest X-rays --------------------------------------------------------
+
+
+def cxr_dicoms(out: Path, n: int, offset: int = 0, **attrs) -> list[Path]:
+    """`n` real chest X-ray test images as CR DICOM (8-bit, 28x28), one study per image; past the
+    468 test images the pixels repeat (each file is still a new instance with its own UIDs)."""
+    from tests.bundle_support import cxr_test_images, write_dicom
+
+    out.mkdir(parents=True, exist_ok=True)
+    imgs = cxr_test_images(468)
+    return [
+        write_dicom(out / f"cxr{i}.dcm", imgs[i % len(imgs)], **_study(attrs))
+        for i in range(offset, offset + n)
+    ]
+
+
+def large_dicom(path: Path, index: int = 0) -> Path:
+    """A 2048x2048 16-bit CR DICOM made from a real chest X-ray (bicubic up-scale to 12 bits)."""
+    from PIL import Image
+
+    from tests.bundle_support import cxr_test_images, write_dicom
+
+    src = cxr_test_images(index + 1)[index].astype(np.float32)
+    big = np.asarray(Image.fromarray(src, mode="F").resize((2048, 2048), Image.BICUBIC))
+    stored = np.clip(np.rint(big * (4095 / 255)), 0, 4095).astype(np.uint16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_dicom(path, stored, bits_stored=12, **_study({}))
+
+
+def _study(attrs: dict) -> dict:
+    from pydicom.uid import generate_uid
+
+    base = {
+        "StudyInstanceUID": generate_uid(),
+        "SeriesInstanceUID": generate_uid(),
+        "PatientName": "Test^Patient",
+        "Modality": "CR",
+    }
+    return {**base, **attrs}
+
+
+def sop_uid(path: Path) -> str:
+    import pydicom
+
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+# ---- sending ---------------------------------------------------------------------------------
+
+
+def send(paths: list[Path], port: int, calling: str = SENDER_AET, called: str = SERVICE_AET):
+    """C-STORE `paths` over one association; {sop uid: status or None} (None = no response)."""
+    import pydicom
+    from pynetdicom import AE
+
+    datasets = [pydicom.dcmread(p) for p in paths]
+    ae = AE(ae_title=calling)
+    for sop_class in {str(d.SOPClassUID) for d in datasets}:
+        ae.add_requested_context(sop_class)
+    assoc = ae.associate(LOOPBACK, port, ae_title=called)
+    if not assoc.is_established:
+        return {"rejected": assoc.is_rejected}
+    out = {}
+    try:
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            out[str(ds.SOPInstanceUID)] = int(status.Status) if status else None
+    finally:
+        assoc.release()
+    return out
+
+
+# ---- the service ------------------------------------------------------------------------------
+
+
+def in_process(tmp: Path, bundle: Path, pubkey: Path, dicom_port: int, **settings):
+    """A started Service in this process (threads); the caller stops it."""
+    from edgemed.serve.config import build_config
+    from edgemed.serve.service import Service
+
+    values = {
+        "spool": str(tmp / "spool"),
+        "ae-title": SERVICE_AET,
+        "dicom-port": dicom_port,
+        "http-port": 0,
+        "allowed-aets": [SENDER_AET],
+        "workers": 2,
+        "threads": 1,
+        "retry-backoff": 0.05,
+        **settings,
+    }
+    svc = Service(build_config(values, {}), bundle, pubkey)
+    svc.start()
+    return svc
+
+
+@dataclass
+class ServeProcess:
+    """`edgemed serve` as a real subprocess (the CLI entry point), for kill and SIGHUP tests."""
+
+    args: list[str]
+    log_path: Path
+    http_port: int
+
+    def start(self) -> ServeProcess:
+        # TMPDIR: what a SIGKILL leaves behind (the extracted bundle) stays in the test's tmp dir.
+        tmp = self.log_path.parent / "serve-tmp"
+        tmp.mkdir(exist_ok=True)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
+        code = "from edgemed.cli import main; main()"
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, "serve", *self.args, "--http-port", str(self.http_port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        wait_for(self._ready, 60, "edgemed serve to be ready")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"edgemed serve exited: {self.log_path.read_text()[-3000:]}")
+        try:
+            return http_get(f"{self.url}/readyz", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    def readyz(self) -> dict:
+        return json.loads(http_get(f"{self.url}/readyz")[1])
+
+    def metrics(self) -> dict[str, float]:
+        return parse_metrics(http_get(f"{self.url}/metrics")[1].decode())
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.wait()
+
+    def wait(self) -> None:
+        try:
+            self.proc.wait(timeout=60)
+        finally:
+            self.log.close()
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
