@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import force_option, out_option
+from edgemed.cli.options import force_option, max_pixels_option, out_option
 
 
 @click.command()
@@ -42,6 +42,7 @@ from edgemed.cli.options import force_option, out_option
 )
 @click.option("--resume", is_flag=True, help="Continue DIR: skip configurations already done.")
 @click.option("--retry-failed", is_flag=True, help="With --resume, re-run failed/timed-out rows.")
+@max_pixels_option
 @out_option
 @force_option
 def bench(

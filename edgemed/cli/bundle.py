@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import force_option
+from edgemed.cli.options import force_option, max_pixels_option
 
 
 @click.command()
@@ -132,6 +132,7 @@ def verify(bundle_path, pubkey, max_bundle_mb, max_members) -> None:
     "--threads", type=click.IntRange(min=1), help="Intra-op threads (default: the runtime's)."
 )
 @limit_options
+@max_pixels_option
 def predict(bundle_path, images, pubkey, threads, max_bundle_mb, max_members) -> None:
     """Verify BUNDLE, then print one JSON object per IMAGE (PNG, JPEG or DICOM).
 

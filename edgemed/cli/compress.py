@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import force_option, model_arg_option, out_option
+from edgemed.cli.options import force_option, max_pixels_option, model_arg_option, out_option
 
 
 @click.command()
@@ -38,6 +38,7 @@ from edgemed.cli.options import force_option, model_arg_option, out_option
 @model_arg_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, help="torch intra-op threads (default: all cores).")
+@max_pixels_option
 @out_option
 @force_option
 def compress(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import force_option, model_arg_option, out_option
+from edgemed.cli.options import force_option, max_pixels_option, model_arg_option, out_option
 
 
 @click.command()
@@ -92,6 +92,7 @@ from edgemed.cli.options import force_option, model_arg_option, out_option
     metavar="KEY=VALUE",
     help="Backend-specific setting (repeatable).",
 )
+@max_pixels_option
 @out_option
 @force_option
 def export(

@@ -21,3 +21,22 @@ model_arg_option = click.option(
     metavar="KEY=VALUE",
     help="Keyword argument for the model factory (repeatable; values parsed as JSON).",
 )
+
+
+def _set_max_pixels(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    from edgemed.imagecheck import set_max_pixels
+
+    set_max_pixels(value)
+    return value
+
+
+max_pixels_option = click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=64_000_000,
+    show_default=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_max_pixels,
+    help="Refuse images whose header declares more pixels (checked before decoding).",
+)
