@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from edgemed.errors import InputError
+from edgemed.errors import InputError, environment_problem
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -35,8 +35,25 @@ def refuse_existing(out: Path, force: bool) -> None:
         )
 
 
+@contextlib.contextmanager
+def writing(where: Path) -> Iterator[None]:
+    """Permission, read-only and full-disk errors inside become one line naming `where`."""
+    try:
+        yield
+    except (OSError, MemoryError) as exc:
+        problem = environment_problem(exc, where)
+        if problem is None:
+            raise
+        raise problem from None
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write bytes to a temp file beside `path`, fsync, then rename over it."""
+    with writing(path):
+        _write_bytes_atomic(path, data)
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -82,14 +99,18 @@ def staged_dir(out: Path, force: bool) -> Iterator[Path]:
     """
     out = Path(out)
     refuse_existing(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out.parent, f".{out.name}.", ".partial")
-    tmp = Path(
-        tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}-", suffix=".partial", dir=out.parent)
-    )
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(out.parent, f".{out.name}.", ".partial")
+        tmp = Path(
+            tempfile.mkdtemp(
+                prefix=f".{out.name}.{os.getpid()}-", suffix=".partial", dir=out.parent
+            )
+        )
     try:
-        yield tmp
-        publish(tmp, out, force)
+        with writing(out):
+            yield tmp
+            publish(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import force_option, max_pixels_option, out_option
+from edgemed.cli.options import (
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    force_option,
+    max_pixels_option,
+    out_option,
+)
 
 
 @click.command()
@@ -15,8 +22,10 @@ from edgemed.cli.options import force_option, max_pixels_option, out_option
     "--data", required=True, help="Labelled data (.npz, class-folder tree, or 'embedded')."
 )
 @click.option("--split", default="test", show_default=True, help="Split to evaluate on.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads.")
-@click.option("--batch", type=int, default=1, show_default=True, help="Batch size of timed calls.")
+@click.option("--threads", type=COUNT, default=1, show_default=True, help="Intra-op threads.")
+@click.option(
+    "--batch", type=COUNT, default=1, show_default=True, help="Batch size of timed calls."
+)
 @click.option(
     "--timeout",
     type=float,
@@ -25,15 +34,15 @@ from edgemed.cli.options import force_option, max_pixels_option, out_option
     help="Seconds per configuration before it is killed and recorded as a timeout.",
 )
 @click.option(
-    "--seconds", type=float, default=3.0, show_default=True, help="Minimum timed seconds."
+    "--seconds", type=POSITIVE, default=3.0, show_default=True, help="Minimum timed seconds."
 )
-@click.option("--min-runs", type=int, default=100, show_default=True, help="Minimum timed runs.")
-@click.option("--max-auc-drop", type=float, help="Gate: fail when an AUC drop exceeds this.")
+@click.option("--min-runs", type=COUNT, default=100, show_default=True, help="Minimum timed runs.")
+@click.option("--max-auc-drop", type=NON_NEGATIVE, help="Gate: fail when an AUC drop exceeds this.")
 @click.option(
-    "--max-flip-rate", type=float, help="Gate: fail when a decision flip rate exceeds this."
+    "--max-flip-rate", type=NON_NEGATIVE, help="Gate: fail when a decision flip rate exceeds this."
 )
 @click.option(
-    "--max-sens-drop", type=float, help="Gate: fail when a sensitivity drop exceeds this."
+    "--max-sens-drop", type=NON_NEGATIVE, help="Gate: fail when a sensitivity drop exceeds this."
 )
 @click.option(
     "--include-reference",

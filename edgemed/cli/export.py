@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import force_option, max_pixels_option, model_arg_option, out_option
+from edgemed.cli.options import (
+    COUNT,
+    NON_NEGATIVE,
+    POSITIVE,
+    force_option,
+    max_pixels_option,
+    model_arg_option,
+    out_option,
+)
 
 
 @click.command()
@@ -34,11 +42,17 @@ from edgemed.cli.options import force_option, max_pixels_option, model_arg_optio
     help="Contract JSON for factory models or ONNX files without one.",
 )
 @model_arg_option
-@click.option("--opset", type=int, default=17, show_default=True)
+@click.option(
+    "--opset",
+    type=click.IntRange(min=13, max=20),
+    default=17,
+    show_default=True,
+    help="ONNX opset for the torch export (13-20).",
+)
 @click.option("--simplify", is_flag=True, help="Simplify the ONNX graph with onnxslim.")
 @click.option(
     "--parity-tol",
-    type=float,
+    type=POSITIVE,
     default=1e-4,
     show_default=True,
     help="Max |delta p| allowed for FP32 parity.",
@@ -49,7 +63,9 @@ from edgemed.cli.options import force_option, max_pixels_option, model_arg_optio
     help="Directory that a calibration recipe's 'data' is relative to.",
 )
 @click.option(
-    "--calib-count", type=int, help="Calibration images when --calib is a data path (default 256)."
+    "--calib-count",
+    type=COUNT,
+    help="Calibration images when --calib is a data path (default 256).",
 )
 @click.option(
     "--calib-method",
@@ -74,15 +90,17 @@ from edgemed.cli.options import force_option, max_pixels_option, model_arg_optio
 )
 @click.option(
     "--max-auc-drop",
-    type=float,
+    type=NON_NEGATIVE,
     help="Drift budget: AUC drop vs FP32 on validation (default 0.005).",
 )
 @click.option(
-    "--max-flip-rate", type=float, help="Drift budget: decision flip rate vs FP32 (default 0.01)."
+    "--max-flip-rate",
+    type=NON_NEGATIVE,
+    help="Drift budget: decision flip rate vs FP32 (default 0.01).",
 )
 @click.option(
     "--max-float-layers",
-    type=int,
+    type=click.IntRange(min=0),
     help="With --accuracy-control: keep at most this many layers in float (default: no cap).",
 )
 @click.option(
@@ -136,7 +154,7 @@ def export(
         "max_float_layers": max_float_layers,
     }
     options = {k: v for k, v in given.items() if v is not None}
-    options.update(parse_model_args(backend_options))
+    options.update(parse_model_args(backend_options, "--option"))
     req = ExportRequest(
         model=model,
         target=target,

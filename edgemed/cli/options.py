@@ -40,3 +40,30 @@ max_pixels_option = click.option(
     callback=_set_max_pixels,
     help="Refuse images whose header declares more pixels (checked before decoding).",
 )
+
+
+class FiniteFloat(click.ParamType):
+    """A float that is finite (NaN and Inf are refused, never compared) and above `low`."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, low_open: bool = True) -> None:
+        self.low, self.low_open = low, low_open
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if self.low is not None and (v <= self.low if self.low_open else v < self.low):
+            self.fail(f"{v:g} must be {'>' if self.low_open else '>='} {self.low:g}", param, ctx)
+        return v
+
+
+POSITIVE = FiniteFloat(0.0)
+NON_NEGATIVE = FiniteFloat(0.0, low_open=False)
+COUNT = click.IntRange(min=1)

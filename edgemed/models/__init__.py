@@ -116,7 +116,7 @@ def load_factory(target: str):
         raise InputError(f"module {module_name!r} has no factory {attr!r}") from None
 
 
-def parse_model_args(pairs: tuple[str, ...] | list[str]) -> dict:
+def parse_model_args(pairs: tuple[str, ...] | list[str], flag: str = "--model-arg") -> dict:
     """`key=value` strings -> kwargs, values parsed as JSON when possible (2 -> int, true -> bool)."""
     import json
 
@@ -124,7 +124,10 @@ def parse_model_args(pairs: tuple[str, ...] | list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise InputError(f"model argument {pair!r} is not key=value")
+            what = "model argument" if flag == "--model-arg" else "option"
+            raise InputError(
+                f"{flag} {pair!r}: a {what} must be KEY=VALUE, e.g. {flag} {pair or 'key'}=1"
+            )
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:

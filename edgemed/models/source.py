@@ -69,7 +69,7 @@ def _from_checkpoint(path: Path) -> LoadedModel:
 
 
 def _from_onnx(path: Path, contract_path: str | None) -> LoadedModel:
-    from edgemed.onnx_export import contract_from_onnx, load_onnx
+    from edgemed.onnx_export import check_onnx_input, contract_from_onnx, load_onnx
 
     model = load_onnx(path)
     contract = _contract_file(contract_path) if contract_path else contract_from_onnx(model)
@@ -77,6 +77,7 @@ def _from_onnx(path: Path, contract_path: str | None) -> LoadedModel:
         raise InputError(
             f"{path} carries no edgemed.contract metadata; pass --contract contract.json"
         )
+    check_onnx_input(model, contract, path)
     return LoadedModel(
         "onnx",
         contract,
