@@ -46,8 +46,17 @@ def read_dicom(path: Path):
         raise InputError(
             f"{path} is not a DICOM Part 10 file (no DICM preamble); pass a DICOM image, PNG or JPEG"
         ) from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot read DICOM {path} ({exc}); the file is damaged") from None
+    except MemoryError:
+        raise
+    except (
+        Exception
+    ) as exc:  # hostile bytes: pydicom raises struct.error, BytesLengthException, ...
+        raise InputError(f"cannot read DICOM {path} ({_first(exc)}); the file is damaged") from None
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
 def check_pixel_module(ds, path: Path) -> None:
@@ -143,12 +152,19 @@ def decode(ds, path: Path) -> np.ndarray:
 def dicom_pixels(path: Path, modalities: tuple[str, ...] = (), expected: str = "") -> np.ndarray:
     """A DICOM file -> uint8 (H, W) grayscale or (H, W, 3) RGB, display-mapped as described above."""
     ds = read_dicom(path)
-    check_modality(ds, path, modalities, expected)
-    check_pixel_module(ds, path)
-    arr = decode(ds, path)
-    if arr.ndim == 3:
-        return _color_uint8(arr, ds)
-    return gray_uint8(arr, ds, path)
+    try:
+        check_modality(ds, path, modalities, expected)
+        check_pixel_module(ds, path)
+        arr = decode(ds, path)
+        if arr.ndim == 3:
+            return _color_uint8(arr, ds)
+        return gray_uint8(arr, ds, path)
+    except (InputError, MemoryError):
+        raise
+    except Exception as exc:  # a damaged element read lazily (pydicom parses values on access)
+        raise InputError(
+            f"DICOM {path} has a damaged header ({_first(exc)}); re-export it"
+        ) from None
 
 
 def check_modality(ds, path: Path, modalities: tuple[str, ...], expected: str) -> None:
