@@ -63,6 +63,10 @@ def environment_problem(exc: BaseException, where: object = None) -> Environment
     if why is None:
         return None
     path = str(where or exc.filename or "the output")
+    named = str(exc.filename) if exc.filename else None
+    if named and where and not named.startswith(os.path.dirname(os.path.abspath(str(where)))):
+        # the failing file is not the output being written (e.g. an input it could not read)
+        return EnvironmentProblem(f"cannot access {named}: {why}; check its permissions")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         probe = path if os.path.isdir(path) else os.path.dirname(path) or "."
         try:

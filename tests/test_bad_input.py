@@ -89,6 +89,27 @@ def _missing_key(a):
     del a["test_labels"]
 
 
+def encapsulated_dicom(path: Path, transfer_syntax: str) -> Path:
+    """A CR DICOM whose compressed pixel data (in `transfer_syntax`) is garbage."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.Modality, ds.Rows, ds.Columns, ds.SamplesPerPixel = "CR", 64, 64, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xe0 not really a JPEG stream" * 3])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 def unwritable(root: Path) -> Path:
     """An --out whose parent cannot be written: a 0500 dir (non-root) or /sys (root: EPERM)."""
     if os.geteuid() != 0:
@@ -183,6 +204,8 @@ def ws(tmp_path_factory, cxr_model, cxr_onnx) -> dict[str, str]:
     w["frames_dcm"] = write_dicom(
         root / "frames.dcm", pixels, NumberOfFrames=4000, Rows=4000, Columns=4000
     )
+    w["jpeg_dcm"] = encapsulated_dicom(root / "jpeg.dcm", "1.2.840.10008.1.2.4.50")
+    w["htj2k_dcm"] = encapsulated_dicom(root / "htj2k.dcm", "1.2.840.10008.1.2.4.201")
     # bundles and keys
     members = read_members(bundle)
     w["extra_bundle"] = write_members(
@@ -387,6 +410,13 @@ CASES = [
     C("predict-bomb-dicom", PREDICT + " {bomb_dcm}", "20000x20000", "--max-pixels"),
     C("predict-frames-dicom", PREDICT + " {frames_dcm}", "frames", "--max-pixels"),
     C("predict-max-pixels-small", PREDICT + " --max-pixels 100 {png}", "--max-pixels 784"),
+    C("predict-corrupt-jpeg-dicom", PREDICT + " {jpeg_dcm}", "JPEG Baseline", "damaged"),
+    C(
+        "predict-htj2k-no-decoder",
+        PREDICT + " {htj2k_dcm}",
+        "High-Throughput",
+        "pylibjpeg-openjpeg",
+    ),
     C("predict-image-missing", PREDICT + " {root}/nope.png", "does not exist"),
     C("predict-not-an-image", PREDICT + " {text_png}", "cannot read image"),
     C("predict-tiny", PREDICT + " {tiny_png}", "only 4x4"),

@@ -8,7 +8,7 @@ import click
 
 from edgemed.cli.options import (
     COUNT,
-    NON_NEGATIVE,
+    FINITE,
     POSITIVE,
     force_option,
     max_pixels_option,
@@ -26,18 +26,14 @@ from edgemed.cli.options import (
     "--method",
     help="prune, channel-prune, svd, tucker, distill or binarize.",
 )
-@click.option(
-    "--amount", type=POSITIVE, help="Fraction to remove (prune, channel-prune), 0 < X < 1."
-)
+@click.option("--amount", type=FINITE, help="Fraction to remove (prune, channel-prune), 0 < X < 1.")
 @click.option("--rank", type=COUNT, help="Rank of every factorized layer (svd, tucker).")
 @click.option(
-    "--energy", type=POSITIVE, help="Keep this fraction of squared singular values (svd, tucker)."
+    "--energy", type=FINITE, help="Keep this fraction of squared singular values (svd, tucker)."
 )
 @click.option("--teacher", help="Trained teacher model dir (distill).")
-@click.option("--temperature", type=POSITIVE, help="Distillation temperature (default 4).")
-@click.option(
-    "--alpha", type=NON_NEGATIVE, help="Weight of the soft (teacher) loss, 0-1 (default 0.7)."
-)
+@click.option("--temperature", type=FINITE, help="Distillation temperature (default 4).")
+@click.option("--alpha", type=FINITE, help="Weight of the soft (teacher) loss, 0-1 (default 0.7).")
 @click.option(
     "--epochs",
     type=COUNT,

@@ -64,6 +64,7 @@ class FiniteFloat(click.ParamType):
         return v
 
 
+FINITE = FiniteFloat()  # range checked where the meaning is known
 POSITIVE = FiniteFloat(0.0)
 NON_NEGATIVE = FiniteFloat(0.0, low_open=False)
 COUNT = click.IntRange(min=1)
