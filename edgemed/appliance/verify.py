@@ -74,26 +74,24 @@ def verify_bundle(
         check_signature(key, manifest_raw, signature, path)
         manifest = parse_manifest(manifest_raw, path)
         members = read_listed(stream, manifest, extract_to)
-    lines = [
-        (
-            "archive",
-            f"uncompressed tar, {len(members) + 2} regular files, safe relative names, complete",
-        ),
-        ("signature", f"Ed25519, signed by key sha256:{fingerprint(key)[:16]}"),
-        ("manifest", f"{FORMAT}, bundle {manifest['bundle_id']}, {manifest['model']['label']}"),
-        ("files", f"{len(members)} listed, none missing, none extra"),
-        ("hashes", f"{len(members)} files match their SHA-256 and size"),
-        ("runtime", runtime_check(manifest)),
-    ]
+    shown: list[str] = []
     overridden = (manifest.get("gate") or {}).get("decision") == "overridden"
-    lines.append(("gate", gate_summary(manifest)))
-    shown = tuple(
-        f"{name:<9} {'NOTE' if name == 'gate' and overridden else 'ok':<4} {detail}"
-        for name, detail in lines
-    )
-    for line in shown if echo else ():
-        echo(line)
-    return VerifiedBundle(path, stream.whole.hexdigest(), manifest, shown, extract_to)
+
+    def passed(name: str, detail: str, status: str = "ok") -> None:
+        shown.append(f"{name:<9} {status:<4} {detail}")
+        if echo:
+            echo(shown[-1])
+
+    n = len(members)
+    passed("archive", f"uncompressed tar, {n + 2} regular files, safe relative names, complete")
+    passed("signature", f"Ed25519, signed by key sha256:{fingerprint(key)[:16]}")
+    label = manifest["model"].get("label") if isinstance(manifest["model"], dict) else None
+    passed("manifest", f"{FORMAT}, bundle {manifest['bundle_id']}, {label}")
+    passed("files", f"{n} listed, none missing, none extra")
+    passed("hashes", f"{n} files match their SHA-256 and size")
+    passed("runtime", runtime_check(manifest))
+    passed("gate", gate_summary(manifest), "NOTE" if overridden else "ok")
+    return VerifiedBundle(path, stream.whole.hexdigest(), manifest, tuple(shown), extract_to)
 
 
 def check_size(path: Path, limits: Limits) -> None:
