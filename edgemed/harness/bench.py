@@ -203,7 +203,12 @@ def run_row(
         threads=req.threads, batch=req.batch, latency=req.latency_settings(), device=cfg.device
     )
     before = load_average()
-    res = run_worker(job, tmp, req.timeout)
+    if cfg.problem:  # a corrupted artifact is its own failed row, never run
+        from edgemed.harness.proc import WorkerResult
+
+        res = WorkerResult("failed", {}, cfg.problem, 0.0)
+    else:
+        res = run_worker(job, tmp, req.timeout)
     row = base_row(cfg, req, res, before, load_average())
     row["busy_warning"] = busy_warning(before)
     if res.status == "ok":
