@@ -29,6 +29,9 @@ COMMANDS = {
 }
 
 
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -65,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.echo(error_line(problem), err=True)
         sys.exit(problem.exit_code)
+    except NO_ARGS_IS_HELP as exc:  # bare `edgemed`: show the help
+        exc.show()
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:  # usage errors: the same one line, naming the option
         click.echo(error_line(exc.format_message()), err=True)
         sys.exit(exc.exit_code)
