@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from edgemed.errors import InputError
+from edgemed.errors import InputError, environment_problem
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -35,8 +35,25 @@ def refuse_existing(out: Path, force: bool) -> None:
         )
 
 
+@contextlib.contextmanager
+def writing(where: Path) -> Iterator[None]:
+    """Permission, read-only and full-disk errors inside become one line naming `where`."""
+    try:
+        yield
+    except (OSError, MemoryError) as exc:
+        problem = environment_problem(exc, where)
+        if problem is None:
+            raise
+        raise problem from None
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write bytes to a temp file beside `path`, fsync, then rename over it."""
+    with writing(path):
+        _write_bytes_atomic(path, data)
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -77,28 +94,127 @@ def staged_dir(out: Path, force: bool) -> Iterator[Path]:
     """Yield a temp dir beside `out`; on success it replaces `out` atomically, on error it vanishes.
 
     An existing `out` is refused unless `force`; with `force` it is swapped out only after the new
-    content is complete, so an interrupted run never leaves a half-written output.
+    content is complete, so an interrupted run never leaves a half-written output. The temp dir
+    is named `.OUT.PID-XXXX.partial`; those of dead processes are removed when the next run starts.
     """
     out = Path(out)
     refuse_existing(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(out.parent, f".{out.name}.", ".partial")
+        tmp = Path(
+            tempfile.mkdtemp(
+                prefix=f".{out.name}.{os.getpid()}-", suffix=".partial", dir=out.parent
+            )
+        )
     try:
-        yield tmp
-        _swap_in(tmp, out)
+        with writing(out):
+            yield tmp
+            publish(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
-    if not out.exists():
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
+
+
+def _renameat2(src: Path, dst: Path, flags: int) -> bool:
+    """Linux renameat2(2); False where the libc or the filesystem does not support it."""
+    import ctypes
+    import errno
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd = -100
+    if fn(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(dst))
+
+
+def publish(tmp: Path, out: Path, force: bool) -> None:
+    """Move finished `tmp` (file or dir) to `out` in one step: without `force` only if `out` is
+    still free (two concurrent writers: exactly one wins), with `force` an atomic swap."""
+    try:
+        if not out.exists() and not os.path.islink(out):
+            _claim(tmp, out)
+            return
+        if not force:
+            raise FileExistsError
+    except FileExistsError:
+        raise InputError(
+            f"output {out} already exists (another process wrote it meanwhile); choose another "
+            "path or pass --force to replace it"
+        ) from None
+    if (
+        tmp.is_dir()
+        and out.is_dir()
+        and not out.is_symlink()
+        and _renameat2(tmp, out, _RENAME_EXCHANGE)
+    ):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old output
+        return
+    if not tmp.is_dir() and not out.is_dir():
         os.replace(tmp, out)
         return
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    old = out.with_name(f".{out.name}.{os.getpid()}-old.partial")
     os.replace(out, old)
     os.replace(tmp, out)
-    if old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+
+
+def _claim(tmp: Path, out: Path) -> None:
+    """Rename without replacing: renameat2(NOREPLACE), else link (files) or mkdir-then-rename."""
+    if _renameat2(tmp, out, _RENAME_NOREPLACE):
+        return
+    if tmp.is_dir():
+        os.mkdir(out)  # FileExistsError if taken; rename onto our own empty dir is atomic
+        os.rename(tmp, out)
     else:
-        old.unlink(missing_ok=True)
+        os.link(tmp, out)
+        os.unlink(tmp)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(parent: Path, prefix: str, suffix: str = "") -> None:
+    """Remove PREFIX<pid>-*SUFFIX entries in `parent` whose process is gone (never a live one's)."""
+    import glob
+
+    for entry in Path(parent).glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"):
+        pid_text = entry.name[len(prefix) :].partition("-")[0]
+        if not pid_text.isdigit() or pid_alive(int(pid_text)) or int(pid_text) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if entry.lstat().st_uid != os.getuid():
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink()
+
+
+def private_tempdir(prefix: str) -> Path:
+    """A mode-0700 temp dir PREFIX<pid>-XXXX in TMPDIR, after removing those of dead processes."""
+    remove_stale(Path(tempfile.gettempdir()), prefix)
+    try:
+        return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+    except OSError as exc:
+        raise InputError(
+            f"cannot create a temp dir in {tempfile.gettempdir()} ({exc.strerror}); set TMPDIR "
+            "to a writable directory"
+        ) from None

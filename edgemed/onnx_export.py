@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from edgemed.contract import CONTRACT_KEY, Contract
@@ -19,7 +21,7 @@ def onnx_from_torch(module, contract: Contract, path: Path, opset: int = DEFAULT
     import torch
 
     buf = io.BytesIO()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _export_errors(opset):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module.eval(),
@@ -36,6 +38,41 @@ def onnx_from_torch(module, contract: Contract, path: Path, opset: int = DEFAULT
     model = onnx.load_from_string(buf.getvalue())
     save_onnx(embed_contract(model, contract), path)
     return path
+
+
+@contextlib.contextmanager
+def _export_errors(opset: int) -> Iterator[None]:
+    """The exporter's failures (an op without a symbolic at this opset, ...) as one line."""
+    import torch
+
+    try:
+        yield
+    except (torch.onnx.errors.OnnxExporterError, RuntimeError, ValueError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(
+            f"the model cannot be exported to ONNX opset {opset} ({first}); try --opset 17"
+        ) from None
+
+
+def check_onnx_input(model, contract: Contract, path: Path) -> None:
+    """The graph's first input must have the contract's shape (batch may be symbolic)."""
+    graph_inputs = [
+        i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}
+    ]
+    if not graph_inputs:
+        raise InputError(f"{path} has no graph input; re-export it")
+    dims = graph_inputs[0].type.tensor_type.shape.dim
+    got = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
+    want = contract.input_shape(1)[1:]
+    if len(got) != len(want) + 1 or any(
+        g is not None and g != w for g, w in zip(got[1:], want, strict=False)
+    ):
+        shown = "x".join("?" if g is None else str(g) for g in got)
+        raise InputError(
+            f"{path} takes input {graph_inputs[0].name!r} of shape {shown}, but its contract says "
+            f"N x {'x'.join(map(str, want))} ({contract.layout}); pass the matching --contract or "
+            "re-export the model"
+        )
 
 
 def embed_contract(model, contract: Contract):

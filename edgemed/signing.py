@@ -109,9 +109,24 @@ def load_public_key(path: Path):
     return key
 
 
+MAX_KEY_BYTES = 64 << 10
+
+
 def _read_key_file(path: Path, what: str) -> bytes:
+    """A key file: a regular file of at most 64 KiB (a FIFO or device would block or never end)."""
+    import stat
+
     try:
-        return Path(path).read_bytes()
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            raise InputError(
+                f"{what} {path} is not a regular file (a FIFO or device?); pass the key file"
+            )
+        with open(path, "rb", buffering=0) as f:
+            data = f.read(MAX_KEY_BYTES + 1)
+        if len(data) > MAX_KEY_BYTES:
+            raise InputError(f"{what} {path} is larger than any key file; pass the key file")
+        return data
     except FileNotFoundError:
         raise InputError(
             f"{what} {path} does not exist; create a pair with `edgemed keygen`"

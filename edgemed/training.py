@@ -77,7 +77,9 @@ def train(cfg: TrainConfig, ds: Dataset | None = None) -> TrainResult:
         torch.set_num_threads(cfg.threads)
     ds = ds or load_dataset(cfg.data, cfg.image_size, cfg.channels, cfg.seed, cfg.near_duplicates)
     contract = contract_for(ds)
-    module = build_model(cfg.model, contract.channels, contract.num_outputs)
+    # A TrainConfig is built by the caller from its command line, never read from a file, so its
+    # model (factory included) is the one the user named for this run.
+    module = build_model(cfg.model, contract.channels, contract.num_outputs, factory=cfg.model.name)
     t0 = time.perf_counter()
     best_state, history = _fit(module, ds, contract, cfg)
     seconds = time.perf_counter() - t0

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgemed.errors import InputError
 from tests.bundle_support import (
     cxr_bundle_for,
     cxr_report_for,
@@ -79,9 +80,11 @@ def test_16bit_rescale_then_window_in_modality_units(predictor, cxr_pixels, tmp_
     }
     dcm = write_dicom(tmp_path / "a.dcm", stored, **attrs)
     assert_same_as_png(predictor, dcm, cxr_pixels, tmp_path)
-    # Control: the same window applied to stored values (rescale ignored) gives other pixels.
+    # Control: the same window applied to stored values (rescale ignored) saturates every pixel,
+    # and a blank image is refused rather than classified.
     wrong = write_dicom(tmp_path / "b.dcm", stored, WindowCenter=10.5, WindowWidth=1021)
-    assert not np.array_equal(predictor.prepare(wrong), predictor.prepare(dcm))
+    with pytest.raises(InputError, match="no content"):
+        predictor.prepare(wrong)
 
 
 def test_monochrome1_is_inverted(predictor, cxr_pixels, tmp_path):

@@ -52,15 +52,16 @@ def test_width_scales_parameters():
 
 
 def test_factory_spec_and_errors():
-    m = build_model(
-        ModelSpec("edgemed.models.zoo:CompactCNN", {"in_channels": 3, "num_outputs": 2}), 3, 2
-    )
+    factory = "edgemed.models.zoo:CompactCNN"
+    m = build_model(ModelSpec(factory, {"in_channels": 3, "num_outputs": 2}), 3, 2, factory)
     assert m(torch.zeros(1, 3, 28, 28)).shape == (1, 2)
     with pytest.raises(InputError, match="unknown model"):
         build_model(ModelSpec("vgg-huge"), 1, 1)
     with pytest.raises(InputError, match="cannot import"):
-        build_model(ModelSpec("no_such_pkg.nets:Net"), 1, 1)
+        build_model(ModelSpec("no_such_pkg.nets:Net"), 1, 1, "no_such_pkg.nets:Net")
     with pytest.raises(InputError, match="has no factory"):
-        build_model(ModelSpec("edgemed.models.zoo:Nope"), 1, 1)
+        build_model(ModelSpec("edgemed.models.zoo:Nope"), 1, 1, "edgemed.models.zoo:Nope")
+    with pytest.raises(InputError, match="not a zoo architecture"):
+        build_model(ModelSpec(factory, {"in_channels": 3, "num_outputs": 2}), 3, 2)
     with pytest.raises(InputError, match="does not accept"):
         build_model(ModelSpec("cnn", {"colour": 1}), 1, 1)

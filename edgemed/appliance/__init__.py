@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 import weakref
 from collections.abc import Callable
@@ -23,12 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.appliance.images import InputSpec, read_input
+from edgemed.appliance.tarstream import Limits
 from edgemed.appliance.verify import VerifiedBundle, verify_bundle
 from edgemed.bundle import CONTRACT_NAME, MODEL_DIR
 from edgemed.contract import Contract
 from edgemed.errors import InputError
 
-__all__ = ["Predictor", "load", "verify_bundle"]
+__all__ = ["Limits", "Predictor", "load", "verify_bundle"]
+WORKDIR_PREFIX = "edgemed-appliance-"
 
 
 def load(
@@ -36,11 +37,17 @@ def load(
     pubkey: str | Path,
     threads: int | None = None,
     echo: Callable[[str], None] | None = None,
+    limits: Limits | None = None,
 ) -> Predictor:
-    """Verify `bundle` with `pubkey`, extract it privately and return a ready Predictor."""
-    workdir = Path(tempfile.mkdtemp(prefix="edgemed-appliance-"))
+    """Verify `bundle` with `pubkey`, extract it privately and return a ready Predictor.
+
+    The private dir is TMPDIR/edgemed-appliance-PID-XXXX; those left by killed processes are
+    removed here, and this one on close, on any error and at interpreter exit."""
+    from edgemed.fileio import private_tempdir
+
+    workdir = private_tempdir(WORKDIR_PREFIX)
     try:
-        verified = verify_bundle(bundle, pubkey, extract_to=workdir, echo=echo)
+        verified = verify_bundle(bundle, pubkey, extract_to=workdir, echo=echo, limits=limits)
         return Predictor(verified, workdir, threads)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.errors import InputError
+from edgemed.imagecheck import check_pixel_count
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 GRAY = ("MONOCHROME1", "MONOCHROME2")
@@ -40,13 +41,22 @@ def read_dicom(path: Path):
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path)
+        return pydicom.dcmread(path, defer_size="1 MB")  # pixel data read after the size check
     except InvalidDicomError:
         raise InputError(
             f"{path} is not a DICOM Part 10 file (no DICM preamble); pass a DICOM image, PNG or JPEG"
         ) from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot read DICOM {path} ({exc}); the file is damaged") from None
+    except MemoryError:
+        raise
+    except (
+        Exception
+    ) as exc:  # hostile bytes: pydicom raises struct.error, BytesLengthException, ...
+        raise InputError(f"cannot read DICOM {path} ({_first(exc)}); the file is damaged") from None
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
 def check_pixel_module(ds, path: Path) -> None:
@@ -60,7 +70,8 @@ def check_pixel_module(ds, path: Path) -> None:
             f"DICOM {path} has no pixel data (Pixel Data element missing: a report, presentation "
             "state or header-only file?); pass the image DICOM"
         )
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frames = _int_tag(ds, "NumberOfFrames", 1, path)
+    check_pixel_count(path, _int_tag(ds, "Rows", 0, path), _int_tag(ds, "Columns", 0, path), frames)
     if frames > 1:
         raise InputError(
             f"DICOM {path} is multi-frame ({frames} frames); the model takes one 2-D image: "
@@ -80,6 +91,39 @@ def check_pixel_module(ds, path: Path) -> None:
         )
 
 
+def _int_tag(ds, keyword: str, default: int, path: Path) -> int:
+    try:
+        return int(ds.get(keyword, default) or default)
+    except (TypeError, ValueError):
+        raise InputError(f"DICOM {path} has an invalid {keyword}; the header is damaged") from None
+
+
+# Transfer syntax UID prefix -> the packages whose pydicom plugins decode it.
+DECODERS = {
+    "1.2.840.10008.1.2.4.20": "pylibjpeg pylibjpeg-openjpeg",  # HTJ2K (.201, .202, .203)
+    "1.2.840.10008.1.2.4.9": "pylibjpeg pylibjpeg-openjpeg",  # JPEG 2000
+    "1.2.840.10008.1.2.4.8": "pylibjpeg pylibjpeg-libjpeg",  # JPEG-LS
+    "1.2.840.10008.1.2.4.": "pylibjpeg pylibjpeg-libjpeg",  # JPEG baseline/extended/lossless
+}
+
+
+def decode_failure(ds, path: Path, exc: BaseException) -> str:
+    """Why the pixel data did not decode: a missing decoder (which to install) or damaged data."""
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    text = str(exc).strip()
+    first = text.splitlines()[0][:200] if text else type(exc).__name__
+    name = f"transfer syntax {getattr(ts, 'name', ts)}"
+    if "missing dependencies" in text or "no pixel data decoders" in text.lower():
+        uid = str(ts or "")
+        need = next((v for k, v in DECODERS.items() if uid.startswith(k)), None)
+        fix = f"pip install {need}" if need else "install a pydicom decoder for it"
+        return f"cannot decode DICOM {path}: no decoder for {name} is installed here; {fix}"
+    return (
+        f"cannot decode the pixel data of DICOM {path} ({name}: {first}): the compressed data is "
+        "damaged or truncated; re-export the image from the PACS"
+    )
+
+
 def decode(ds, path: Path) -> np.ndarray:
     """ds.pixel_array with decoder failures turned into one line."""
     try:
@@ -91,14 +135,10 @@ def decode(ds, path: Path) -> np.ndarray:
         NotImplementedError,
         KeyError,
         TypeError,
+        OSError,
+        EOFError,
     ) as exc:
-        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise InputError(
-            f"cannot decode the pixel data of DICOM {path} (transfer syntax "
-            f"{getattr(ts, 'name', ts)}: {first}); install a decoder (pip install pylibjpeg "
-            "pylibjpeg-libjpeg) or pass an uncompressed DICOM"
-        ) from None
+        raise InputError(decode_failure(ds, path, exc)) from None
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     expected = 2 if samples == 1 else 3
     if arr.ndim != expected or (samples == 3 and arr.shape[-1] != 3):
@@ -112,12 +152,19 @@ def decode(ds, path: Path) -> np.ndarray:
 def dicom_pixels(path: Path, modalities: tuple[str, ...] = (), expected: str = "") -> np.ndarray:
     """A DICOM file -> uint8 (H, W) grayscale or (H, W, 3) RGB, display-mapped as described above."""
     ds = read_dicom(path)
-    check_modality(ds, path, modalities, expected)
-    check_pixel_module(ds, path)
-    arr = decode(ds, path)
-    if arr.ndim == 3:
-        return _color_uint8(arr, ds)
-    return gray_uint8(arr, ds, path)
+    try:
+        check_modality(ds, path, modalities, expected)
+        check_pixel_module(ds, path)
+        arr = decode(ds, path)
+        if arr.ndim == 3:
+            return _color_uint8(arr, ds)
+        return gray_uint8(arr, ds, path)
+    except (InputError, MemoryError):
+        raise
+    except Exception as exc:  # a damaged element read lazily (pydicom parses values on access)
+        raise InputError(
+            f"DICOM {path} has a damaged header ({_first(exc)}); re-export it"
+        ) from None
 
 
 def check_modality(ds, path: Path, modalities: tuple[str, ...], expected: str) -> None:

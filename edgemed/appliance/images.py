@@ -2,6 +2,8 @@
 
 What an input must be, so a wrong image is refused instead of silently classified:
 - one 2-D image (multi-frame DICOM, animated/multi-page files and non-2-D arrays are refused);
+- at most `--max-pixels` pixels by the file's header, checked before decoding; not blank (a
+  dynamic range of at least `imagecheck.MIN_DYNAMIC_RANGE` grey levels) - see edgemed.imagecheck;
 - at least half the model's input size on each side (up-scaling more than 2x invents detail: a
   thumbnail or an icon is not the study) and no more elongated than 4:1;
 - DICOM: one of the bundle's modalities when the bundle names any (`edgemed bundle --modality`);
@@ -21,6 +23,7 @@ import numpy as np
 
 from edgemed.contract import Contract
 from edgemed.errors import InputError
+from edgemed.imagecheck import check_content, open_image
 
 MAX_ASPECT = 4.0
 MIN_FRACTION = 0.5
@@ -71,6 +74,7 @@ def read_input(path: str | Path, spec: InputSpec) -> np.ndarray:
     else:
         arr = raster_pixels(path, spec)
     check_geometry(arr, spec, path)
+    check_content(arr, f"image {path}")
     return resize_array(arr, spec.contract.input_size, spec.contract.resample)
 
 
@@ -81,13 +85,19 @@ def raster_pixels(path: Path, spec: InputSpec) -> np.ndarray:
     from edgemed.data.images import pil_to_array
 
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             frames = getattr(img, "n_frames", 1)
             if frames > 1:
                 raise InputError(f"image {path} has {frames} frames; {spec.expected()}")
             img.load()
             return np.asarray(pil_to_array(img, spec.contract.channels))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
         raise InputError(
             f"cannot read image {path} ({exc}); pass a DICOM, PNG or JPEG file"
         ) from None

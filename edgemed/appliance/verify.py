@@ -1,9 +1,12 @@
 """Verify a bundle before anything in it is used: archive structure, signature, file table, hashes,
 runtime. Each check that passes is reported (one line); the first failure raises one error line.
 
-The archive is read member by member (never `extractall`): only regular files with safe relative
-names are accepted, each is hashed while it is read and, when extracting, written with O_EXCL into
-a private directory. A complete tar ends with an end-of-archive marker followed only by zeros.
+The archive is read member by member with a bounded reader (`tarstream`, never `extractall`): the
+manifest and its signature come first and are verified before any other member's bytes are read.
+Then only listed regular files with safe relative names are accepted, each at its signed size and
+hashed; when extracting, a member is written (O_EXCL, into a private directory) only after its
+bytes matched, and hashed again as it is copied. A complete tar ends with an end-of-archive marker
+followed only by zeros. Limits (size, member count, header size) are in `tarstream.Limits`.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from edgemed.appliance.tarstream import REFETCH, Limits, TarStream
 from edgemed.bundle import FORMAT, MANIFEST_NAME, MAX_MANIFEST_BYTES, SIGNATURE_NAME
 from edgemed.errors import InputError, UnavailableError
 
-CHUNK = 1 << 20
-REFETCH = "do not use this bundle; get a fresh copy from the publisher"
+__all__ = ["Limits", "VerifiedBundle", "verify_bundle"]
 
 
 @dataclass(frozen=True)
@@ -50,68 +53,132 @@ def verify_bundle(
     pubkey: str | Path,
     extract_to: Path | None = None,
     echo: Callable[[str], None] | None = None,
+    limits: Limits | None = None,
 ) -> VerifiedBundle:
-    """Run every check in order; `echo` gets one line per passed check. Raises on the first failure."""
+    """Run every check in order; `echo` gets one line per passed check. Raises on the first failure.
+
+    The signed manifest (the first two members) is verified before a byte of any other member is
+    read; then each member is read only if it is listed, at its signed size, and (when
+    extracting) written only after its bytes matched their signed SHA-256.
+    """
     from edgemed.signing import fingerprint, load_public_key
 
-    path = Path(bundle)
+    path, limits = Path(bundle), limits or Limits()
     if not path.is_file():
         raise InputError(f"bundle {path} does not exist (or is not a file); pass the .bundle file")
     key = load_public_key(Path(pubkey))
-    lines: list[str] = []
+    check_size(path, limits)
+    with open(path, "rb") as raw:
+        stream = TarStream(raw, path, limits)
+        manifest_raw, signature = read_head(stream)
+        check_signature(key, manifest_raw, signature, path)
+        manifest = parse_manifest(manifest_raw, path)
+        members = read_listed(stream, manifest, extract_to)
+    shown: list[str] = []
+    overridden = (manifest.get("gate") or {}).get("decision") == "overridden"
 
     def passed(name: str, detail: str, status: str = "ok") -> None:
-        lines.append(f"{name:<9} {status:<4} {detail}")
+        shown.append(f"{name:<9} {status:<4} {detail}")
         if echo:
-            echo(lines[-1])
+            echo(shown[-1])
 
-    members, manifest_raw, signature, digest = read_archive(path, extract_to)
-    passed(
-        "archive", f"uncompressed tar, {len(members)} regular files, safe relative names, complete"
-    )
-    check_signature(key, manifest_raw, signature, path)
+    n = len(members)
+    passed("archive", f"uncompressed tar, {n + 2} regular files, safe relative names, complete")
     passed("signature", f"Ed25519, signed by key sha256:{fingerprint(key)[:16]}")
-    manifest = parse_manifest(manifest_raw, path)
-    passed("manifest", f"{FORMAT}, bundle {manifest['bundle_id']}, {manifest['model']['label']}")
-    listed = check_file_set(manifest, members, path)
-    passed("files", f"{len(listed)} listed, none missing, none extra")
-    check_hashes(manifest, members, path)
-    passed("hashes", f"{len(listed)} files match their SHA-256 and size")
+    label = manifest["model"].get("label") if isinstance(manifest["model"], dict) else None
+    passed("manifest", f"{FORMAT}, bundle {manifest['bundle_id']}, {label}")
+    passed("files", f"{n} listed, none missing, none extra")
+    passed("hashes", f"{n} files match their SHA-256 and size")
     passed("runtime", runtime_check(manifest))
-    overridden = (manifest.get("gate") or {}).get("decision") == "overridden"
     passed("gate", gate_summary(manifest), "NOTE" if overridden else "ok")
-    return VerifiedBundle(path, digest, manifest, tuple(lines), extract_to)
+    return VerifiedBundle(path, stream.whole.hexdigest(), manifest, tuple(shown), extract_to)
 
 
-def read_archive(
-    path: Path, dest: Path | None
-) -> tuple[dict[str, Member], bytes | None, bytes | None, str]:
-    """Read every member once: check its type and name, hash it, optionally write it under `dest`."""
-    members: dict[str, Member] = {}
-    kept: dict[str, bytes] = {}
-    whole = hashlib.sha256()
-    try:
-        with open(path, "rb") as raw:
-            with tarfile.open(fileobj=raw, mode="r:") as tar:
-                for info in iter(tar.next, None):
-                    _check_member(info, members, path)
-                    members[info.name] = _read_member(tar, info, dest, kept)
-                end = tar.offset
-            _check_end(raw, end, path)
-            raw.seek(0)
-            while block := raw.read(CHUNK):
-                whole.update(block)
-    except (tarfile.TarError, EOFError) as exc:
+def check_size(path: Path, limits: Limits) -> None:
+    size = path.stat().st_size
+    if size > limits.max_bundle_bytes:
         raise InputError(
-            f"bundle {path} is not a complete uncompressed tar archive ({exc}): it is truncated or "
-            f"damaged; {REFETCH}"
-        ) from None
-    return members, kept.get(MANIFEST_NAME), kept.get(SIGNATURE_NAME), whole.hexdigest()
+            f"bundle {path} is {size / 2**20:.0f} MB, over the {limits.max_bundle_bytes / 2**20:.0f} "
+            "MB limit; if a bundle this large is expected, pass --max-bundle-mb N"
+        )
+
+
+def read_head(stream: TarStream) -> tuple[bytes, bytes]:
+    """The manifest and its signature: the first two members, each at most MAX_MANIFEST_BYTES."""
+    got = []
+    for name in (MANIFEST_NAME, SIGNATURE_NAME):
+        info = stream.next()
+        if info is None or info.name != name:
+            found = "nothing" if info is None else repr(info.name)
+            raise InputError(
+                f"bundle {stream.path} has no {name} where it belongs (found {found}); it is not a "
+                f"signed edgemed bundle; {REFETCH}"
+            )
+        _check_member(info, (), stream.path)
+        got.append(b"".join(stream.data(info)))
+    return got[0], got[1]
+
+
+def read_listed(stream: TarStream, manifest: dict, dest: Path | None) -> dict[str, Member]:
+    """Every other member: listed, at its signed size and hash; copied to `dest` once verified."""
+    files, path = manifest["files"], stream.path
+    members: dict[str, Member] = {}
+    while (info := stream.next()) is not None:
+        _check_member(info, {*members, MANIFEST_NAME, SIGNATURE_NAME}, path)
+        entry = files.get(info.name)
+        if entry is None:
+            raise InputError(
+                f"bundle {path} holds file(s) not in the signed manifest: {info.name}; {REFETCH}"
+            )
+        if info.size != entry["bytes"]:
+            raise InputError(
+                f"bundle {path}: {info.name} does not match its SHA-256 and size in the signed "
+                f"manifest ({info.size} bytes, signed {entry['bytes']}); {REFETCH}"
+            )
+        members[info.name] = _hash_member(stream, info, entry)
+        if dest is not None:
+            _extract(stream, info, entry, dest)
+    missing = sorted(set(files) - set(members))
+    if missing:
+        raise InputError(
+            f"bundle {path} is missing {', '.join(missing)} (listed in the manifest); {REFETCH}"
+        )
+    return members
+
+
+def _hash_member(stream: TarStream, info: tarfile.TarInfo, entry: dict) -> Member:
+    h = hashlib.sha256()
+    for block in stream.data(info):
+        h.update(block)
+    if h.hexdigest() != entry["sha256"]:
+        raise InputError(
+            f"bundle {stream.path}: {info.name} does not match its SHA-256 in the signed manifest "
+            f"(modified after signing); {REFETCH}"
+        )
+    return Member(info.name, info.size, h.hexdigest())
+
+
+def _extract(stream: TarStream, info: tarfile.TarInfo, entry: dict, dest: Path) -> None:
+    """Copy the verified member into `dest`, hashing again (the file may change under us)."""
+    h, target = hashlib.sha256(), dest / info.name
+    with _create(dest, info.name) as out:
+        try:
+            for block in stream.again(info):
+                h.update(block)
+                out.write(block)
+        except OSError as exc:
+            raise InputError(
+                f"cannot extract {info.name} into {dest} ({exc.strerror or exc}); free space "
+                "there or point TMPDIR at a larger disk"
+            ) from None
+    if h.hexdigest() != entry["sha256"]:
+        target.unlink(missing_ok=True)
+        raise InputError(f"bundle {stream.path} changed while it was read; {REFETCH}")
 
 
 def unsafe_member(info: tarfile.TarInfo) -> str | None:
     """Why a member must not be extracted (links, devices, dirs, traversal), or None when safe."""
-    if not info.isreg() or info.issparse():
+    if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or info.issparse():
         kinds = {"issym": "a symbolic link", "islnk": "a hard link", "isdir": "a directory"}
         kind = next((w for m, w in kinds.items() if getattr(info, m)()), None)
         return (
@@ -127,37 +194,14 @@ def unsafe_member(info: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _check_member(info: tarfile.TarInfo, members: dict, path: Path) -> None:
+def _check_member(info: tarfile.TarInfo, seen, path: Path) -> None:
     why = unsafe_member(info)
     if why:
         raise InputError(f"bundle {path}: member {info.name!r} {why}; {REFETCH}")
-    if info.name in members:
+    if info.name in seen:
         raise InputError(f"bundle {path}: member {info.name!r} appears twice; {REFETCH}")
     if info.name in (MANIFEST_NAME, SIGNATURE_NAME) and info.size > MAX_MANIFEST_BYTES:
         raise InputError(f"bundle {path}: {info.name} is implausibly large; {REFETCH}")
-
-
-def _read_member(
-    tar: tarfile.TarFile, info: tarfile.TarInfo, dest: Path | None, kept: dict
-) -> Member:
-    src = tar.extractfile(info)
-    h, size, keep = hashlib.sha256(), 0, info.name in (MANIFEST_NAME, SIGNATURE_NAME)
-    out = _create(dest, info.name) if dest is not None else None
-    chunks = []
-    try:
-        while block := src.read(CHUNK):
-            h.update(block)
-            size += len(block)
-            if out is not None:
-                out.write(block)
-            if keep:
-                chunks.append(block)
-    finally:
-        if out is not None:
-            out.close()
-    if keep:
-        kept[info.name] = b"".join(chunks)
-    return Member(info.name, size, h.hexdigest())
 
 
 def _create(dest: Path, name: str):
@@ -169,22 +213,6 @@ def _create(dest: Path, name: str):
     except OSError as exc:
         raise InputError(f"bundle member {name!r} cannot be extracted ({exc}); {REFETCH}") from None
     return os.fdopen(fd, "wb")
-
-
-def _check_end(raw, end: int, path: Path) -> None:
-    """After the last member: two zero blocks (end-of-archive), then nothing but zero padding."""
-    raw.seek(end)
-    marker = raw.read(2 * tarfile.BLOCKSIZE)
-    if len(marker) < 2 * tarfile.BLOCKSIZE or marker.strip(b"\0"):
-        raise InputError(
-            f"bundle {path} is truncated (the tar end-of-archive marker is missing after "
-            f"byte {end}); {REFETCH}"
-        )
-    while block := raw.read(CHUNK):
-        if block.strip(b"\0"):
-            raise InputError(
-                f"bundle {path} has data appended after the end of the archive; {REFETCH}"
-            )
 
 
 def check_signature(key, manifest_raw: bytes | None, signature: bytes | None, path: Path) -> None:
@@ -229,32 +257,18 @@ def parse_manifest(raw: bytes, path: Path) -> dict:
     for key in ("bundle_id", "files", "model", "runtime", "documents"):
         if key not in manifest:
             raise InputError(f"bundle {path}: {MANIFEST_NAME} lacks {key!r}; rebuild the bundle")
+    files = manifest["files"]
+    if not isinstance(files, dict) or not all(_entry_ok(e) for e in files.values()):
+        raise InputError(f"bundle {path}: {MANIFEST_NAME} has a malformed file table; rebuild it")
     return manifest
 
 
-def check_file_set(manifest: dict, members: dict[str, Member], path: Path) -> set[str]:
-    listed = set(manifest["files"])
-    present = set(members) - {MANIFEST_NAME, SIGNATURE_NAME}
-    missing, extra = sorted(listed - present), sorted(present - listed)
-    if missing:
-        raise InputError(
-            f"bundle {path} is missing {', '.join(missing)} (listed in the manifest); {REFETCH}"
-        )
-    if extra:
-        raise InputError(
-            f"bundle {path} holds file(s) not in the signed manifest: {', '.join(extra)}; {REFETCH}"
-        )
-    return listed
-
-
-def check_hashes(manifest: dict, members: dict[str, Member], path: Path) -> None:
-    for name, entry in sorted(manifest["files"].items()):
-        m = members[name]
-        if m.size != entry.get("bytes") or m.sha256 != entry.get("sha256"):
-            raise InputError(
-                f"bundle {path}: {name} does not match its SHA-256 in the signed manifest "
-                f"(modified after signing); {REFETCH}"
-            )
+def _entry_ok(entry) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("bytes"), int)
+        and isinstance(entry.get("sha256"), str)
+    )
 
 
 def runtime_check(manifest: dict) -> str:

@@ -28,7 +28,7 @@ from edgemed.bundle import (
 from edgemed.bundle.gate import REPORT_HTML, RESULTS_NAME, GateDecision, release_gate
 from edgemed.errors import InputError
 from edgemed.evaluation.limits import Limits
-from edgemed.fileio import refuse_existing, sha256_bytes
+from edgemed.fileio import publish, refuse_existing, remove_stale, sha256_bytes, writing
 
 MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
 
@@ -70,7 +70,7 @@ def build_bundle(req: BundleRequest) -> dict:
     files, documents = collect_files(art, Path(req.report))
     manifest = bundle_manifest(art, backend, files, documents, gate, key, modalities, req)
     data = manifest_bytes(manifest)
-    write_bundle_tar(out, data, key.sign(data), files)
+    write_bundle_tar(out, data, key.sign(data), files, req.force)
     return manifest
 
 
@@ -179,21 +179,29 @@ def _describe(art: Artifact) -> str:
     return names
 
 
-def write_bundle_tar(out: Path, manifest: bytes, signature: bytes, files: dict[str, bytes]) -> None:
-    """Manifest, signature, then files sorted by name; fixed owner, mode and mtime; atomic rename."""
+def write_bundle_tar(
+    out: Path, manifest: bytes, signature: bytes, files: dict[str, bytes], force: bool = False
+) -> None:
+    """Manifest, signature, then files sorted by name; fixed owner, mode and mtime; published
+    atomically (without `force`, only if `out` is still free when the bundle is complete)."""
     members = [(MANIFEST_NAME, manifest), (SIGNATURE_NAME, signature), *sorted(files.items())]
     mtime = int(datetime.now(timezone.utc).timestamp())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(out.parent, f".{out.name}.", ".partial")
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{out.name}.{os.getpid()}-", suffix=".partial", dir=out.parent
+        )
     try:
-        with os.fdopen(fd, "wb") as f:
-            with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for name, data in members:
-                    tar.addfile(_tarinfo(name, len(data), mtime), io.BytesIO(data))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
+        with writing(out):
+            with os.fdopen(fd, "wb") as f:
+                with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                    for name, data in members:
+                        tar.addfile(_tarinfo(name, len(data), mtime), io.BytesIO(data))
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            publish(Path(tmp), out, force)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -11,7 +11,7 @@ import sys
 import click
 
 from edgemed import __version__
-from edgemed.errors import EdgemedError
+from edgemed.errors import EdgemedError, environment_problem
 
 # name -> "module:attribute"; each module imports only click and light edgemed modules at top level.
 COMMANDS = {
@@ -29,6 +29,9 @@ COMMANDS = {
     "serve": "edgemed.cli.serve:serve",
     "audit": "edgemed.cli.serve:audit",
 }
+
+
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 
 class LazyGroup(click.Group):
@@ -55,15 +58,42 @@ def error_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, turning user errors into one line and an exit code."""
+    restore = handle_sigterm()
     try:
         rc = cli.main(args=argv, prog_name="edgemed", standalone_mode=False)
     except EdgemedError as exc:
         click.echo(error_line(exc), err=True)
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
+    except (OSError, MemoryError) as exc:
+        problem = environment_problem(exc)
+        if problem is None:
+            raise
+        click.echo(error_line(problem), err=True)
+        sys.exit(problem.exit_code)
+    except NO_ARGS_IS_HELP as exc:  # bare `edgemed`: show the help
         exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors: the same one line, naming the option
+        click.echo(error_line(exc.format_message()), err=True)
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("edgemed: interrupted; no partial output was kept", err=True)
         sys.exit(130)
+    finally:
+        restore()
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def handle_sigterm():
+    """SIGTERM behaves like Ctrl-C (cleanup runs, exit 130); returns a function restoring it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import force_option, limit_options, out_option
+from edgemed.cli.options import (
+    COUNT,
+    POSITIVE,
+    force_option,
+    limit_options,
+    max_pixels_option,
+    out_option,
+)
 from edgemed.evaluation.limits import BENCH_DEFAULTS
 
 
@@ -16,8 +23,10 @@ from edgemed.evaluation.limits import BENCH_DEFAULTS
     "--data", required=True, help="Labelled data (.npz, class-folder tree, or 'embedded')."
 )
 @click.option("--split", default="test", show_default=True, help="Split to evaluate on.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads.")
-@click.option("--batch", type=int, default=1, show_default=True, help="Batch size of timed calls.")
+@click.option("--threads", type=COUNT, default=1, show_default=True, help="Intra-op threads.")
+@click.option(
+    "--batch", type=COUNT, default=1, show_default=True, help="Batch size of timed calls."
+)
 @click.option(
     "--timeout",
     type=float,
@@ -26,9 +35,9 @@ from edgemed.evaluation.limits import BENCH_DEFAULTS
     help="Seconds per configuration before it is killed and recorded as a timeout.",
 )
 @click.option(
-    "--seconds", type=float, default=3.0, show_default=True, help="Minimum timed seconds."
+    "--seconds", type=POSITIVE, default=3.0, show_default=True, help="Minimum timed seconds."
 )
-@click.option("--min-runs", type=int, default=100, show_default=True, help="Minimum timed runs.")
+@click.option("--min-runs", type=COUNT, default=100, show_default=True, help="Minimum timed runs.")
 @limit_options(BENCH_DEFAULTS)
 @click.option(
     "--include-reference",
@@ -37,6 +46,7 @@ from edgemed.evaluation.limits import BENCH_DEFAULTS
 )
 @click.option("--resume", is_flag=True, help="Continue DIR: skip configurations already done.")
 @click.option("--retry-failed", is_flag=True, help="With --resume, re-run failed/timed-out rows.")
+@max_pixels_option
 @out_option
 @force_option
 def bench(

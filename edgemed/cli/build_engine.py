@@ -16,7 +16,11 @@ from edgemed.cli.options import force_option
     type=click.Choice(["fp32", "fp16", "int8"]),
     help="Engine precision (default: the artifact's; FP16 can be built from an FP32 artifact).",
 )
-@click.option("--workspace-mb", type=int, help="TensorRT workspace limit (default: the profile's).")
+@click.option(
+    "--workspace-mb",
+    type=click.IntRange(min=1),
+    help="TensorRT workspace limit (default: the profile's).",
+)
 @click.option(
     "--dla-core", type=int, help="Run on this DLA core with GPU fallback (Jetson AGX Orin: 0 or 1)."
 )

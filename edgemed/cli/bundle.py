@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import force_option, limit_options
+from edgemed.cli.options import force_option, limit_options, max_pixels_option
 from edgemed.evaluation.limits import BUNDLE_DEFAULTS
 
 
@@ -87,14 +87,40 @@ def bundle(
         click.echo("note: no --modality given; the appliance will not check the DICOM Modality")
 
 
+def limit_options(fn):
+    """--max-bundle-mb / --max-members: what a bundle may be before a byte of it is trusted."""
+    fn = click.option(
+        "--max-members",
+        type=click.IntRange(min=3),
+        default=1000,
+        show_default=True,
+        help="Refuse bundles with more tar members.",
+    )(fn)
+    return click.option(
+        "--max-bundle-mb",
+        type=click.IntRange(min=1),
+        default=1024,
+        show_default=True,
+        help="Refuse bundles larger than this (MiB).",
+    )(fn)
+
+
+def _limits(max_bundle_mb: int, max_members: int):
+    from edgemed.appliance.tarstream import Limits
+
+    return Limits(max_bundle_bytes=max_bundle_mb << 20, max_members=max_members)
+
+
 @click.command()
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path())
 @click.option("--pubkey", required=True, type=click.Path(), help="Publisher's public key (.pub).")
-def verify(bundle_path, pubkey) -> None:
+@limit_options
+def verify(bundle_path, pubkey, max_bundle_mb, max_members) -> None:
     """Check BUNDLE: archive safety, signature, every file and hash, runtime; one line per check."""
     from edgemed.appliance.verify import verify_bundle
 
-    verify_bundle(Path(bundle_path), Path(pubkey), echo=click.echo)
+    limits = _limits(max_bundle_mb, max_members)
+    verify_bundle(Path(bundle_path), Path(pubkey), echo=click.echo, limits=limits)
     click.echo(f"verified {bundle_path}")
 
 
@@ -105,7 +131,9 @@ def verify(bundle_path, pubkey) -> None:
 @click.option(
     "--threads", type=click.IntRange(min=1), help="Intra-op threads (default: the runtime's)."
 )
-def predict(bundle_path, images, pubkey, threads) -> None:
+@limit_options
+@max_pixels_option
+def predict(bundle_path, images, pubkey, threads, max_bundle_mb, max_members) -> None:
     """Verify BUNDLE, then print one JSON object per IMAGE (PNG, JPEG or DICOM).
 
     Every image is read, checked and run before any result is printed, so a bad image (or a
@@ -114,7 +142,8 @@ def predict(bundle_path, images, pubkey, threads) -> None:
 
     from edgemed.appliance import load, result_line
 
-    with load(Path(bundle_path), Path(pubkey), threads) as predictor:
+    limits = _limits(max_bundle_mb, max_members)
+    with load(Path(bundle_path), Path(pubkey), threads, limits=limits) as predictor:
         prepared = []
         for path in images:
             t0 = time.perf_counter()

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import force_option, model_arg_option, out_option
+from edgemed.cli.options import (
+    COUNT,
+    FINITE,
+    POSITIVE,
+    force_option,
+    max_pixels_option,
+    model_arg_option,
+    out_option,
+)
 
 
 @click.command()
@@ -18,26 +26,27 @@ from edgemed.cli.options import force_option, model_arg_option, out_option
     "--method",
     help="prune, channel-prune, svd, tucker, distill or binarize.",
 )
-@click.option("--amount", type=float, help="Fraction to remove (prune, channel-prune), 0 < X < 1.")
-@click.option("--rank", type=int, help="Rank of every factorized layer (svd, tucker).")
+@click.option("--amount", type=FINITE, help="Fraction to remove (prune, channel-prune), 0 < X < 1.")
+@click.option("--rank", type=COUNT, help="Rank of every factorized layer (svd, tucker).")
 @click.option(
-    "--energy", type=float, help="Keep this fraction of squared singular values (svd, tucker)."
+    "--energy", type=FINITE, help="Keep this fraction of squared singular values (svd, tucker)."
 )
 @click.option("--teacher", help="Trained teacher model dir (distill).")
-@click.option("--temperature", type=float, help="Distillation temperature (default 4).")
-@click.option("--alpha", type=float, help="Weight of the soft (teacher) loss, 0-1 (default 0.7).")
+@click.option("--temperature", type=FINITE, help="Distillation temperature (default 4).")
+@click.option("--alpha", type=FINITE, help="Weight of the soft (teacher) loss, 0-1 (default 0.7).")
 @click.option(
     "--epochs",
-    type=int,
+    type=COUNT,
     help="Fine-tuning epochs (default: prune/svd/tucker 5, channel-prune 8, binarize 10, distill 15).",
 )
-@click.option("--lr", type=float, help="Peak learning rate (default 1e-3; distill 3e-3).")
+@click.option("--lr", type=POSITIVE, help="Peak learning rate (default 1e-3; distill 3e-3).")
 @click.option(
     "--data", help="Data to fine-tune and evaluate on (default: the data in the model card)."
 )
 @model_arg_option
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, help="torch intra-op threads (default: all cores).")
+@click.option("--threads", type=COUNT, help="torch intra-op threads (default: all cores).")
+@max_pixels_option
 @out_option
 @force_option
 def compress(

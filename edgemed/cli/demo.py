@@ -17,7 +17,7 @@ from edgemed.cli.options import force_option
     type=click.Path(),
     help="Working directory for all outputs.",
 )
-@click.option("--epochs", type=int, default=15, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True)
 @force_option
 def demo(out, epochs, force) -> None:
     """Train the default compact CNN on the bundled chest X-ray subset, export it to ONNX (FP32 and

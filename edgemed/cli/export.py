@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import force_option, limit_options, model_arg_option, out_option
+from edgemed.cli.options import (
+    COUNT,
+    POSITIVE,
+    force_option,
+    limit_options,
+    max_pixels_option,
+    model_arg_option,
+    out_option,
+)
 from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS, METRICS
 
 
@@ -35,11 +43,17 @@ from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS, METRICS
     help="Contract JSON for factory models or ONNX files without one.",
 )
 @model_arg_option
-@click.option("--opset", type=int, default=17, show_default=True)
+@click.option(
+    "--opset",
+    type=click.IntRange(min=13, max=20),
+    default=17,
+    show_default=True,
+    help="ONNX opset for the torch export (13-20).",
+)
 @click.option("--simplify", is_flag=True, help="Simplify the ONNX graph with onnxslim.")
 @click.option(
     "--parity-tol",
-    type=float,
+    type=POSITIVE,
     default=1e-4,
     show_default=True,
     help="Max |delta p| allowed for FP32 parity.",
@@ -50,7 +64,9 @@ from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS, METRICS
     help="Directory that a calibration recipe's 'data' is relative to (default: $EDGEMED_DATA, else ../shared/datasets, else the current directory).",
 )
 @click.option(
-    "--calib-count", type=int, help="Calibration images when --calib is a data path (default 256)."
+    "--calib-count",
+    type=COUNT,
+    help="Calibration images when --calib is a data path (default 256).",
 )
 @click.option(
     "--calib-method",
@@ -76,7 +92,7 @@ from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS, METRICS
 @limit_options(EXPORT_DEFAULTS, keys=EXPORT_LIMITS)
 @click.option(
     "--max-float-layers",
-    type=int,
+    type=click.IntRange(min=0),
     help="With --accuracy-control: keep at most this many layers in float (default: no cap).",
 )
 @click.option(
@@ -86,6 +102,7 @@ from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS, METRICS
     metavar="KEY=VALUE",
     help="Backend-specific setting (repeatable).",
 )
+@max_pixels_option
 @out_option
 @force_option
 def export(
@@ -127,7 +144,7 @@ def export(
         "max_float_layers": max_float_layers,
     }
     options = {k: v for k, v in given.items() if v is not None}
-    options.update(parse_model_args(backend_options))
+    options.update(parse_model_args(backend_options, "--option"))
     req = ExportRequest(
         model=model,
         target=target,

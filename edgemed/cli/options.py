@@ -23,6 +23,53 @@ model_arg_option = click.option(
 )
 
 
+def _set_max_pixels(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    from edgemed.imagecheck import set_max_pixels
+
+    set_max_pixels(value)
+    return value
+
+
+max_pixels_option = click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=64_000_000,
+    show_default=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_max_pixels,
+    help="Refuse images whose header declares more pixels (checked before decoding).",
+)
+
+
+class FiniteFloat(click.ParamType):
+    """A float that is finite (NaN and Inf are refused, never compared) and above `low`."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, low_open: bool = True) -> None:
+        self.low, self.low_open = low, low_open
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if self.low is not None and (v <= self.low if self.low_open else v < self.low):
+            self.fail(f"{v:g} must be {'>' if self.low_open else '>='} {self.low:g}", param, ctx)
+        return v
+
+
+FINITE = FiniteFloat()  # range checked where the meaning is known
+POSITIVE = FiniteFloat(0.0)
+NON_NEGATIVE = FiniteFloat(0.0, low_open=False)
+COUNT = click.IntRange(min=1)
+
+
 def limit_options(defaults: tuple[str, ...], keys: tuple[str, ...] | None = None):
     """One flag per gateable metric of the evaluation core (edgemed.evaluation.limits.METRICS);
     the command receives them as `limits_given` (metric key -> value or None). `defaults` are the
@@ -44,7 +91,7 @@ def limit_options(defaults: tuple[str, ...], keys: tuple[str, ...] | None = None
             limit = "a floor" if m.kind == "min" else "a ceiling"
             default = f" (default {m.default:g})" if key in defaults else " (default: not gated)"
             text = f"Gate ({limit}): {m.words}{default}."
-            wrapper = click.option(m.flag, f"limit_{key}", type=float, help=text)(wrapper)
+            wrapper = click.option(m.flag, f"limit_{key}", type=FINITE, help=text)(wrapper)
         return wrapper
 
     return decorate

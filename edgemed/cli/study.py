@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import force_option, out_option
+from edgemed.cli.options import COUNT, force_option, out_option
 
 
 @click.command()
@@ -25,14 +25,18 @@ from edgemed.cli.options import force_option, out_option
     "--resume", is_flag=True, help="Continue an interrupted study (or extend a finished one)."
 )
 @click.option(
-    "--epochs", type=int, default=10, show_default=True, help="Training epochs per model."
+    "--epochs", type=COUNT, default=10, show_default=True, help="Training epochs per model."
 )
-@click.option("--patience", type=int, default=4, show_default=True, help="Early-stopping patience.")
 @click.option(
-    "--image-size", type=int, help="Resize to SIZE x SIZE (default: npz native, folders 64)."
+    "--patience", type=COUNT, default=4, show_default=True, help="Early-stopping patience."
+)
+@click.option(
+    "--image-size",
+    type=click.IntRange(min=8, max=4096),
+    help="Resize to SIZE x SIZE (default: npz native, folders 64).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, help="torch training threads (default: all cores).")
+@click.option("--threads", type=COUNT, help="torch training threads (default: all cores).")
 @click.option(
     "--latency-seconds",
     type=float,

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import force_option, model_arg_option, out_option
+from edgemed.cli.options import (
+    COUNT,
+    POSITIVE,
+    force_option,
+    max_pixels_option,
+    model_arg_option,
+    out_option,
+)
 
 
 @click.command()
@@ -23,23 +30,23 @@ from edgemed.cli.options import force_option, model_arg_option, out_option
     help="Zoo name or package.module:factory.",
 )
 @model_arg_option
-@click.option("--width", type=float, help="Width multiplier (zoo models).")
-@click.option("--depth", type=float, help="Depth multiplier (zoo CNNs).")
-@click.option("--groups", type=int, help="Groups for cnn-grouped.")
-@click.option("--rank", type=int, help="Rank for cnn-lowrank.")
-@click.option("--epochs", type=int, default=15, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option("--width", type=POSITIVE, help="Width multiplier (zoo models).")
+@click.option("--depth", type=POSITIVE, help="Depth multiplier (zoo CNNs).")
+@click.option("--groups", type=COUNT, help="Groups for cnn-grouped.")
+@click.option("--rank", type=COUNT, help="Rank for cnn-lowrank.")
+@click.option("--epochs", type=COUNT, default=15, show_default=True)
+@click.option("--batch-size", type=COUNT, default=64, show_default=True)
+@click.option("--lr", type=POSITIVE, default=3e-3, show_default=True)
 @click.option(
     "--patience",
-    type=int,
+    type=COUNT,
     default=5,
     show_default=True,
     help="Early-stopping patience (epochs without val AUC gain).",
 )
 @click.option(
     "--image-size",
-    type=int,
+    type=click.IntRange(min=8, max=4096),
     help="Resize images to SIZE x SIZE (default: npz native, folders 128).",
 )
 @click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True)
@@ -49,7 +56,8 @@ from edgemed.cli.options import force_option, model_arg_option, out_option
     help="Also keep perceptually near-identical images in one split.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, help="torch intra-op threads (default: all cores).")
+@click.option("--threads", type=COUNT, help="torch intra-op threads (default: all cores).")
+@max_pixels_option
 @out_option
 @force_option
 def train(
@@ -124,8 +132,16 @@ def _check(cfg) -> None:
     for name in ("epochs", "batch_size", "patience"):
         if getattr(cfg, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1")
-    if cfg.lr <= 0:
-        raise InputError("--lr must be positive")
+    if not cfg.lr > 0:
+        raise InputError("--lr must be a positive number")
+    for key in ("width", "depth", "groups", "rank"):
+        v = cfg.model.kwargs.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and v < 1e6):
+            raise InputError(
+                f"--{key} (or --model-arg {key}=...) must be a positive number, got {v!r}"
+            )
 
 
 def summary_line(card: dict, out) -> str:

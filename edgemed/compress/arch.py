@@ -16,15 +16,18 @@ Edit kinds (all values plain ints/strings, so checkpoints stay loadable with wei
 
 from __future__ import annotations
 
-from edgemed.models import ModelSpec, build_model
+from edgemed.models import REBUILD, ModelSpec, build_model
 
-REBUILD = "edgemed.compress.arch:rebuild"
+__all__ = ["REBUILD", "apply_edit", "compressed_spec", "rebuild"]
 
 
-def rebuild(base: dict, in_channels: int, num_outputs: int, edits: list[dict]):
-    """Build the base architecture and apply `edits` in order (the checkpoint's factory)."""
+def rebuild(
+    base: dict, in_channels: int, num_outputs: int, edits: list[dict], factory: str | None = None
+):
+    """Build the base architecture and apply `edits` in order (the checkpoint's factory); the base
+    may be a non-zoo factory only when it is `factory`, the one the user named for this run."""
     model = build_model(
-        ModelSpec(base["name"], dict(base.get("kwargs", {}))), in_channels, num_outputs
+        ModelSpec(base["name"], dict(base.get("kwargs", {}))), in_channels, num_outputs, factory
     )
     for edit in edits:
         apply_edit(model, edit)

@@ -100,7 +100,9 @@ def student_for(req: CompressRequest, teacher: Subject) -> Subject:
         )
     torch.manual_seed(req.seed)
     spec = ModelSpec(req.model, dict(req.model_args))
-    module = build_model(spec, teacher.contract.channels, teacher.contract.num_outputs)
+    module = build_model(
+        spec, teacher.contract.channels, teacher.contract.num_outputs, factory=req.model
+    )
     return Subject(module, spec, teacher.contract, {"kind": "fresh", "arch": spec.to_dict()})
 
 

@@ -65,12 +65,21 @@ def read_image(
     """Decode an image file to uint8 (H, W, C); an unreadable file is an InputError naming it."""
     from PIL import Image, UnidentifiedImageError
 
+    from edgemed.imagecheck import check_content, open_image
+
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             arr = np.asarray(pil_to_array(img, channels))
     except FileNotFoundError:
         raise InputError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
         raise InputError(f"cannot read image {path}: {exc}; remove or replace the file") from None
+    check_content(arr, f"image {path}")
     return resize_array(arr, size, resample)

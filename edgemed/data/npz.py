@@ -12,6 +12,7 @@ from edgemed.data import SPLITS, Dataset, Split
 from edgemed.data.images import resize_array, to_uint8
 from edgemed.errors import InputError
 from edgemed.fileio import sha256_file
+from edgemed.imagecheck import check_content, check_finite, check_pixel_count
 
 # Class names of MedMNIST sets we know by file name; others get class_0..class_K.
 KNOWN_CLASSES = {
@@ -30,10 +31,15 @@ def load_npz(path: Path, image_size: tuple[int, int] | None, channels: int) -> D
             raise InputError(
                 f"{path}: {name}_images has {len(images)} rows but {name}_labels has {len(labels)}"
             )
-        images = _as_hwc(to_uint8(images), channels, image_size)
+        check_finite(images, f"{path}: {name}_images")
+        images = _as_hwc(to_uint8(images), channels, None)
+        for i, im in enumerate(images):
+            check_content(im, f"{path}: {name}_images[{i}]")
+        if image_size is not None and tuple(images.shape[1:3]) != tuple(image_size):
+            images = np.stack([resize_array(im, image_size) for im in images])
         hashes = tuple(hashlib.sha256(im.tobytes()).hexdigest() for im in images)
         ids = tuple(f"{name}/{i}" for i in range(len(images)))
-        splits[name] = Split(images, _labels(labels), ids, hashes)
+        splits[name] = Split(images, _labels(labels, f"{path}: {name}_labels"), ids, hashes)
     task, k = _task(splits["train"].labels)
     class_names = KNOWN_CLASSES.get(path.stem.split("_")[0].lower()) or tuple(
         f"class_{i}" for i in range(k)
@@ -57,11 +63,29 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                     f"{path} lacks the keys {missing}; a MedMNIST-layout npz needs "
                     "train/val/test _images and _labels"
                 )
+            for k in sorted(need):
+                _check_header(path, f.zip, k)
             return {k: f[k] for k in need}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise InputError(
             f"cannot read {path} as an npz file ({exc}); re-download or re-save it"
         ) from None
+
+
+def _check_header(path: Path, zf: zipfile.ZipFile, key: str) -> None:
+    """Image shape from the .npy header, before the array is read: per-image pixel limit."""
+    if not key.endswith("_images"):
+        return
+    with zf.open(f"{key}.npy") as fp:
+        version = np.lib.format.read_magic(fp)
+        reader = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape = reader(fp)[0]
+    if len(shape) in (3, 4):
+        check_pixel_count(f"{path}: {key}", shape[1], shape[2])
 
 
 def _as_hwc(images: np.ndarray, channels: int, size: tuple[int, int] | None) -> np.ndarray:
@@ -80,8 +104,19 @@ def _as_hwc(images: np.ndarray, channels: int, size: tuple[int, int] | None) -> 
     return np.ascontiguousarray(images)
 
 
-def _labels(labels: np.ndarray) -> np.ndarray:
+def _labels(labels: np.ndarray, what: str) -> np.ndarray:
+    """(N,), (N, 1) or (N, K) non-negative whole numbers -> int64 (refused otherwise, not cast)."""
     labels = np.asarray(labels)
+    if labels.ndim not in (1, 2):
+        raise InputError(
+            f"{what} has shape {labels.shape}; labels must be (N,), (N, 1) or (N, K) multi-label"
+        )
+    kind = labels.dtype.kind
+    if kind not in "biuf":
+        raise InputError(f"{what} has dtype {labels.dtype}; labels must be integers")
+    check_finite(labels, what)
+    if labels.size and (np.any(labels < 0) or np.any(labels != np.floor(labels))):
+        raise InputError(f"{what} holds negative or fractional values; labels are class indices")
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
     return labels.astype(np.int64)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +20,7 @@ from edgemed.errors import DriftError, EdgemedError, InputError
 from edgemed.evaluation.drift import Drift, drift_from_logits
 from edgemed.evaluation.limits import BENCH_DEFAULTS, Limits, limits_from, verdict
 from edgemed.evaluation.sanity import OutputError
-from edgemed.fileio import write_bytes_atomic, write_json_atomic
+from edgemed.fileio import private_tempdir, write_bytes_atomic, write_json_atomic, writing
 from edgemed.harness.outdir import JSONL, append_jsonl, prepare_out
 from edgemed.harness.plan import Config, EvalData, Plan, Reference, build_plan
 
@@ -91,8 +90,12 @@ def run_bench(req: BenchRequest, progress: bool = True) -> dict:
     if device["busy_warning"]:
         print(f"edgemed: warning: {device['busy_warning']}", file=sys.stderr)
     todo = [c for c in plan.configs if c.key not in done]
-    with tempfile.TemporaryDirectory(prefix="edgemed-bench-") as tmp:
-        _run_rows(req, plan, todo, out, Path(tmp), done, progress)
+    tmp = private_tempdir("edgemed-bench-")  # also removes those of killed runs
+    try:
+        with writing(tmp):
+            _run_rows(req, plan, todo, out, tmp, done, progress)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     results = assemble_results(req, plan, done, device, settings)
     write_outputs(out, results)
     if replaced:
@@ -194,7 +197,12 @@ def run_row(
         threads=req.threads, batch=req.batch, latency=req.latency_settings(), device=cfg.device
     )
     before = load_average()
-    res = run_worker(job, tmp, req.timeout)
+    if cfg.problem:  # a corrupted artifact is its own failed row, never run
+        from edgemed.harness.proc import WorkerResult
+
+        res = WorkerResult("failed", {}, cfg.problem, 0.0)
+    else:
+        res = run_worker(job, tmp, req.timeout)
     row = base_row(cfg, req, res, before, load_average())
     row["busy_warning"] = busy_warning(before)
     row["reference_is_self"] = _reference_is_self(cfg)

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from edgemed.errors import InputError
-from edgemed.fileio import read_json, write_json_atomic
+from edgemed.fileio import read_json, write_json_atomic, writing
 
 JSONL, SETTINGS = "results.jsonl", "bench.json"
 RESUME_FIELDS = ("data_hash", "split", "threads", "batch")
@@ -28,9 +28,18 @@ def prepare_out(out: Path, req, settings: dict) -> tuple[dict[str, dict], Path |
             )
         replaced = out.with_name(f".{out.name}.replaced")
         shutil.rmtree(replaced, ignore_errors=True)
-        out.rename(replaced)
-    (out / "logits").mkdir(parents=True)
-    (out / "references").mkdir()
+        with writing(out):
+            out.rename(replaced)
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir()  # the atomic claim: of two concurrent runs, one gets FileExistsError
+        except FileExistsError:
+            raise InputError(
+                f"output {out} was created by another process meanwhile; choose another --out"
+            ) from None
+        (out / "logits").mkdir()
+        (out / "references").mkdir()
     write_json_atomic(out / SETTINGS, settings)
     return {}, replaced
 
@@ -58,17 +67,25 @@ def read_jsonl(path: Path) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     if not path.is_file():
         return rows
-    for line in path.read_text().splitlines():
+    lines = path.read_text(errors="replace").splitlines()
+    for n, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            if n == len(lines):
+                continue  # torn last line
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("key"), str) or "status" not in row:
+            raise InputError(
+                f"{path} line {n} is not a bench row (no 'key'/'status'); the file was edited or "
+                "damaged: fix or delete that line, or pass --force to start over"
+            )
         rows[row["key"]] = row
     return rows
 
 
 def append_jsonl(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
+    with writing(path), open(path, "a") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())

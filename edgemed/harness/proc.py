@@ -53,7 +53,12 @@ def run_worker(job: dict, workdir: Path, timeout: float) -> WorkerResult:
     t0 = time.perf_counter()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=log, env=worker_env(job.get("threads")), start_new_session=True
+            cmd,
+            stdout=log,
+            stderr=log,
+            env=worker_env(job.get("threads")),
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         try:
             rc = proc.wait(timeout=timeout)
@@ -66,6 +71,14 @@ def run_worker(job: dict, workdir: Path, timeout: float) -> WorkerResult:
             _kill_group(proc)
             raise
     return _result(rc, Path(job["row_out"]), log_path, _since(t0))
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the parent dies (even by kill -9), Linux only."""
+    import ctypes
+
+    with contextlib.suppress(AttributeError, OSError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _since(t0: float) -> float:

@@ -35,22 +35,70 @@ class ModelSpec:
         return {"name": self.name, "kwargs": dict(self.kwargs)}
 
 
-def build_model(spec: ModelSpec, in_channels: int, num_outputs: int):
-    """Instantiate the torch module for `spec` (zoo nets get in_channels/num_outputs injected)."""
+# Compressed checkpoints name this internal factory; its base must itself be allowed.
+REBUILD = "edgemed.compress.arch:rebuild"
+
+
+def build_model(
+    spec: ModelSpec,
+    in_channels: int,
+    num_outputs: int,
+    factory: str | None = None,
+    origin: str = "the model file",
+):
+    """Instantiate the torch module for `spec` (zoo nets get in_channels/num_outputs injected).
+
+    A `package.module:factory` is imported only when it equals `factory`, the one the user named
+    on the command line for this run: a name read from a file never decides what gets imported.
+    """
+    check_allowed(spec, factory, origin)
+    if spec.name == REBUILD:
+        from edgemed.compress.arch import rebuild
+
+        return _call(spec, rebuild, {**spec.kwargs, "factory": factory})
     if spec.is_zoo:
         target, fixed = ZOO[spec.name]
         kwargs = {**fixed, "in_channels": in_channels, "num_outputs": num_outputs, **spec.kwargs}
-    elif ":" in spec.name:
-        target, kwargs = spec.name, dict(spec.kwargs)
     else:
+        target, kwargs = spec.name, dict(spec.kwargs)
+    return _call(spec, load_factory(target), kwargs)
+
+
+def _call(spec: ModelSpec, factory, kwargs: dict):
+    try:
+        return factory(**kwargs)
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise InputError(f"model {spec.name!r} does not accept these arguments: {exc}") from None
+    except ValueError as exc:
+        raise InputError(
+            f"model {spec.name!r} cannot be built with these arguments: {exc}"
+        ) from None
+
+
+def check_allowed(spec: ModelSpec, factory: str | None, origin: str = "the model file") -> None:
+    """Refuse a spec naming code the user did not name for this run (compressed bases included)."""
+    if not isinstance(spec.name, str) or not isinstance(spec.kwargs, dict):
+        raise InputError(
+            f"model spec {spec.name!r} is malformed; re-train or re-compress the model"
+        )
+    if spec.is_zoo:
+        return
+    if spec.name == REBUILD:
+        base = spec.kwargs.get("base")
+        if not isinstance(base, dict) or not isinstance(base.get("kwargs", {}), dict):
+            raise InputError("compressed model spec has no valid 'base'; re-compress the model")
+        check_allowed(ModelSpec(base.get("name"), dict(base.get("kwargs", {}))), factory, origin)
+        return
+    if ":" not in spec.name:
         raise InputError(
             f"unknown model {spec.name!r}; choose one of {', '.join(ZOO)} or give package.module:factory"
         )
-    factory = load_factory(target)
-    try:
-        return factory(**kwargs)
-    except TypeError as exc:
-        raise InputError(f"model {spec.name!r} does not accept these arguments: {exc}") from None
+    if spec.name != factory:
+        raise InputError(
+            f"{origin} asks for model factory {spec.name!r}, which is not a zoo architecture; "
+            f"edgemed imports code only when you name it: if you trust it, pass --model {spec.name} "
+            "(with --checkpoint FILE) for this run"
+        )
 
 
 def load_factory(target: str):
@@ -68,7 +116,7 @@ def load_factory(target: str):
         raise InputError(f"module {module_name!r} has no factory {attr!r}") from None
 
 
-def parse_model_args(pairs: tuple[str, ...] | list[str]) -> dict:
+def parse_model_args(pairs: tuple[str, ...] | list[str], flag: str = "--model-arg") -> dict:
     """`key=value` strings -> kwargs, values parsed as JSON when possible (2 -> int, true -> bool)."""
     import json
 
@@ -76,7 +124,10 @@ def parse_model_args(pairs: tuple[str, ...] | list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise InputError(f"model argument {pair!r} is not key=value")
+            what = "model argument" if flag == "--model-arg" else "option"
+            raise InputError(
+                f"{flag} {pair!r}: a {what} must be KEY=VALUE, e.g. {flag} {pair or 'key'}=1"
+            )
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:

@@ -53,26 +53,44 @@ def read_checkpoint(path: Path) -> dict:
         ) from None
 
 
-def load_checkpoint(path: Path) -> tuple[object, ModelSpec, Contract]:
-    """Rebuild the module from an edgemed checkpoint: (module in eval mode, spec, contract)."""
+def load_checkpoint(path: Path, factory: str | None = None) -> tuple[object, ModelSpec, Contract]:
+    """Rebuild the module from an edgemed checkpoint: (module in eval mode, spec, contract).
+
+    The stored architecture must be a zoo name (or a compressed zoo model); a stored
+    `package.module:factory` is refused unless it equals `factory`, the one the user named.
+    """
     data = read_checkpoint(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InputError(
             f"{path} is not an edgemed checkpoint; for a plain state dict use "
             "--model package.module:factory --checkpoint FILE --contract contract.json"
         )
-    spec = ModelSpec(data["arch"]["name"], dict(data["arch"]["kwargs"]))
-    contract = Contract.from_dict(data["contract"])
-    module = build_model(spec, contract.channels, contract.num_outputs)
-    load_state(module, data["state_dict"], path)
+    spec, contract = checkpoint_spec(data, path)
+    module = build_model(
+        spec, contract.channels, contract.num_outputs, factory, origin=f"checkpoint {path}"
+    )
+    load_state(module, data.get("state_dict"), path)
     return module.eval(), spec, contract
+
+
+def checkpoint_spec(data: dict, path: Path) -> tuple[ModelSpec, Contract]:
+    """The stored architecture spec and contract, checked for shape (not yet for trust)."""
+    arch = data.get("arch")
+    if not isinstance(arch, dict) or not isinstance(arch.get("kwargs", {}), dict):
+        raise InputError(f"checkpoint {path} has no valid 'arch' entry; re-train or re-copy it")
+    if not isinstance(data.get("contract"), dict):
+        raise InputError(f"checkpoint {path} has no valid 'contract' entry; re-train or re-copy it")
+    spec = ModelSpec(arch.get("name"), dict(arch.get("kwargs", {})))
+    return spec, Contract.from_dict(data["contract"])
 
 
 def load_state(module, state_dict: dict, path: Path) -> None:
     """Load weights strictly; a shape or key mismatch names the checkpoint and the first problem."""
+    if not isinstance(state_dict, dict):
+        raise InputError(f"checkpoint {path} holds no state dict; re-train or re-copy it")
     try:
         module.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError) as exc:
         first = str(exc).splitlines()[0]
         raise InputError(
             f"checkpoint {path} does not fit the model architecture ({first})"

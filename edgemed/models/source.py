@@ -69,7 +69,7 @@ def _from_checkpoint(path: Path) -> LoadedModel:
 
 
 def _from_onnx(path: Path, contract_path: str | None) -> LoadedModel:
-    from edgemed.onnx_export import contract_from_onnx, load_onnx
+    from edgemed.onnx_export import check_onnx_input, contract_from_onnx, load_onnx
 
     model = load_onnx(path)
     contract = _contract_file(contract_path) if contract_path else contract_from_onnx(model)
@@ -77,6 +77,7 @@ def _from_onnx(path: Path, contract_path: str | None) -> LoadedModel:
         raise InputError(
             f"{path} carries no edgemed.contract metadata; pass --contract contract.json"
         )
+    check_onnx_input(model, contract, path)
     return LoadedModel(
         "onnx",
         contract,
@@ -88,19 +89,29 @@ def _from_onnx(path: Path, contract_path: str | None) -> LoadedModel:
 def _from_factory(
     spec_text: str, checkpoint: str | None, kwargs: dict, contract_path: str | None
 ) -> LoadedModel:
-    from edgemed.models import ModelSpec, build_model
-    from edgemed.models.checkpoint import load_state, read_checkpoint
+    """The factory the user named; an edgemed checkpoint given with it must name the same one."""
+    from edgemed.models import REBUILD, ModelSpec, build_model
+    from edgemed.models.checkpoint import FORMAT, checkpoint_spec, load_state, read_checkpoint
 
-    if not contract_path:
+    state = read_checkpoint(Path(checkpoint)) if checkpoint else None
+    stored = None
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        stored, stored_contract = checkpoint_spec(state, Path(checkpoint))
+        if stored.name not in (spec_text, REBUILD):
+            raise InputError(
+                f"checkpoint {checkpoint} was saved from model {stored.name!r}, not the "
+                f"{spec_text!r} given with --model; pass --model {stored.name} if you trust it"
+            )
+        kwargs = {**stored.kwargs, **kwargs}
+    if not contract_path and stored is None:
         raise InputError(
             f"model factory {spec_text!r} needs --contract contract.json (input size, normalization, classes)"
         )
-    contract = _contract_file(contract_path)
-    spec = ModelSpec(spec_text, kwargs)
-    module = build_model(spec, contract.channels, contract.num_outputs)
+    contract = _contract_file(contract_path) if contract_path else stored_contract
+    spec = stored if stored is not None and stored.name == REBUILD else ModelSpec(spec_text, kwargs)
+    module = build_model(spec, contract.channels, contract.num_outputs, factory=spec_text)
     source = {"kind": "factory", "arch": spec.to_dict()}
     if checkpoint:
-        state = read_checkpoint(Path(checkpoint))
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         load_state(module, state, Path(checkpoint))
         source.update(path=str(Path(checkpoint).resolve()), sha256=sha256_file(Path(checkpoint)))
