@@ -388,6 +388,31 @@ CASES = [
     ),
     # verify
     C("verify-missing", "verify {root}/nope.bundle --pubkey {pub}", "does not exist"),
+    # serve / audit
+    C("serve-no-allowed-aets", "serve {bundle} --pubkey {pub} --spool {out}", "allowed-aets"),
+    C(
+        "serve-bad-forward",
+        "serve {bundle} --pubkey {pub} --spool {out} --allowed-aets A --forward bad-forward",
+        "AET@HOST:PORT",
+    ),  # fmt: skip
+    C(
+        "serve-bad-port",
+        "serve {bundle} --pubkey {pub} --spool {out} --allowed-aets A --dicom-port 70000",
+        "dicom-port",
+    ),  # fmt: skip
+    C("serve-no-spool", "serve {bundle} --pubkey {pub} --allowed-aets A", "spool"),
+    C(
+        "serve-missing-bundle",
+        "serve {root}/nope.bundle --pubkey {pub} --spool {out} --allowed-aets A",
+        "does not exist",
+    ),  # fmt: skip
+    C(
+        "serve-missing-config",
+        "serve {bundle} --pubkey {pub} --config {root}/nope.toml",
+        "cannot read config",
+    ),  # fmt: skip
+    C("audit-missing", "audit verify {root}/nope.jsonl", "cannot read audit log"),
+    C("audit-not-a-log", "audit verify {afile}", "line 1 is not JSON"),
     C("verify-not-tar", "verify {tar_bundle} --pubkey {pub}", "not a complete uncompressed tar"),
     C("verify-truncated", "verify {trunc_bundle} --pubkey {pub}", "truncated"),
     C("verify-appended", "verify {append_bundle} --pubkey {pub}", "appended"),

@@ -74,9 +74,9 @@ def test_borderline_flips_are_not_counted_decisive_ones_are():
     t = BINARY.threshold
     logit_t = np.log(t / (1 - t))
     near = np.argsort(np.abs(x[:, 0] - logit_t))[:3]
-    x[near, 0] = logit_t + 0.004  # FP32 within 0.001 of the threshold in probability
+    x[near, 0] = logit_t + 0.002  # FP32 within 0.0005 of the threshold in probability
     cand = x.copy()
-    cand[near, 0] = logit_t - 0.004  # ... and just below it in the candidate
+    cand[near, 0] = logit_t - 0.002  # ... and just below it in the candidate
     d = drift_from_logits(BINARY, x, cand, y)
     assert d.flips == 3 and d.borderline_flips == 3 and d.decisive_flips == 0
     assert verdict(limits_from({}, EXPORT_DEFAULTS), d).passed

@@ -30,7 +30,7 @@ def test_over_budget_without_accuracy_control_names_the_numbers(cxr_model, tmp_p
     assert_user_error(
         res, "beyond the budget", "decisive flip rate", "--max-flip-rate 0.01", "--accuracy-control"
     )
-    assert "borderline band 0.005" in res.err and "95% CI" in res.err
+    assert "borderline band 0.001" in res.err and "95% CI" in res.err
     assert res.code == 4
     assert tree_snapshot(tmp_path) == before
 
@@ -135,7 +135,7 @@ def test_drift_records_how_far_each_flip_was_from_the_threshold():
     ref, cand = logit([0.51, 0.9, 0.2, 0.7]), logit([0.49, 0.88, 0.6, 0.71])
     d = drift_from_logits(c, ref, cand, np.array([1, 1, 0, 0]))
     assert d.flips == 2 and d.flip_margins == pytest.approx((0.01, 0.3))
-    assert (d.borderline_flips, d.decisive_flips) == (0, 2)  # 0.01 is outside the 0.005 band
+    assert (d.borderline_flips, d.decisive_flips) == (0, 2)  # 0.01 is outside the 0.001 band
     assert "2 decisive (farthest 0.3000)" in d.margin_note()
     assert d.to_dict()["flip_margins"] == pytest.approx([0.01, 0.3])
 

@@ -64,11 +64,12 @@ class Service:
     def __init__(self, cfg: ServeConfig, bundle: Path, pubkey: Path) -> None:
         self.cfg, self.bundle_path, self.pubkey = cfg, Path(bundle), Path(pubkey)
         self.token = cfg.token()
+        # The bundle is verified before the spool is created: a bad bundle leaves nothing behind.
+        self.model = open_model(self.bundle_path, self.pubkey, cfg)
         self.spool = Spool(cfg.spool)
         self.audit = AuditLog(cfg.audit_path)
         self.metrics = Metrics(self.spool.depth)
         self.forwarder = Forwarder(cfg.ae_title, cfg.retries, cfg.retry_backoff)
-        self.model = open_model(self.bundle_path, self.pubkey, cfg)
         self._infer_lock = threading.Lock()
         self._swap_lock = threading.Lock()
         self._queue: queue.Queue[str | None] = queue.Queue()

@@ -318,7 +318,7 @@ def test_build_engine_refuses_cleanly_without_tensorrt(int8_artifact, tmp_path):
         ("fp32", ["--precision", "int8"], "INT8 engines are built from the calibrated Q/DQ ONNX"),
         ("fp32", ["--precision", "fp16"], "is a fp32 artifact; a fp16 engine is built from"),
         ("fp16", ["--precision", "fp32"], "is a fp16 artifact; a fp32 engine is built from"),
-        ("int8", ["--workspace-mb", "0"], "--workspace-mb must be >= 1"),
+        ("int8", ["--workspace-mb", "0"], "--workspace-mb"),
         ("int8", ["--dla-core", "-1"], "--dla-core must be >= 0"),
         ("int8", ["--max-batch", "0"], "--max-batch must be >= 1"),
         ("missing", [], "is not an edgemed artifact"),
