@@ -115,10 +115,8 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = ap.parse_args()
     models = {k: trained(k, d, s, e, args.work) for k, _, d, s, e in RUNS}
-    full, no_boot = stats_cost()
-    print(
-        f"bench statistics, 10,000 images: {full:.2f} s (bootstrap 1000), {no_boot:.3f} s without"
-    )
+    cost = stats_cost()
+    print(f"drift statistics: {cost}")
     band = band_rows(models, args.work)
     print(table(["model", "target", "precision", "val n", "max |dp| vs torch", "mean |dp|"], band))
     int8 = int8_rows(models, args.work)
