@@ -91,3 +91,10 @@ def open_image(path: Path) -> Iterator[object]:
         w, h = img.size
         check_pixel_count(path, h, w, getattr(img, "n_frames", 1))
         yield img
+
+
+def decode_errors() -> tuple[type[BaseException], ...]:
+    """What Pillow raises for a file it cannot decode (each becomes one error line)."""
+    from PIL import Image, UnidentifiedImageError
+
+    return (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)

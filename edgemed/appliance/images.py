@@ -23,7 +23,7 @@ import numpy as np
 
 from edgemed.contract import Contract
 from edgemed.errors import InputError
-from edgemed.imagecheck import check_content, open_image
+from edgemed.imagecheck import check_content, decode_errors, open_image
 
 MAX_ASPECT = 4.0
 MIN_FRACTION = 0.5
@@ -80,7 +80,6 @@ def read_input(path: str | Path, spec: InputSpec) -> np.ndarray:
 
 def raster_pixels(path: Path, spec: InputSpec) -> np.ndarray:
     """PNG/JPEG/BMP/TIFF -> uint8 (H, W) or (H, W, 3) by the training reader's conversion rule."""
-    from PIL import Image, UnidentifiedImageError
 
     from edgemed.data.images import pil_to_array
 
@@ -91,13 +90,7 @@ def raster_pixels(path: Path, spec: InputSpec) -> np.ndarray:
                 raise InputError(f"image {path} has {frames} frames; {spec.expected()}")
             img.load()
             return np.asarray(pil_to_array(img, spec.contract.channels))
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as exc:
+    except decode_errors() as exc:
         raise InputError(
             f"cannot read image {path} ({exc}); pass a DICOM, PNG or JPEG file"
         ) from None

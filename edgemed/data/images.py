@@ -63,9 +63,8 @@ def read_image(
     path: Path, size: tuple[int, int], channels: int, resample: str = "bilinear"
 ) -> np.ndarray:
     """Decode an image file to uint8 (H, W, C); an unreadable file is an InputError naming it."""
-    from PIL import Image, UnidentifiedImageError
 
-    from edgemed.imagecheck import check_content, open_image
+    from edgemed.imagecheck import check_content, decode_errors, open_image
 
     try:
         with open_image(path) as img:
@@ -73,13 +72,7 @@ def read_image(
             arr = np.asarray(pil_to_array(img, channels))
     except FileNotFoundError:
         raise InputError(f"image {path} does not exist") from None
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as exc:
+    except decode_errors() as exc:
         raise InputError(f"cannot read image {path}: {exc}; remove or replace the file") from None
     check_content(arr, f"image {path}")
     return resize_array(arr, size, resample)
