@@ -73,25 +73,18 @@ class Drift:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for k in ("flip_margins", "decisive_flip_ci95", "auc_reference_ci95"):
+        for k in _TUPLES:
             d[k] = None if d[k] is None else list(d[k])
-        for k in ("auc_candidate_ci95", "auc_drop_ci95"):
-            d[k] = None if d[k] is None else list(d[k])
-        d["per_label"] = None if self.per_label is None else [dict(p) for p in self.per_label]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Drift:
+        """A drift block read back from a manifest or a bench row (unknown keys ignored)."""
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
-        for k in ("flip_margins", "per_label"):
+        for k in _TUPLES:
             if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
-        for k in ("decisive_flip_ci95", "auc_reference_ci95", "auc_candidate_ci95"):
-            if kw.get(k) is not None:
-                kw[k] = tuple(kw[k])
-        if kw.get("auc_drop_ci95") is not None:
-            kw["auc_drop_ci95"] = tuple(kw["auc_drop_ci95"])
         return cls(**kw)
 
     def margin_note(self) -> str:
@@ -110,6 +103,12 @@ class Drift:
         if max_rate <= 0 or 1 / self.n <= max_rate:
             return None
         return int(min(np.ceil(1 / max_rate), 10**12))
+
+
+_TUPLES = (
+    "flip_margins", "decisive_flip_ci95", "auc_reference_ci95", "auc_candidate_ci95",
+    "auc_drop_ci95", "per_label",
+)  # fmt: skip
 
 
 def drift_from_logits(
@@ -214,10 +213,10 @@ def _label_numbers(contract, y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band:
         for k in range(y.shape[1])
     ]
     if len(per) == 1:
-        return _top_fields(per[0], {}) | {"details": _details(per[0])}
+        return _top_fields(per[0]) | {"details": _details(per[0])}
     worst = {key: _worst(per, key) for key in ("auc_drop_decisive", "sens_drop", "spec_drop")}
     worst["auc_drop"] = worst.pop("auc_drop_decisive")
-    out = _top_fields(worst["auc_drop"], worst)
+    out = _top_fields(worst["auc_drop"])
     for key, fields_ in (
         ("sens_drop", ("sensitivity", "sensitivity_reference", "sens_drop")),
         ("spec_drop", ("specificity", "specificity_reference", "spec_drop")),
@@ -230,7 +229,7 @@ def _label_numbers(contract, y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band:
     return out
 
 
-def _top_fields(p: dict, _worst_map: dict) -> dict:
+def _top_fields(p: dict) -> dict:
     keys = (
         "auc_reference", "auc_candidate", "auc_drop", "auc_drop_decisive", "auc_reference_ci95",
         "auc_candidate_ci95",
