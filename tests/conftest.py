@@ -57,11 +57,15 @@ def tree_snapshot(path: Path) -> dict[str, bytes]:
     }
 
 
-def pytest_report_header(config) -> list[str]:
+def pytest_sessionstart(session) -> None:
+    """Say which datasets this run found (also under -q, where pytest hides its own header)."""
     root = datasets_root()
     found = {name: find_dataset(name) for name in ("pneumoniamnist", "brain_mri")}
     listed = ", ".join(f"{n}={'found' if p else 'absent'}" for n, p in found.items())
-    return [f"edgemed datasets: root={root or 'none'} ({listed}); chest X-ray tests use {CXR}"]
+    line = f"edgemed datasets: root={root or 'none'} ({listed}); chest X-ray tests use {CXR}"
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
