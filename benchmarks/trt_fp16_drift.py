@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._markdown import load_average, replace_section, table  # noqa: E402
 from benchmarks.quantize_table import DATA, MODELS, REPO, trained  # noqa: E402
+from benchmarks.trt_simulated_drift import simulate  # noqa: E402
 
 RUNS = (  # the chest X-ray CNN of quantize_table, and its brain MRI CNN at 64 px
     MODELS[0],
@@ -38,23 +39,6 @@ def export_fp16(model_dir: Path, target: str, out: Path, recipe: str) -> dict:
     req = ExportRequest(model=str(model_dir), target=target, out=out, precision="fp16",
                         calib=calib, options=opts, force=True)  # fmt: skip
     return run_export(req)
-
-
-def test_drift(out: Path, manifest: dict, ref, test):
-    from edgemed.backends import get_backend, run_batches
-    from edgemed.contract import Contract
-    from edgemed.evaluation.drift import drift_from_logits
-
-    contract = Contract.from_dict(manifest["contract"])
-    backend = get_backend(manifest["runtime"])
-    runner = (
-        backend.simulation_runner(out, manifest)
-        if manifest["runtime"] == "tensorrt"
-        else backend.open(out, manifest, threads=1)
-    )
-    with runner:
-        cand = run_batches(runner, contract, test.images)
-    return drift_from_logits(contract, ref, cand, test.labels)
 
 
 def fp16_facts(manifest: dict) -> str:
@@ -84,7 +68,7 @@ def run_model(run, work: Path) -> list[list[object]]:
         t0 = time.perf_counter()
         m = export_fp16(model_dir, target, out, run.recipe)
         secs = time.perf_counter() - t0
-        d, v = test_drift(out, m, ref, test), m["drift"]
+        d, v = simulate(out, m, ref, test), m["drift"]
         rows.append([
             run.label, label, fp16_facts(m),
             f"{v['auc_drop']:+.4f} / {v['flips']}/{v['n']}",

@@ -14,6 +14,7 @@ import click
 import pytest
 
 from tests.conftest import REPO
+from tests.test_dockerfile import instructions as dockerfile_instructions
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,14 +27,7 @@ EXAMPLE = REPO / "packaging" / "appliance.toml"
 
 
 def instructions() -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            word, _, rest = line.partition(" ")
-            out.append((word.upper(), rest.strip()))
-    return out
+    return dockerfile_instructions(DOCKERFILE)
 
 
 def one(word: str) -> str:
