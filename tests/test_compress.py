@@ -247,3 +247,14 @@ def test_missing_model_and_existing_output_are_refused(cxr_model, tmp_path):
     res = run_cli("compress", "--model", cxr_model, "--method", "binarize", "--out", tmp_path / "o")
     assert_user_error(res, "already exists")
     assert tree_snapshot(tmp_path) == before
+
+
+def test_every_registered_method_resolves_to_its_own_method():
+    """The registry line names a `Method` whose name is the key; nothing else lists methods."""
+    from edgemed.compress import METHODS, get_method
+    from edgemed.compress.method import Method
+
+    for name in METHODS:
+        m = get_method(name)
+        assert isinstance(m, Method) and m.name == name
+        assert m.epochs >= m.min_epochs and m.lr > 0

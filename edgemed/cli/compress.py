@@ -15,6 +15,7 @@ from edgemed.cli.options import (
     model_arg_option,
     out_option,
 )
+from edgemed.compress import METHODS
 
 
 @click.command()
@@ -24,7 +25,7 @@ from edgemed.cli.options import (
 )
 @click.option(
     "--method",
-    help="prune, channel-prune, svd, tucker, distill or binarize.",
+    help=f"One of {', '.join(METHODS)}.",
 )
 @click.option("--amount", type=FINITE, help="Fraction to remove (prune, channel-prune), 0 < X < 1.")
 @click.option("--rank", type=COUNT, help="Rank of every factorized layer (svd, tucker).")
@@ -37,9 +38,9 @@ from edgemed.cli.options import (
 @click.option(
     "--epochs",
     type=COUNT,
-    help="Fine-tuning epochs (default: prune/svd/tucker 5, channel-prune 8, binarize 10, distill 15).",
+    help="Fine-tuning epochs (default: the method's own, recorded in card.json).",
 )
-@click.option("--lr", type=POSITIVE, help="Peak learning rate (default 1e-3; distill 3e-3).")
+@click.option("--lr", type=POSITIVE, help="Peak learning rate (default: the method's own).")
 @click.option(
     "--data", help="Data to fine-tune and evaluate on (default: the data in the model card)."
 )

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+from edgemed.compress.method import Method
+
 
 def _sign_scale_module():
     import torch
@@ -74,3 +76,19 @@ def one_bit_size(model, paths: list[str]) -> dict:
 def values_per_channel(weight) -> list[int]:
     """Distinct values in each output channel of a weight tensor (2 for a binarized conv)."""
     return [int(len(set(ch.flatten().tolist()))) for ch in weight.detach()]
+
+
+def _run_binarize(t, ref, ds, req):
+    """XNOR-Net weights in every conv but the stem; stored as float, 1-bit size reported."""
+    from edgemed.compress.method import Outcome, tune
+    from edgemed.errors import InputError
+
+    paths = binarize_convs(t.module)
+    if not paths:
+        raise InputError(f"{req.model} has no convolution besides the stem to binarize")
+    result = tune(t, ds, req, "binarize fine-tune")
+    finalize(t.module, paths)
+    return Outcome(t.module, t.spec, {"layers": paths, **one_bit_size(t.module, paths)}, result)
+
+
+BINARIZE = Method("binarize", _run_binarize, epochs=10)

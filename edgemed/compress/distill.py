@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from edgemed.compress.method import Method
+
 
 def soft_kl(student_logits, teacher_logits, task: str, temperature: float):
     """Mean KL divergence between the temperature-softened teacher and student distributions."""
@@ -55,3 +57,40 @@ def kl_to_teacher(student, teacher, x, task: str, temperature: float = 1.0) -> f
     teacher.eval()
     with torch.no_grad():
         return float(soft_kl(student(x), teacher(x), task, temperature))
+
+
+def _check_distill(req) -> None:
+    from edgemed.errors import InputError
+
+    if not req.teacher:
+        raise InputError("--method distill needs --teacher MODEL (a trained, larger model's dir)")
+    if req.temperature is not None and req.temperature <= 0:
+        raise InputError(f"--temperature must be positive, got {req.temperature}")
+    if req.alpha is not None and not 0.0 <= req.alpha <= 1.0:
+        raise InputError(f"--alpha must be in [0, 1], got {req.alpha}")
+
+
+def _run_distill(t, ref, ds, req):
+    """Train the student on the teacher's softened outputs plus the hard labels."""
+    from edgemed.compress.finetune import fit, hard_loss
+    from edgemed.compress.method import Outcome, fit_settings
+
+    s = req.settings()
+    task = t.contract.task
+    loss = distillation_loss(ref.module, task, hard_loss(task), s["temperature"], s["alpha"])
+    result = fit(t.module, ds, t.contract, fit_settings(req), loss, "distill")
+    details = {"teacher_params": sum(p.numel() for p in ref.module.parameters())}
+    return Outcome(t.module, t.spec, details, result)
+
+
+DISTILL = Method(
+    "distill",
+    _run_distill,
+    settings=("teacher", "temperature", "alpha"),
+    defaults={"temperature": 4.0, "alpha": 0.7},
+    epochs=15,
+    lr=3e-3,
+    min_epochs=1,
+    student=True,
+    check=_check_distill,
+)

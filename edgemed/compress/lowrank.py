@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgemed.compress.arch import apply_edit
+from edgemed.compress.method import Method
 
 
 @dataclass(frozen=True)
@@ -114,3 +115,43 @@ def _fill_tucker(old, new, edit: dict) -> None:
         last.weight.copy_(u_out.float()[:, :, None, None])
         if old.bias is not None:
             last.bias.copy_(old.bias)
+
+
+def _check_rank(req) -> None:
+    from edgemed.errors import InputError
+
+    if (req.rank is None) == (req.energy is None):
+        raise InputError(
+            f"--method {req.method} needs exactly one of --rank R or --energy E (0 < E <= 1)"
+        )
+    if req.rank is not None and req.rank < 1:
+        raise InputError(f"--rank must be >= 1, got {req.rank}")
+    if req.energy is not None and not 0.0 < req.energy <= 1.0:
+        raise InputError(f"--energy must be in (0, 1], got {req.energy}")
+
+
+def _runner(method: str):
+    def run(t, ref, ds, req):
+        from edgemed.compress.arch import compressed_spec
+        from edgemed.compress.method import Outcome, tune
+        from edgemed.errors import InputError
+
+        edits, layers = factorize(t.module, method, RankRule(req.rank, req.energy))
+        if not edits:
+            flag = f"--rank {req.rank}" if req.rank is not None else f"--energy {req.energy}"
+            kind = "Linear or 1x1 conv" if method == "svd" else "kxk conv"
+            raise InputError(
+                f"no {kind} layer of {req.model} gets smaller at {flag}; choose a lower rank or energy"
+            )
+        result = tune(t, ds, req, f"{method} fine-tune")
+        spec = compressed_spec(t.spec, t.contract.channels, t.contract.num_outputs, edits)
+        return Outcome(t.module, spec, {"layers": layers}, result)
+
+    run.__doc__ = f"Low-rank factorization by {method}, then fine-tuning."
+    return run
+
+
+SVD = Method("svd", _runner("svd"), settings=("rank", "energy"), epochs=5, check=_check_rank)
+TUCKER = Method(
+    "tucker", _runner("tucker"), settings=("rank", "energy"), epochs=5, check=_check_rank
+)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import gzip
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
+from edgemed.compress.method import Subject
 from edgemed.compress.request import CompressRequest, check_request
 from edgemed.contract import Contract
 from edgemed.data import Dataset, load_dataset, split_kwargs
@@ -19,42 +19,20 @@ from edgemed.models.source import LoadedModel, load_model_source
 from edgemed.provenance import provenance
 
 
-@dataclass(frozen=True)
-class Subject:
-    """A torch model to compress (or the reference it is compared with)."""
-
-    module: object
-    spec: ModelSpec
-    contract: Contract
-    source: dict
-    card: dict | None = None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A compressed model: module, its rebuildable spec, method details and fine-tuning record."""
-
-    module: object
-    spec: ModelSpec
-    details: dict
-    fit: object
-
-
 def run_compress(req: CompressRequest) -> dict:
     """Compress one model by one method; returns the written model card."""
     check_request(req)
     refuse_existing(Path(req.out), req.force)
     import torch
 
-    from edgemed.compress.methods import METHOD_FUNCS
-
     if req.threads:
         torch.set_num_threads(req.threads)
-    reference = subject_from(req.teacher if req.method == "distill" else req.model, "model")
+    method = req.spec
+    reference = subject_from(req.teacher if method.student else req.model, "model")
     ds = dataset_for(reference, req.data)
     before = measure(reference.module, reference.spec, reference.contract, ds)
-    target = student_for(req, reference) if req.method == "distill" else reference
-    outcome = METHOD_FUNCS[req.method](target, reference, ds, req)
+    target = student_for(req, reference) if method.student else reference
+    outcome = method.run(target, reference, ds, req)
     contract = rethreshold(outcome.module, reference.contract, ds)
     after = measure(outcome.module, outcome.spec, contract, ds)
     card = compression_card(req, reference, target, outcome, contract, ds, before, after)
@@ -79,7 +57,7 @@ def subject_from(model: str, what: str) -> Subject:
 
 
 def student_for(req: CompressRequest, teacher: Subject) -> Subject:
-    """The distillation student: a fresh zoo/factory model (seeded), or a trained model dir."""
+    """The student of a student method: a fresh zoo/factory model (seeded), or a trained model dir."""
     import torch
 
     from edgemed.models import ZOO, build_model
@@ -171,7 +149,7 @@ def compression_card(req, reference, target, outcome, contract, ds, before, afte
         "method": req.method,
         "settings": req.settings(),
         "source": reference.source,
-        "student": target.source if req.method == "distill" else None,
+        "student": target.source if req.spec.student else None,
         "before": {k: v for k, v in before.items() if k != "test"},
         "after": short,
         "auc_drop": before["test_auc"] - after["test_auc"],

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgemed.compress.arch import apply_edit
+from edgemed.compress.method import Method
 
 _PASS_TYPES = (
     "ReLU",
@@ -232,3 +233,48 @@ def _is_depthwise(m) -> bool:
     from torch import nn
 
     return isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels and m.groups > 1
+
+
+def _check_amount(req) -> None:
+    from edgemed.errors import InputError
+
+    if req.amount is None:
+        raise InputError(
+            f"--method {req.method} needs --amount X, the fraction to remove (0 < X < 1)"
+        )
+    if not 0.0 < req.amount < 1.0:
+        raise InputError(f"--amount must be between 0 and 1 (exclusive), got {req.amount}")
+
+
+def _run_prune(t, ref, ds, req):
+    """Global unstructured magnitude pruning; the architecture is unchanged (zeros only)."""
+    from edgemed.compress.method import Outcome, tune
+
+    params = magnitude_prune(t.module, req.amount)
+    result = tune(t, ds, req, "prune fine-tune")
+    make_permanent(params)
+    details = {**sparsity(t.module), "note": "dense storage; MACs counted dense"}
+    return Outcome(t.module, t.spec, details, result)
+
+
+def _run_channel_prune(t, ref, ds, req):
+    """Structured L1 channel pruning: smaller Conv/BN layers and their consumers."""
+    from edgemed.compress.arch import compressed_spec
+    from edgemed.compress.method import Outcome, tune
+    from edgemed.errors import InputError
+
+    edits, groups = channel_prune(t.module, req.amount)
+    if not edits:
+        raise InputError(
+            f"{req.model} has no channel group that --amount {req.amount} shrinks (grouped and "
+            "low-rank convs are not channel-prunable); raise --amount or use --method prune"
+        )
+    result = tune(t, ds, req, "channel-prune fine-tune")
+    spec = compressed_spec(t.spec, t.contract.channels, t.contract.num_outputs, edits)
+    return Outcome(t.module, spec, {"groups": groups, "edits": len(edits)}, result)
+
+
+PRUNE = Method("prune", _run_prune, settings=("amount",), epochs=5, check=_check_amount)
+CHANNEL_PRUNE = Method(
+    "channel-prune", _run_channel_prune, settings=("amount",), epochs=8, check=_check_amount
+)
