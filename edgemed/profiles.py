@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from edgemed.backends import BACKENDS
 from edgemed.errors import InputError
 from edgemed.fileio import sha256_file
 
@@ -18,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-RUNTIMES = ("onnx", "openvino", "tflite", "tensorrt")
+RUNTIMES = tuple(BACKENDS)  # the registry is the one list of runtime names
 DEVICES = ("cpu", "gpu", "jetson")
 PRECISIONS = ("fp32", "fp16", "int8")
 TENSORRT_MAJORS = (10, 11)

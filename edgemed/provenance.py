@@ -1,4 +1,4 @@
-"""Provenance: edgemed and runtime versions (read from package metadata, nothing imported)."""
+"""Provenance: edgemed and runtime versions (read from package metadata; no runtime is imported)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,8 @@ import sys
 from datetime import datetime, timezone
 from importlib import metadata
 
-RUNTIME_PACKAGES = (
-    "numpy",
-    "onnx",
-    "onnxruntime",
-    "torch",
-    "openvino",
-    "nncf",
-    "ai-edge-litert",
-    "tflite-runtime",
-    "litert-torch",
-    "tensorrt",
-    "polygraphy",
-    "onnxconverter-common",
-    "pydicom",
-    "cryptography",
-)
+# What every artifact's numbers depend on besides the backends' own runtimes (from the registry).
+BASE_PACKAGES = ("numpy", "onnx", "torch", "onnxconverter-common", "pydicom", "cryptography")
 
 
 def package_version(name: str) -> str | None:
@@ -34,7 +20,10 @@ def package_version(name: str) -> str | None:
 
 def runtime_versions() -> dict[str, str]:
     """Installed versions of the packages an artifact's numbers depend on."""
-    return {n: v for n in RUNTIME_PACKAGES if (v := package_version(n))}
+    from edgemed.backends import BACKENDS
+
+    names = BASE_PACKAGES + tuple(p for r in BACKENDS.values() for p in r.packages)
+    return {n: v for n in dict.fromkeys(names) if (v := package_version(n))}
 
 
 def provenance(inputs: dict[str, str] | None = None, config: dict | None = None) -> dict:

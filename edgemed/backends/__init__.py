@@ -16,11 +16,27 @@ import numpy as np
 from edgemed.contract import Contract
 from edgemed.errors import InputError, UnavailableError
 
-BACKENDS: dict[str, str] = {
-    "onnx": "edgemed.backends.onnxruntime:OnnxRuntimeBackend",
-    "openvino": "edgemed.backends.openvino:OpenVINOBackend",
-    "tflite": "edgemed.backends.tflite:TFLiteBackend",
-    "tensorrt": "edgemed.backends.tensorrt:TensorRTBackend",
+
+@dataclass(frozen=True)
+class Registration:
+    """Where a backend lives ("module:Class", imported only when used) and the distributions whose
+    versions its artifacts' numbers depend on (recorded in every artifact's provenance)."""
+
+    entry: str
+    packages: tuple[str, ...]
+
+
+# The one place runtime names live: profiles, provenance, bench and bundles read them from here.
+BACKENDS: dict[str, Registration] = {
+    "onnx": Registration("edgemed.backends.onnxruntime:OnnxRuntimeBackend", ("onnxruntime",)),
+    "openvino": Registration("edgemed.backends.openvino:OpenVINOBackend", ("openvino", "nncf")),
+    "tflite": Registration(
+        "edgemed.backends.tflite:TFLiteBackend",
+        ("ai-edge-litert", "tflite-runtime", "litert-torch"),
+    ),
+    "tensorrt": Registration(
+        "edgemed.backends.tensorrt:TensorRTBackend", ("tensorrt", "polygraphy")
+    ),
 }
 
 
@@ -130,7 +146,7 @@ def get_backend(name: str) -> Backend:
     """The backend registered under `name` (its module is imported only now)."""
     if name not in BACKENDS:
         raise InputError(f"unknown runtime {name!r}; known runtimes: {', '.join(BACKENDS)}")
-    module_name, _, attr = BACKENDS[name].partition(":")
+    module_name, _, attr = BACKENDS[name].entry.partition(":")
     return getattr(importlib.import_module(module_name), attr)()
 
 
