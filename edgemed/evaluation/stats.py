@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from edgemed.evaluation.metrics import _midranks
+from edgemed.evaluation.metrics import _midranks, auc
 
 
 @dataclass(frozen=True)
@@ -109,15 +109,9 @@ def paired_bootstrap_auc_diff_ci(
     diffs = np.empty(n_boot)
     for i in range(n_boot):
         idx = np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]
-        diffs[i] = _auc(lab, a[idx]) - _auc(lab, b[idx])
+        diffs[i] = auc(lab, a[idx]) - auc(lab, b[idx])
     lo, hi = np.percentile(diffs, [2.5, 97.5])
     return float(lo), float(hi)
-
-
-def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    m = int(y.sum())
-    r = _midranks(s)
-    return float((r[y].sum() - m * (m + 1) / 2.0) / (m * (len(y) - m)))
 
 
 def reliability_bins(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> list[dict]:
@@ -226,7 +220,7 @@ def decisive_auc_drop(labels: np.ndarray, ref: np.ndarray, cand: np.ndarray, ban
     so this is O(n log n + near pairs), not O(positives x negatives)."""
     y = np.asarray(labels).astype(bool).reshape(-1)
     r, c = np.asarray(ref, np.float64).reshape(-1), np.asarray(cand, np.float64).reshape(-1)
-    full = _auc(y, r) - _auc(y, c)
+    full = auc(y, r) - auc(y, c)
     rp, cp = r[y], c[y]
     order = np.argsort(r[~y], kind="stable")
     rn, cn = r[~y][order], c[~y][order]
