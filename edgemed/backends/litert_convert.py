@@ -41,7 +41,6 @@ from edgemed.progress import Progress
 # (float logits, weights still int8); `integer_output=true` gives the full-integer model.
 METHODS = ("minmax", "histogram")
 GRANULARITIES = ("per-channel", "per-tensor")
-CALIBRATION_BATCH = 32
 FP16_RECIPE = [
     {
         "regex": ".*",

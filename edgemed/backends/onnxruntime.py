@@ -1,4 +1,4 @@
-"""ONNX Runtime backend (CPU; CUDA execution provider when asked and present).
+"""ONNX Runtime backend on the CPU execution provider (the one provider edgemed runs and tests).
 
 FP32 copies the reference ONNX; FP16 converts with onnxconverter-common (FP32 inputs/outputs);
 INT8 is static QDQ calibrated on the user's images (MinMax by default: measured best here) or
