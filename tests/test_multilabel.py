@@ -82,3 +82,26 @@ def test_training_a_real_multilabel_set_stores_a_threshold_per_label(tmp_path):
     assert result.contract.task == "multilabel" and isinstance(t, tuple) and len(t) == 2
     assert result.card["contract"]["threshold"] == list(t)
     assert all(0 < v < 1 for v in t)
+
+
+def test_the_dicom_sr_carries_each_labels_threshold(tmp_path):
+    """A multilabel result (threshold list) written to a real DICOM SR and read back."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from edgemed.serve.sr import Algorithm, build_sr, read_sr_result
+    from tests.bundle_support import write_dicom
+
+    pixels = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    path = write_dicom(tmp_path / "x.dcm", pixels, StudyInstanceUID=generate_uid(),
+                       SeriesInstanceUID=generate_uid())  # fmt: skip
+    source = pydicom.dcmread(path)
+    result = {"probabilities": {"a": 0.3, "b": 0.95}, "decision": ["a", "b"],
+              "threshold": [0.2, 0.9]}  # fmt: skip
+    algo = Algorithm("id", "0" * 64, "model", "1", "onnx")
+    back = read_sr_result(build_sr(source, result, algo))
+    assert back["thresholds"] == {"a": 0.2, "b": 0.9} and back["probabilities"] == {
+        "a": 0.3,
+        "b": 0.95,
+    }
+    assert sorted(back["findings"]) == ["a", "b"]
