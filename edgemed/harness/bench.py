@@ -23,6 +23,7 @@ from edgemed.evaluation.sanity import OutputError
 from edgemed.fileio import private_tempdir, write_bytes_atomic, write_json_atomic, writing
 from edgemed.harness.outdir import JSONL, append_jsonl, prepare_out
 from edgemed.harness.plan import Config, EvalData, Plan, Reference, build_plan
+from edgemed.harness.subgroups import add_subgroups, read_groups
 
 FORMAT = "edgemed-bench/1"
 RESULTS, REPORT = "results.json", "report.html"
@@ -96,7 +97,9 @@ def run_bench(req: BenchRequest, progress: bool = True) -> dict:
     plan = build_plan(
         req.artifacts, req.data, req.split, req.threads, req.batch, req.include_reference
     )
-    tables = read_groups(req, plan)  # a bad groups file is refused before anything is written
+    tables = read_groups(
+        req.groups, plan
+    )  # a bad groups file is refused before anything is written
     out = Path(req.out)
     settings = _settings(req, plan)
     done, replaced = prepare_out(out, req, settings)
@@ -296,45 +299,6 @@ def row_summary(row: dict) -> str:
     d, lat = row["drift"], row["latency"]
     auc = f", AUC drop {d['auc_drop']:+.4f}" if d.get("auc_drop") is not None else ""
     return f"{row['label']}: median {lat['median_ms']:.3f} ms{auc}, flips {d['flips']}/{d['n']}"
-
-
-def read_groups(req: BenchRequest, plan: Plan) -> dict:
-    """The groups file checked against each evaluated data set (data key -> GroupTable)."""
-    from edgemed.evaluation.groups import ImageKeys, read_groups_csv
-
-    if not req.groups:
-        return {}
-    return {
-        key: read_groups_csv(req.groups, ImageKeys(ev.ids, ev.hashes, ev.known))
-        for key, ev in plan.data.items()
-    }
-
-
-def add_subgroups(req: BenchRequest, plan: Plan, rows: list[dict], tables: dict) -> list[str]:
-    """Each finished row's drift per group (from its saved logits); returns the per-group gate
-    violations when --gate-per-group."""
-    from edgemed.evaluation.groups import group_drifts, group_violations, worst_groups
-
-    violations = []
-    configs = {c.key: c for c in plan.configs}
-    for row in rows:
-        cfg = configs[row["key"]]
-        if row["status"] != "ok" or cfg.data_key not in tables:
-            row["subgroups"], row["worst_groups"] = None, None
-            continue
-        out = Path(req.out)
-        ref = np.load(out / "references" / f"{cfg.reference.key}.npy")
-        cand = np.load(out / "logits" / f"{cfg.key}.npy")
-        ev = plan.data[cfg.data_key]
-        groups = group_drifts(
-            cfg.contract, ref, cand, ev.labels, tables[cfg.data_key], n_boot=req.n_boot,
-            name=cfg.label,
-        )  # fmt: skip
-        row["subgroups"] = [g.to_dict() for g in groups]
-        row["worst_groups"] = worst_groups(groups)
-        if req.gate_per_group:
-            violations += [f"{row['label']} {v}" for v in group_violations(req.limits(), groups)]
-    return violations
 
 
 def assemble_results(
