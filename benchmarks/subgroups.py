@@ -17,7 +17,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._markdown import dataset, load_average, replace_section, table  # noqa: E402
 
-SIZE, EPOCHS = (128, 128), 10
+SIZE, EPOCHS = (64, 64), 20
 
 
 def trained(data: Path, work: Path) -> Path:

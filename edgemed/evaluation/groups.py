@@ -191,7 +191,7 @@ class GroupDrift:
     @property
     def where(self) -> str:
         pos = f", {self.positives} positive" if self.positives is not None else ""
-        return f"{self.column}={self.value} ({self.n} images{pos})"
+        return f"{self.column}={self.value} ({_images(self.n)}{pos})"
 
     def rate_ci(self, which: str) -> tuple[float, float] | None:
         """Wilson 95% CI of the candidate's sensitivity or specificity (binary only)."""
@@ -219,6 +219,10 @@ class GroupDrift:
     def from_dict(cls, d: dict) -> GroupDrift:
         drift = Drift.from_dict(d["drift"]) if d.get("drift") else None
         return cls(d["column"], d["value"], d["n"], d.get("positives"), drift, d.get("error"))
+
+
+def _images(n: int) -> str:
+    return f"{n} image" + ("" if n == 1 else "s")
 
 
 def _list(ci):
@@ -259,7 +263,8 @@ def group_drifts(
 
 
 def worst_groups(groups: tuple[GroupDrift, ...]) -> dict[str, str | None]:
-    """Per column, the group with the largest AUC drop (None when no group has one)."""
+    """Per column, the group with the largest AUC drop, ties (e.g. all 0 for an FP32 runtime)
+    going to the lowest AUC; None when no group has an AUC."""
     out: dict[str, str | None] = {}
     for g in groups:
         out.setdefault(g.column, None)
@@ -268,7 +273,8 @@ def worst_groups(groups: tuple[GroupDrift, ...]) -> dict[str, str | None]:
             g for g in groups if g.column == column and g.drift and g.drift.auc_drop is not None
         ]
         if have:
-            out[column] = max(have, key=lambda g: (g.drift.auc_drop, -g.n)).value
+            worst = max(have, key=lambda g: (round(g.drift.auc_drop, 12), -g.drift.auc_candidate))
+            out[column] = worst.value
     return out
 
 

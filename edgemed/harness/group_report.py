@@ -11,7 +11,7 @@ GROUP_COLUMNS = (
 )  # fmt: skip
 GROUP_LEGEND = (
     "per group: drift of each configuration vs its FP32 reference on that group's images; "
-    "worst = largest AUC drop; '-' = not computable on this group (see note)"
+    "worst = largest AUC drop (ties: lowest AUC); '-' = not computable on this group (see note)"
 )
 
 
@@ -27,7 +27,7 @@ def group_cells(g: dict, worst: str | None) -> list[str]:
     pos = "-" if g.get("positives") is None else str(g["positives"])
     note = g.get("error") or ""
     if d and d.get("auc_reference") is None:
-        note = f"too small for AUC: {g['n']} images, {pos} positive"
+        note = f"too small for AUC: {g['n']} image{'' if g['n'] == 1 else 's'}, {pos} positive"
     elif not note and g["value"] == worst:
         note = "worst"
     flips = f"{d['borderline_flips']}/{d['decisive_flips']}" if d else "-"
