@@ -102,13 +102,14 @@ def _load(load) -> str:
 
 def _foot(results: dict) -> str:
     g = results["gates"]
-    set_ = {k: v for k, v in g.items() if k.startswith("max_") and v is not None}
+    set_ = {k: v for k, v in g.items() if k.startswith(("max_", "min_")) and v is not None}
     lines = []
     if results["device"].get("busy_warning"):
         lines.append(f"warning: {results['device']['busy_warning']}")
     if set_:
         verdict = "passed" if g["passed"] else "FAILED: " + "; ".join(g["violations"])
-        lines.append(f"gates {', '.join(f'{k}={v:g}' for k, v in set_.items())}: {verdict}")
+        each = " (also on each group)" if g.get("per_group") else ""
+        lines.append(f"gates {', '.join(f'{k}={v:g}' for k, v in set_.items())}{each}: {verdict}")
     return "\n".join(lines)
 
 
