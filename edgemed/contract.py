@@ -7,7 +7,8 @@ anyone can run an exported model without edgemed:
     x = (x - mean[c]) / std[c]                                        # per channel
     layout NCHW (or NHWC for TFLite artifacts); outputs are logits
     binary: p = sigmoid(logit[0]); positive when p >= threshold
-    multiclass: p = softmax(logits); multilabel: p_k = sigmoid(logit_k) >= threshold
+    multiclass: p = softmax(logits); multilabel: p_k = sigmoid(logit_k) >= threshold_k
+    (threshold: one number, or for multilabel a list with one threshold per label)
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Contract:
     scale: float = 255.0
     mean: tuple[float, ...] = (0.5,)
     std: tuple[float, ...] = (0.5,)
-    threshold: float = 0.5
+    threshold: float | tuple[float, ...] = 0.5  # multilabel: one per label, chosen on validation
     resample: str = "bilinear"
 
     def __post_init__(self) -> None:
@@ -55,8 +56,13 @@ class Contract:
             return (batch, self.channels, h, w)
         return (batch, h, w, self.channels)
 
-    def with_threshold(self, threshold: float) -> Contract:
-        return replace(self, threshold=float(threshold))
+    @property
+    def thresholds(self) -> np.ndarray:
+        """The operating threshold of each output (num_outputs,), a single one broadcast."""
+        return np.broadcast_to(np.asarray(self.threshold, np.float64), (self.num_outputs,))
+
+    def with_threshold(self, threshold: float | tuple[float, ...]) -> Contract:
+        return replace(self, threshold=_coerce("threshold", threshold))
 
     def with_layout(self, layout: str) -> Contract:
         return replace(self, layout=layout)
@@ -66,6 +72,8 @@ class Contract:
         d["input_size"] = list(self.input_size)
         for key in ("class_names", "mean", "std"):
             d[key] = list(d[key])
+        if isinstance(self.threshold, tuple):
+            d["threshold"] = list(self.threshold)
         return d
 
     def to_json(self) -> str:
@@ -129,12 +137,14 @@ class Contract:
         p = self.probabilities(logits)
         if self.task == "multiclass":
             return p.argmax(axis=1)
-        d = p >= self.threshold
+        d = p >= self.thresholds
         return d[:, 0] if self.task == "binary" else d
 
 
 def _coerce(key: str, value):
     if key in ("mean", "std"):
+        return tuple(float(v) for v in value)
+    if key == "threshold" and isinstance(value, list | tuple):
         return tuple(float(v) for v in value)
     if key in ("scale", "threshold"):
         return float(value)
@@ -157,6 +167,22 @@ def _contract_problems(c: Contract) -> list[str]:
         problems.append("std and scale must be positive")
     if len(c.class_names) < 2 and c.task != "multilabel":
         problems.append("class_names needs at least two classes")
-    if not 0.0 < c.threshold < 1.0:
-        problems.append(f"threshold must be in (0, 1), got {c.threshold}")
+    problems += _threshold_problems(c)
     return problems
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float | np.floating) and not isinstance(v, bool)
+
+
+def _threshold_problems(c: Contract) -> list[str]:
+    t = c.threshold
+    values = t if isinstance(t, tuple) else (t,)
+    if isinstance(t, tuple) and (c.task != "multilabel" or len(t) != len(c.class_names)):
+        return [
+            f"threshold is a list of {len(t)}; only a multilabel contract takes one threshold per "
+            f"label ({len(c.class_names)} labels here), other tasks take one number"
+        ]
+    if not all(_number(v) and 0.0 < v < 1.0 for v in values):
+        return [f"threshold must be in (0, 1), got {list(values) if isinstance(t, tuple) else t}"]
+    return []

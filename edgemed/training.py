@@ -10,6 +10,7 @@ import numpy as np
 
 from edgemed.contract import Contract
 from edgemed.data import Dataset, load_dataset
+from edgemed.data.overlap import split_overlap
 from edgemed.errors import InputError
 from edgemed.evaluation.metrics import auc, binary_metrics, youden_threshold
 from edgemed.fileio import staged_dir, write_json_atomic
@@ -86,10 +87,9 @@ def train(cfg: TrainConfig, ds: Dataset | None = None) -> TrainResult:
     module.load_state_dict(best_state)
     module.eval()
     val_scores = contract.scores(predict_logits(module, contract, ds.split("val").images))
-    threshold = (
-        youden_threshold(ds.split("val").labels, val_scores) if contract.task == "binary" else 0.5
+    contract = contract.with_threshold(
+        operating_threshold(contract, ds.split("val").labels, val_scores)
     )
-    contract = contract.with_threshold(threshold)
     validation = validation_check(contract, ds.split("val").labels, val_scores)
     test_logits = predict_logits(module, contract, ds.split("test").images)
     card = {
@@ -103,12 +103,26 @@ def train(cfg: TrainConfig, ds: Dataset | None = None) -> TrainResult:
             "history": history,
             "best_epoch": int(np.argmax([h["val_auc"] for h in history])) + 1,
         },
-        "data": ds.summary(),
+        "data": {**ds.summary(), "split_overlap": split_overlap(ds)},
         "contract": contract.to_dict(),
         "config": cfg.to_dict(),
         "provenance": provenance(inputs={"data": ds.data_hash}),
     }
     return TrainResult(module, contract, card)
+
+
+def operating_threshold(contract: Contract, labels: np.ndarray, scores: np.ndarray):
+    """Chosen on validation (Youden's J): one for binary, one per label for multilabel (0.5 for a
+    label whose validation column has one class: nothing to choose from); multiclass: argmax."""
+    if contract.task == "binary":
+        return youden_threshold(labels, scores)
+    if contract.task == "multiclass":
+        return 0.5
+    y = np.asarray(labels).reshape(len(labels), -1)
+    return tuple(
+        youden_threshold(y[:, k], scores[:, k]) if 0 < int(y[:, k].sum()) < len(y) else 0.5
+        for k in range(y.shape[1])
+    )
 
 
 def validation_check(contract: Contract, labels: np.ndarray, scores: np.ndarray) -> dict:

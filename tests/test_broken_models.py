@@ -157,3 +157,75 @@ def test_predict_never_prints_nan_or_decides_from_it(cxr_onnx, tmp_path_factory)
     res = run_cli("predict", bundle, ok, bad, "--pubkey", pub)
     assert_user_error(res, "non-finite")
     assert res.out.strip() == "" and "NaN" not in res.out
+
+
+# ---------------------------------------------------------------- a 3-class model over its limits
+
+
+@pytest.fixture(scope="module")
+def three_class(tmp_path_factory) -> dict:
+    """A 3-class set from the real chest X-rays (normal / pneumonia dim / pneumonia bright by
+    the image's mean against the training median), a linear ONNX classifier fitted on it by
+    ridge least squares, its contract, and its FP32 artifact."""
+    from edgemed.export import ExportRequest, run_export
+
+    tmp = tmp_path_factory.mktemp("three")
+    with np.load(CXR) as f:
+        a = {k: f[k] for k in f.files}
+    med = np.median(a["train_images"].reshape(len(a["train_images"]), -1).mean(axis=1))
+    for s in ("train", "val", "test"):
+        bright = a[f"{s}_images"].reshape(len(a[f"{s}_images"]), -1).mean(axis=1) > med
+        y = a[f"{s}_labels"].reshape(-1)
+        a[f"{s}_labels"] = np.where(y == 0, 0, np.where(bright, 2, 1)).astype(np.uint8)[:, None]
+    np.savez(tmp / "cxr3.npz", **a)
+    dark = {k: (v * 0.4).astype(np.uint8) if k.endswith("_images") else v for k, v in a.items()}
+    np.savez(tmp / "cxr3_dark.npz", **dark)  # calibration far too dark: INT8 clips real images
+    x = np.c_[
+        (a["train_images"].reshape(-1, 784) / 255.0 - 0.5) / 0.5, np.ones(len(a["train_images"]))
+    ]
+    y = np.eye(3)[a["train_labels"].reshape(-1)] * 8 - 4
+    w = np.linalg.solve(x.T @ x + 10 * np.eye(785), x.T @ y)
+    model = linear_onnx(tmp / "m3.onnx", w[:-1], w[-1])
+    noisy = linear_onnx(tmp / "noisy.onnx", w[:-1] + RNG.normal(0, 0.8 * w[:-1].std(), (784, 3)),
+                        w[-1])  # fmt: skip
+    contract = tmp / "c3.json"
+    contract.write_text(json.dumps({"input_size": [28, 28], "channels": 1, "task": "multiclass",
+                                    "class_names": ["normal", "pneumonia-dim", "pneumonia-bright"],
+                                    "mean": [0.5], "std": [0.5]}))  # fmt: skip
+    fp32 = tmp / "fp32"
+    run_export(ExportRequest(model=str(model), target="onnx", out=fp32, contract=str(contract),
+                             data=str(tmp / "cxr3.npz")))  # fmt: skip
+    return {"tmp": tmp, "model": model, "noisy": noisy, "contract": contract, "fp32": fp32,
+            "data": tmp / "cxr3.npz", "dark": tmp / "cxr3_dark.npz"}  # fmt: skip
+
+
+def test_export_refuses_a_3class_int8_over_a_tiny_auc_drop(three_class, tmp_path):
+    t = three_class
+    res = run_cli(
+        "export", "--model", t["model"], "--contract", t["contract"], "--data", t["data"],
+        "--target", "onnx", "--precision", "int8", "--calib", t["dark"],
+        "--max-auc-drop", "0.001", "--max-flip-rate", "1", "--out", tmp_path / "o",
+    )  # fmt: skip
+    assert res.code == 4
+    assert_user_error(res, "AUC drop beyond the band", "> --max-auc-drop 0.001")
+    assert not (tmp_path / "o").exists()
+
+
+def test_bench_and_bundle_refuse_a_3class_artifact_over_a_tiny_auc_drop(
+    three_class, tmp_path_factory
+):
+    t, tmp = three_class, tmp_path_factory.mktemp("three-gates")
+    art = broken_artifact(t["fp32"], t["noisy"], tmp / "art")
+    res = run_cli("bench", art, "--data", t["data"], "--max-auc-drop", "0.001", *FAST,
+                  "--out", tmp / "bench")  # fmt: skip
+    assert res.code == 4
+    assert_user_error(
+        res, "bench gate failed", "AUC drop beyond the band", "> --max-auc-drop 0.001"
+    )
+    drift = json.loads((tmp / "bench" / "results.json").read_text())["rows"][0]["drift"]
+    assert drift["task"] == "multiclass" and drift["auc_drop"] > 0.001
+    key, _ = keypair(tmp_path_factory)
+    res = run_cli("bundle", "--model", art, "--report", tmp / "bench", "--key", key,
+                  "--max-auc-drop", "0.001", "--out", tmp / "x.bundle")  # fmt: skip
+    assert_user_error(res, "release gate refused", "> --max-auc-drop 0.001")
+    assert not (tmp / "x.bundle").exists()

@@ -128,8 +128,9 @@ class Predictor:
         if c.task == "multiclass":
             decision = c.class_names[int(np.argmax(p))]
         else:
-            decision = [n for n, v in zip(c.class_names, p, strict=True) if v >= c.threshold]
-        return {"probabilities": probs, "decision": decision, "threshold": c.threshold}
+            decision = [n for n, v, t in zip(c.class_names, p, c.thresholds, strict=True) if v >= t]
+        threshold = list(c.threshold) if isinstance(c.threshold, tuple) else c.threshold
+        return {"probabilities": probs, "decision": decision, "threshold": threshold}
 
     def close(self) -> None:
         """Free the runner and delete the extracted files."""

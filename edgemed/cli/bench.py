@@ -44,6 +44,16 @@ from edgemed.evaluation.limits import BENCH_DEFAULTS
     is_flag=True,
     help="Also time the FP32 torch reference (eager) as a row.",
 )
+@click.option(
+    "--groups",
+    metavar="FILE.csv",
+    help="Subgroups: a CSV whose first column names each image (its path relative to the data "
+    "folder, SPLIT/INDEX for an npz, or its content SHA-256) and whose other columns are groups "
+    "(site, scanner, sex, age band); every metric is reported per group.",
+)
+@click.option(
+    "--gate-per-group", is_flag=True, help="Apply the gates to each group of --groups as well."
+)
 @click.option("--resume", is_flag=True, help="Continue DIR: skip configurations already done.")
 @click.option("--retry-failed", is_flag=True, help="With --resume, re-run failed/timed-out rows.")
 @max_pixels_option
@@ -60,6 +70,8 @@ def bench(
     min_runs,
     limits_given,
     include_reference,
+    groups,
+    gate_per_group,
     resume,
     retry_failed,
     out,
@@ -70,6 +82,7 @@ def bench(
     specificity, decision flips, calibration, latency and memory. Writes DIR/results.json,
     DIR/results.jsonl and DIR/report.html; exits non-zero when a gate is exceeded."""
     from edgemed.harness.bench import BenchRequest, enforce, run_bench
+    from edgemed.harness.group_report import group_tables
     from edgemed.harness.report import terminal_table
 
     req = BenchRequest(
@@ -87,8 +100,12 @@ def bench(
         include_reference=include_reference,
         seconds=seconds,
         min_runs=min_runs,
+        groups=groups,
+        gate_per_group=gate_per_group,
     )
     results = run_bench(req)
     click.echo(terminal_table(results))
+    if results.get("subgroups"):
+        click.echo(group_tables(results))
     click.echo(f"results: {Path(out) / 'results.json'}; report: {Path(out) / 'report.html'}")
     enforce(results, Path(out))

@@ -117,6 +117,7 @@ def train(
             "will refuse it: train longer, lower the learning rate or check the data",
             err=True,
         )
+    _warn_overlap(result.card["data"])
     dup = result.card["data"].get("duplicates")
     if dup:
         click.echo(
@@ -124,6 +125,14 @@ def train(
             f"copies) and {dup['near_redundant']} near-duplicates kept within one split; sizes "
             f"{result.card['data']['sizes']}"
         )
+
+
+def _warn_overlap(data: dict) -> None:
+    from edgemed.data.overlap import overlap_warning
+
+    line = overlap_warning(data["split_overlap"], data["path"])
+    if line:
+        click.echo(f"edgemed: warning: {line}; the card records it", err=True)
 
 
 def _check(cfg) -> None:

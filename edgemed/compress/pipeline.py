@@ -12,7 +12,6 @@ from edgemed.compress.request import CompressRequest, check_request
 from edgemed.contract import Contract
 from edgemed.data import Dataset, load_dataset, split_kwargs
 from edgemed.errors import InputError
-from edgemed.evaluation.metrics import youden_threshold
 from edgemed.fileio import refuse_existing, staged_dir, write_json_atomic
 from edgemed.models import ModelSpec
 from edgemed.models.source import LoadedModel, load_model_source
@@ -132,14 +131,15 @@ def checkpoint_bytes(module, spec: ModelSpec, contract: Contract) -> bytes:
 
 
 def rethreshold(module, contract: Contract, ds: Dataset) -> Contract:
-    """Binary: choose the operating threshold again on validation (Youden), as `edgemed train` does."""
-    from edgemed.training import predict_logits
+    """Binary and multilabel: choose the operating threshold(s) again on validation (Youden), as
+    `edgemed train` does."""
+    from edgemed.training import operating_threshold, predict_logits
 
-    if contract.task != "binary":
+    if contract.task == "multiclass":
         return contract
     val = ds.split("val")
     scores = contract.scores(predict_logits(module.eval(), contract, val.images))
-    return contract.with_threshold(youden_threshold(val.labels, scores))
+    return contract.with_threshold(operating_threshold(contract, val.labels, scores))
 
 
 def compression_card(req, reference, target, outcome, contract, ds, before, after) -> dict:

@@ -178,7 +178,7 @@ def boundary_distance(contract: Contract, p_ref: np.ndarray, changed: np.ndarray
     if contract.task == "multiclass":
         top2 = np.sort(p_ref, axis=1)[:, -2:]
         return (top2[:, 1] - top2[:, 0]) / 2
-    dist = np.abs(p_ref - contract.threshold)
+    dist = np.abs(p_ref - contract.thresholds)
     return np.where(changed, dist, np.inf).min(axis=1)
 
 
@@ -208,7 +208,7 @@ def _label_numbers(contract, y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band:
         return {}
     names = ("positive",) if contract.task == "binary" else contract.class_names
     per = [
-        {"label": str(names[k]), "threshold": float(contract.threshold)}
+        {"label": str(names[k]), "threshold": float(contract.thresholds[k])}
         | one_label(y[:, k], p_ref[:, k], p_cand[:, k], d_ref[:, k], d_cand[:, k], n_boot, band)
         for k in range(y.shape[1])
     ]

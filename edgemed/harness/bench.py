@@ -23,6 +23,7 @@ from edgemed.evaluation.sanity import OutputError
 from edgemed.fileio import private_tempdir, write_bytes_atomic, write_json_atomic, writing
 from edgemed.harness.outdir import JSONL, append_jsonl, prepare_out
 from edgemed.harness.plan import Config, EvalData, Plan, Reference, build_plan
+from edgemed.harness.subgroups import add_subgroups, read_groups
 
 FORMAT = "edgemed-bench/1"
 RESULTS, REPORT = "results.json", "report.html"
@@ -51,6 +52,8 @@ class BenchRequest:
     seconds: float = 3.0
     min_runs: int = 100
     n_boot: int = 1000
+    groups: str | None = None  # --groups FILE.csv (edgemed.evaluation.groups)
+    gate_per_group: bool = False
 
     def __post_init__(self) -> None:
         for name in ("threads", "batch", "min_runs"):
@@ -63,6 +66,17 @@ class BenchRequest:
         self.limits()  # refuses a bad value now, before any work
         if self.resume and self.force:
             raise InputError("--resume and --force contradict each other; pass one of them")
+        if self.gate_per_group and not (self.groups and self.limits().items):
+            raise InputError(
+                "--gate-per-group needs --groups FILE and at least one limit (--max-auc-drop, "
+                "--min-sens, ...) to apply to each group"
+            )
+        if self.groups and self.groups.startswith("dicom:"):
+            raise InputError(
+                f"--groups {self.groups}: bench reads DICOM attributes only from DICOM inputs, and "
+                "--data is an .npz or a folder of PNG/JPEG/TIFF images; write the groups as a CSV "
+                "(edgemed.evaluation.group_sources.dicom_groups_csv reads them from DICOM files)"
+            )
 
     def limits(self) -> Limits:
         return limits_from(dict(self.limits_given), BENCH_DEFAULTS)
@@ -83,10 +97,14 @@ def run_bench(req: BenchRequest, progress: bool = True) -> dict:
     plan = build_plan(
         req.artifacts, req.data, req.split, req.threads, req.batch, req.include_reference
     )
+    tables = read_groups(
+        req.groups, plan
+    )  # a bad groups file is refused before anything is written
     out = Path(req.out)
     settings = _settings(req, plan)
     done, replaced = prepare_out(out, req, settings)
     device = device_info()
+    _warn_overlap(plan)
     if device["busy_warning"]:
         print(f"edgemed: warning: {device['busy_warning']}", file=sys.stderr)
     todo = [c for c in plan.configs if c.key not in done]
@@ -96,11 +114,21 @@ def run_bench(req: BenchRequest, progress: bool = True) -> dict:
             _run_rows(req, plan, todo, out, tmp, done, progress)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    results = assemble_results(req, plan, done, device, settings)
+    results = assemble_results(req, plan, done, device, settings, tables)
     write_outputs(out, results)
     if replaced:
         shutil.rmtree(replaced, ignore_errors=True)
     return results
+
+
+def _warn_overlap(plan: Plan) -> None:
+    from edgemed.data.overlap import overlap_warning
+
+    for ev in plan.data.values():
+        line = overlap_warning(ev.ref["split_overlap"], ev.ref["path"], ev.ref["split"])
+        if line:
+            print(f"edgemed: warning: {line}; results.json records it", file=sys.stderr)
+            return
 
 
 def _settings(req: BenchRequest, plan: Plan) -> dict:
@@ -274,16 +302,17 @@ def row_summary(row: dict) -> str:
 
 
 def assemble_results(
-    req: BenchRequest, plan: Plan, done: dict, device: dict, settings: dict
+    req: BenchRequest, plan: Plan, done: dict, device: dict, settings: dict, tables: dict
 ) -> dict:
     """The results.json document (schema edgemed-bench/1)."""
     from edgemed.harness.device import load_average
     from edgemed.provenance import provenance
 
-    rows = [done[c.key] for c in plan.configs if c.key in done]
+    rows = [dict(done[c.key]) for c in plan.configs if c.key in done]
     first = next(iter(plan.data.values()))
     limits = req.limits()
-    gates = {**limits.to_dict(), "violations": gate_violations(limits, rows)}
+    violations = gate_violations(limits, rows) + add_subgroups(req, plan, rows, tables)
+    gates = {**limits.to_dict(), "per_group": req.gate_per_group, "violations": violations}
     gates["passed"] = not gates["violations"]
     return {
         "format": FORMAT,
@@ -292,6 +321,7 @@ def assemble_results(
         "data": dict(first.ref),
         "data_groups": [dict(ev.ref, key=k) for k, ev in plan.data.items()],
         "gates": gates,
+        "subgroups": next(iter(tables.values())).to_dict() if tables else None,
         "settings": settings,
         "rows": rows,
         "provenance": provenance(config=_request_dict(req)),

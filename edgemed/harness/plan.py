@@ -26,6 +26,9 @@ class EvalData:
     images: np.ndarray
     labels: np.ndarray
     ref: dict
+    ids: tuple[str, ...] = ()  # per image: its id in the dataset (edgemed.data)
+    hashes: tuple[str, ...] = ()  # per image: its content SHA-256
+    known: frozenset[str] = frozenset()  # every id and hash of the dataset, any split
 
 
 @dataclass(frozen=True)
@@ -155,8 +158,13 @@ def load_eval_data(data: str, split: str, art: Artifact, cache: dict) -> EvalDat
     if key not in cache:
         ds = load_dataset(path, c.input_size, c.channels, **cfg)
         s = ds.split(split)
-        ref = {"path": ds.path, "split": split, "n": len(s), "data_hash": ds.data_hash}
-        cache[key] = (ds, EvalData(key, s.images, s.labels, ref))
+        from edgemed.data.overlap import split_overlap
+
+        ref = {"path": ds.path, "split": split, "n": len(s), "data_hash": ds.data_hash,
+               "split_overlap": split_overlap(ds)}  # fmt: skip
+        known = frozenset(k for sp in ds.splits.values() for k in (*sp.ids, *sp.hashes))
+        ev = EvalData(key, s.images, s.labels, ref, s.ids, s.hashes, known)
+        cache[key] = (ds, ev)
     ds, ev = cache[key]
     trained_on = ((card or {}).get("data") or {}).get("data_hash")
     problem = contract_mismatch(c, ds, native_npz_shape(path, split), trained_on == ds.data_hash)

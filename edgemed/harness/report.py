@@ -12,7 +12,7 @@ COLUMNS = (
     "config",
     "status",
     "AUC",
-    "AUC drop",
+    "AUC drop (positive = worse)",
     "AUC drop 95% CI",
     "DeLong p",
     "flips b/d",
@@ -102,13 +102,14 @@ def _load(load) -> str:
 
 def _foot(results: dict) -> str:
     g = results["gates"]
-    set_ = {k: v for k, v in g.items() if k.startswith("max_") and v is not None}
+    set_ = {k: v for k, v in g.items() if k.startswith(("max_", "min_")) and v is not None}
     lines = []
     if results["device"].get("busy_warning"):
         lines.append(f"warning: {results['device']['busy_warning']}")
     if set_:
         verdict = "passed" if g["passed"] else "FAILED: " + "; ".join(g["violations"])
-        lines.append(f"gates {', '.join(f'{k}={v:g}' for k, v in set_.items())}: {verdict}")
+        each = " (also on each group)" if g.get("per_group") else ""
+        lines.append(f"gates {', '.join(f'{k}={v:g}' for k, v in set_.items())}{each}: {verdict}")
     return "\n".join(lines)
 
 
@@ -122,14 +123,22 @@ def html_report(results: dict) -> str:
         _html_summary(results),
         _section("Latency vs AUC (Pareto front)", pareto_svg(ok)),
         _section("Latency distributions (timed runs)", latency_svg(ok)),
-        _section("Reliability diagrams (candidate, 10 bins)", _grid(reliability_svgs(ok))),
+        _section(
+            "Reliability diagrams (candidate, 10 bins; numbers: images per bin)",
+            _grid(reliability_svgs(ok)),
+        ),
         _section("Confusion matrices at the operating threshold", _grid(confusion_tables(ok))),
     ]
+    if results.get("subgroups"):
+        from edgemed.harness.group_report import group_html
+
+        sections.insert(1, _section("Subgroups", group_html(results)))
     style = (
         "body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;"
         "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
         "th{background:#f3f3f3}td:first-child{text-align:left}.grid{display:flex;flex-wrap:wrap;"
         "gap:16px}.bad{color:#b00}.warn{background:#fff3cd;padding:6px}"
+        ".scroll{max-width:100%;overflow-x:auto}svg{max-width:100%;height:auto}"
     )
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>edgemed bench</title>"
@@ -160,7 +169,9 @@ def _html_summary(results: dict) -> str:
         )
         for r in results["rows"]
     )
-    table = f"<table><tr>{''.join(f'<th>{c}</th>' for c in COLUMNS)}</tr>{rows}</table>"
+    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
+    # the table scrolls sideways in a narrow (800 px) window instead of overflowing the page
+    table = f"<div class='scroll'><table><tr>{head}</tr>{rows}</table></div>"
     return (
         f"<p>{head}<br>created {escape(results['created'])}</p>"
         + (f"<p class='warn'>{escape(warn)}</p>" if warn else "")
@@ -183,33 +194,76 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
+# An AUC axis spans at least this much: differences far inside the CIs are not magnified into a
+# picture of a difference.
+MIN_AUC_SPAN = 0.05
+LABEL_GAP = 12  # px between point labels (font 10)
+
+
+def auc_axis(points: list[tuple[float, tuple[float, float] | None]]) -> tuple[float, float]:
+    """y limits covering every AUC's 95% CI, at least MIN_AUC_SPAN wide, within [0, 1]."""
+    lo = min(ci[0] if ci else y for y, ci in points)
+    hi = max(ci[1] if ci else y for y, ci in points)
+    mid, half = (lo + hi) / 2, max(hi - lo, MIN_AUC_SPAN) / 2 * 1.1
+    lo, hi = max(0.0, mid - half), min(1.0, mid + half)
+    if hi - lo < MIN_AUC_SPAN:  # pushed against 0 or 1: extend the other way
+        lo, hi = (
+            (max(0.0, hi - MIN_AUC_SPAN), hi) if hi >= 1.0 else (lo, min(1.0, lo + MIN_AUC_SPAN))
+        )
+    return lo, hi
+
+
+def spread_labels(ys: list[float], gap: float, top: float, bottom: float) -> list[float]:
+    """Label baselines near `ys` (pixels) at least `gap` apart, within [top, bottom] when there
+    is room: clamped, pushed down in order, then pushed up from the bottom."""
+    order = sorted(range(len(ys)), key=lambda i: ys[i])
+    out = [min(max(y, top), bottom) for y in ys]
+    prev = -float("inf")
+    for i in order:
+        out[i] = prev = max(out[i], prev + gap)
+    nxt = bottom + gap
+    for i in reversed(order):
+        out[i] = nxt = min(out[i], nxt - gap)
+    if out and min(out) < top:  # no room for all: keep them apart, overflowing the bottom
+        prev = -float("inf")
+        for i in order:
+            out[i] = prev = max(out[i], prev + gap, top)
+    return out
+
+
 def pareto_svg(rows: list[dict]) -> str:
     pts = [
-        (r["latency"]["median_ms"], r["drift"]["auc_candidate"], r["label"])
+        (r["latency"]["median_ms"], r["drift"]["auc_candidate"], r["label"],
+         r["drift"].get("auc_candidate_ci95"))
         for r in rows
         if r.get("latency") and r["drift"].get("auc_candidate") is not None
-    ]
+    ]  # fmt: skip
     if not pts:
         return ""
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    xs = [p[0] for p in pts]
     logx = max(xs) / max(min(xs), 1e-9) > 8
     xlim = (min(xs) / 1.3, max(xs) * 1.3) if logx else padded(min(xs), max(xs))
-    ax = Axes(xlim, padded(min(ys), max(ys), 0.2), "median latency per call (ms)", "AUC", logx=logx)
-    front = pareto_front([(x, y) for x, y, _ in pts])
+    ylim = auc_axis([(y, ci) for _, y, _, ci in pts])
+    ax = Axes(xlim, ylim, "median latency per call (ms)", "AUC (bar: 95% CI)", logx=logx)
+    front = pareto_front([(x, y) for x, y, _, _ in pts])
     ax.line([(pts[i][0], pts[i][1]) for i in front], stroke="#999", dash="5,4")
-    for i, (x, y, label) in enumerate(pts):
+    label_y = spread_labels([ax.py(y) - 6 for _, y, _, _ in pts], LABEL_GAP, 20, ax.h - 48)
+    for i, (x, y, label, ci) in enumerate(pts):
+        if ci:
+            ax.line([(x, ci[0]), (x, ci[1])], stroke=color(i), width=1.0)
         ax.dot(x, y, color(i), 5.5 if i in front else 4.0, f"{label}: {x:.3f} ms, AUC {y:.4f}")
         right = ax.px(x) > ax.w * 0.7
-        ax.text(
-            ax.px(x) + (-7 if right else 7),
-            ax.py(y) - 6,
-            label + (" *" if i in front else ""),
-            anchor="end" if right else "start",
-            size=10,
-        )
-    return (
-        ax.svg()
-        + "<p>* on the Pareto front (no other configuration is both faster and more accurate)</p>"
+        tx = ax.px(x) + (-9 if right else 9)
+        if abs(label_y[i] - (ax.py(y) - 6)) > 3:  # moved apart from its point: a leader line
+            ax.parts.append(
+                f'<line x1="{ax.px(x):.1f}" y1="{ax.py(y):.1f}" x2="{tx:.1f}" '
+                f'y2="{label_y[i] - 3:.1f}" stroke="#bbb" stroke-width="0.8"/>'
+            )
+        ax.text(tx, label_y[i], label + (" *" if i in front else ""),
+                anchor="end" if right else "start", size=10)  # fmt: skip
+    return ax.svg() + (
+        "<p>* on the Pareto front (no other configuration is both faster and more accurate); "
+        f"vertical bars: the AUC's 95% CI (the axis spans at least {MIN_AUC_SPAN:g} of AUC)</p>"
     )
 
 
@@ -249,12 +303,24 @@ def reliability_svgs(rows: list[dict]) -> list[str]:
             ax.line([(0, 0), (1, 1)], stroke="#aaa", dash="4,3")
             pts = [(b["mean_p"], b["frac_pos"]) for b in d["reliability"] if b["n"]]
             ax.line(pts, stroke=color(i))
+            _bin_counts(ax, d["reliability"])
             for b in d["reliability"]:
                 if b["n"]:
                     ax.dot(b["mean_p"], b["frac_pos"], color(i), 3.5, f"n={b['n']}")
             ax.text(62, 24, f"{title}  ECE {d['ece']:.3f}", size=10)
             out.append(f"<div>{ax.svg()}</div>")
     return out
+
+
+def _bin_counts(ax: Axes, bins: list[dict]) -> None:
+    """Each bin's image count, written under the curve at the bin's centre, with a faint bar
+    (height proportional to the count, at most a fifth of the plot)."""
+    most = max((b["n"] for b in bins), default=0) or 1
+    for b in bins:
+        mid = (b["lo"] + b["hi"]) / 2
+        if b["n"]:
+            ax.rect(b["lo"] + 0.01, 0, b["hi"] - 0.01, 0.2 * b["n"] / most, "#999", 0.15)
+        ax.text(ax.px(mid), ax.py(0) - 3, str(b["n"]), anchor="middle", size=8, fill="#555")
 
 
 def confusion_tables(rows: list[dict]) -> list[str]:

@@ -174,15 +174,14 @@ def _finding(result: dict) -> list:
                 _code(f"p-{name}", f"Probability of {name}"), float(p), unit, None, "CONTAINS"
             )
         )
-    items.append(
-        hsr.NumContentItem(
-            _code("threshold", "Operating threshold"),
-            float(result["threshold"]),
-            unit,
-            None,
-            "CONTAINS",
-        )
-    )
+    t = result["threshold"]
+    # multilabel contracts carry one threshold per label (a list, in class-name order)
+    pairs = (
+        [(_code(f"t-{n}", f"Operating threshold of {n}"), v) for n, v in zip(result["probabilities"], t, strict=True)]
+        if isinstance(t, list)
+        else [(_code("threshold", "Operating threshold"), t)]
+    )  # fmt: skip
+    items += [hsr.NumContentItem(c, float(v), unit, None, "CONTAINS") for c, v in pairs]
     return items
 
 
@@ -210,6 +209,9 @@ def read_sr_result(sr: Dataset) -> dict:
             value = float(item.MeasuredValueSequence[0].NumericValue)
             if name.CodeValue == "threshold":
                 out["threshold"] = value
+            elif name.CodeMeaning.startswith("Operating threshold of "):
+                label = name.CodeMeaning.removeprefix("Operating threshold of ")
+                out.setdefault("thresholds", {})[label] = value
             else:
                 out["probabilities"][name.CodeMeaning.removeprefix("Probability of ")] = value
         elif item.ValueType == "TEXT":

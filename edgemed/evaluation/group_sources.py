@@ -1,0 +1,115 @@
+"""Groups files for `bench --groups`, built from the images' sources: DICOM attributes
+(Manufacturer, PatientSex, an age band from PatientAge) or properties of the image files
+themselves (source format and resolution band).
+
+`edgemed bench --data` reads npz files and class-folder trees of PNG/JPEG/TIFF images, not DICOM,
+so bench cannot read these attributes itself yet; `dicom_groups_csv` writes the groups file that
+`bench --groups` takes, from the DICOM files the images were made from.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+from edgemed.errors import InputError
+
+AGE_BAND = "AgeBand"  # derived from PatientAge: decades, "0-9", "10-19", ..., "90+"
+MISSING = "missing"  # an attribute absent or empty in a file: its own, visible group
+_AGE = re.compile(r"(\d{3})([DWMY])")
+
+
+def parse_dicom_spec(spec: str) -> tuple[str, ...]:
+    """'dicom:Manufacturer,PatientSex,AgeBand' -> the attribute keywords (checked)."""
+    from pydicom.datadict import tag_for_keyword
+
+    names = tuple(s.strip() for s in spec.removeprefix("dicom:").split(",") if s.strip())
+    if not names:
+        raise InputError("--groups dicom: names no attribute; e.g. dicom:Manufacturer,PatientSex")
+    bad = [n for n in names if n != AGE_BAND and tag_for_keyword(n) is None]
+    if bad:
+        raise InputError(
+            f"--groups {spec}: {', '.join(bad)} is not a DICOM attribute keyword; use keywords "
+            f"such as Manufacturer, PatientSex, ManufacturerModelName, or {AGE_BAND}"
+        )
+    return names
+
+
+def age_band(age: str | None) -> str:
+    """A DICOM age string (AS, e.g. '045Y', '006M') -> its decade band; MISSING if unreadable."""
+    m = _AGE.fullmatch((age or "").strip())
+    if not m:
+        return MISSING
+    years = int(m.group(1)) if m.group(2) == "Y" else 0  # days, weeks, months: under a year
+    return "90+" if years >= 90 else f"{years // 10 * 10}-{years // 10 * 10 + 9}"
+
+
+def dicom_group_values(ds, attributes: tuple[str, ...]) -> tuple[str, ...]:
+    """One group value per attribute of a pydicom Dataset (MISSING where absent or empty)."""
+    out = []
+    for name in attributes:
+        if name == AGE_BAND:
+            out.append(age_band(str(ds.get("PatientAge", "") or "")))
+            continue
+        value = ds.get(name)
+        text = "" if value is None else str(value).strip()
+        out.append(text or MISSING)
+    return tuple(out)
+
+
+def dicom_groups_csv(files: dict[str, Path], attributes: tuple[str, ...]) -> str:
+    """The CSV text for `bench --groups`: image id -> one column per attribute, read from each
+    image's DICOM file (header only, pixel data not loaded)."""
+    import pydicom
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", *attributes])
+    for image_id, path in files.items():
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (OSError, pydicom.errors.InvalidDicomError) as exc:
+            raise InputError(f"cannot read {path} as DICOM ({exc})") from None
+        w.writerow([image_id, *dicom_group_values(ds, attributes)])
+    return buf.getvalue()
+
+
+# Resolution bands in stored pixels (width x height): small / medium / large source images.
+RESOLUTION_BANDS = ((100_000, "<0.1 MP"), (250_000, "0.1-0.25 MP"))
+LARGE_BAND = ">=0.25 MP"
+
+
+def file_properties(path: Path) -> tuple[str, str]:
+    """(source format, resolution band) of one image file, from its header (not decoded):
+    e.g. ('JPEG grayscale', '<0.1 MP'); PNGs of any mode are one format."""
+    from PIL import Image
+
+    from edgemed.imagecheck import decode_errors
+
+    try:
+        with Image.open(path) as im:
+            fmt, mode, (w, h) = im.format, im.mode, im.size
+    except decode_errors() as exc:
+        raise InputError(f"cannot read {path} as an image ({exc})") from None
+    kind = (
+        f"{fmt} {'grayscale' if mode in ('L', 'I;16', 'I') else 'color'}"
+        if fmt == "JPEG"
+        else str(fmt)
+    )
+    band = next((name for limit, name in RESOLUTION_BANDS if w * h < limit), LARGE_BAND)
+    return kind, band
+
+
+def folder_groups_csv(root: Path) -> str:
+    """The groups CSV of a class-folder tree: image id (path relative to `root`) -> source
+    format, resolution band."""
+    from edgemed.data.folder import list_class_files
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "source_format", "resolution_band"])
+    for f, _ in list_class_files(root)[1]:
+        w.writerow([f.relative_to(root).as_posix(), *file_properties(f)])
+    return buf.getvalue()
