@@ -9,6 +9,7 @@ import click
 from edgemed.cli.options import (
     COUNT,
     POSITIVE,
+    executor_options,
     force_option,
     limit_options,
     max_pixels_option,
@@ -46,6 +47,7 @@ from edgemed.evaluation.limits import BENCH_DEFAULTS
 )
 @click.option("--resume", is_flag=True, help="Continue DIR: skip configurations already done.")
 @click.option("--retry-failed", is_flag=True, help="With --resume, re-run failed/timed-out rows.")
+@executor_options
 @max_pixels_option
 @out_option
 @force_option
@@ -62,6 +64,8 @@ def bench(
     include_reference,
     resume,
     retry_failed,
+    executor,
+    workers,
     out,
     force,
 ) -> None:
@@ -87,6 +91,8 @@ def bench(
         include_reference=include_reference,
         seconds=seconds,
         min_runs=min_runs,
+        executor=executor,
+        workers=workers,
     )
     results = run_bench(req)
     click.echo(terminal_table(results))
