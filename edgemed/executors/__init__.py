@@ -53,6 +53,18 @@ def parse_executor(text: str, workers: int | None = None) -> ExecutorSpec:
     )
 
 
+def check_available(spec: ExecutorSpec) -> None:
+    """Refuse a Ray executor without Ray before anything is read or written."""
+    import importlib.util
+
+    from edgemed.errors import UnavailableError
+
+    if spec.kind == "ray" and importlib.util.find_spec("ray") is None:
+        raise UnavailableError(
+            f"--executor {spec.label} needs Ray, which is not installed here: {CLUSTER_HINT}"
+        )
+
+
 @dataclass(frozen=True)
 class Job:
     """One unit of work: fn(*args) on some worker; `target` pins it to a device profile."""

@@ -68,9 +68,11 @@ class BenchRequest:
             raise InputError("--resume and --force contradict each other; pass one of them")
 
     def executor_spec(self):
-        from edgemed.executors import parse_executor
+        from edgemed.executors import check_available, parse_executor
 
-        return parse_executor(self.executor, self.workers)
+        spec = parse_executor(self.executor, self.workers)
+        check_available(spec)
+        return spec
 
     def limits(self) -> Limits:
         return limits_from(dict(self.limits_given), BENCH_DEFAULTS)

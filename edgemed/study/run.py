@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edgemed.data import Dataset, load_dataset
 from edgemed.errors import InputError
-from edgemed.executors import ExecutorSpec
+from edgemed.executors import ExecutorSpec, check_available
 from edgemed.progress import Progress
 from edgemed.study import (
     GridPoint,
@@ -42,6 +42,7 @@ def run_study(cfg: StudyConfig, executor: ExecutorSpec | None = None) -> dict:
     from edgemed.study.report import write_report
 
     check_config(cfg)
+    check_available(executor or ExecutorSpec("local"))
     _refuse_outputs(cfg)
     t0, c0 = time.perf_counter(), time.process_time()
     ds = load_dataset(cfg.data, _image_size(cfg), cfg.channels, cfg.seed, cfg.near_duplicates)
