@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -178,6 +179,47 @@ def test_study_grid_on_the_cluster_gives_the_local_aucs(cluster, tmp_path):
             assert (ray_out / folder).is_dir()
 
 
+PLAN = """
+data = "{data}"
+grid = "quick"
+epochs = 1
+threads = 1
+targets = ["onnx", "x86-cpu"]
+precisions = ["fp32", "int8"]
+bench_seconds = 0.2
+bench_min_runs = 10
+"""
+
+
+@needs_ray
+def test_sweep_picks_per_device_the_fastest_artifact_passing_the_gate(cluster, tmp_path):
+    from edgemed.evaluation.drift import Drift
+    from edgemed.evaluation.limits import BUNDLE_DEFAULTS, limits_from, verdict
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text(PLAN.format(data=CXR))
+    out = tmp_path / "sweep"
+    res = run_cli("sweep", plan, "--executor", f"ray:{cluster.address}", "--out", out)
+    assert res.code == 0, res.err
+    assert len(list((out / "artifacts").iterdir())) == 3 * 2 * 2
+    selection = json.loads((out / "selection.json").read_text())
+    rows = json.loads((out / "bench" / "results.json").read_text())["rows"]
+    limits = limits_from({}, BUNDLE_DEFAULTS)
+    nodes = {"onnx": cluster.head_node.node_id, "x86-cpu": _x86_node(cluster).node_id}
+    for target, node_id in nodes.items():
+        mine = [r for r in rows if r["node"]["target"] == target]
+        assert len(mine) == 6 and {r["node"]["node_id"] for r in mine} == {node_id}
+        passing = [r for r in mine if verdict(limits, Drift.from_dict(r["drift"])).passed]
+        pick = selection["targets"][target]
+        assert pick["passing"] == len(passing) and pick["candidates"] == 6
+        if passing:
+            best = min(passing, key=lambda r: r["latency"]["median_ms"])
+            assert pick["artifact"] == best["artifact"] and pick["node"]["node_id"] == node_id
+            assert f"{target}: {best['label']}" in res.out
+        else:
+            assert pick["artifact"] is None
+
+
 def _wait_rows(path: Path, n: int, proc: subprocess.Popen, limit: float = 180.0) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < limit:
@@ -189,23 +231,52 @@ def _wait_rows(path: Path, n: int, proc: subprocess.Popen, limit: float = 180.0)
     pytest.fail(f"{path} did not get {n} rows in {limit} s")
 
 
+X86 = "edgemed-target:x86-cpu"
+
+
+def _x86_free(c) -> float:
+    return c.global_state.available_resources().get(X86, 0)
+
+
+def _wait_until(check, proc: subprocess.Popen | None = None, limit: float = 120.0) -> None:
+    t0 = time.monotonic()
+    while not check():
+        assert proc is None or proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < limit, "timed out"
+        time.sleep(0.5)
+
+
+def _bench_proc(argv: list[str], out: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-c", "from edgemed.cli import main; main()", "bench", *argv]
+    return subprocess.Popen(
+        [*cmd, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
 @needs_ray
-def test_killed_worker_node_leaves_a_resumable_dir(cluster, artifacts, local_rows, tmp_path):
+def test_ctrl_c_and_a_dead_worker_node_leave_a_resumable_dir(
+    cluster, artifacts, local_rows, tmp_path
+):
     cluster.remove_node(_x86_node(cluster))
     hung = _add_worker(cluster, fault=f"hang:{artifacts['x86'].name}")  # the x86 row never ends
-    out = tmp_path / "bench"
-    cmd = [sys.executable, "-c", "from edgemed.cli import main; main()", "bench"]
+    out, jsonl = tmp_path / "bench", tmp_path / "bench" / "results.jsonl"
     argv = [*map(str, artifacts.values()), *BENCH, "--executor", f"ray:{cluster.address}"]
-    proc = subprocess.Popen(
-        [*cmd, *argv, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    _wait_rows(out / "results.jsonl", 2, proc)  # the two onnx rows, on the head
+    proc = _bench_proc(argv, out)
+    _wait_rows(jsonl, 2, proc)  # the two onnx rows, on the head
+    _wait_until(lambda: _x86_free(cluster) == 0, proc)  # the x86 row holds its device
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130 and not (out / "results.json").exists()
+    _wait_until(lambda: _x86_free(cluster) == 1)  # its task was cancelled: the device is free
+
+    proc = _bench_proc([*argv, "--resume"], out)
+    _wait_until(lambda: _x86_free(cluster) == 0, proc)
     cluster.remove_node(hung, allow_graceful=False)  # the device dies mid-row
     _, err = proc.communicate(timeout=180)
     assert proc.returncode != 0
     assert "1 bench rows did not finish" in err and "--resume" in err and "Traceback" not in err
     assert not (out / "results.json").exists()
-    kept = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    kept = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert sorted(Path(r["artifact"]).name for r in kept) == ["onnx-fp32", "onnx-int8"]
 
     res = run_cli("bench", *argv, "--resume", "--out", out)  # no node offers x86-cpu now

@@ -29,6 +29,7 @@ COMMANDS = {
     "serve": "edgemed.cli.serve:serve",
     "audit": "edgemed.cli.serve:audit",
     "fleet": "edgemed.cli.fleet:fleet",
+    "sweep": "edgemed.cli.sweep:sweep",
 }
 
 
