@@ -322,3 +322,17 @@ def test_fleet_join_prints_the_ray_start_command():
     )
     res = run_cli("study", "--data", CXR, "--quick", "--executor", "slurm", "--out", "x")
     assert_user_error(res, "unknown executor 'slurm'")
+
+
+def test_a_bad_sweep_plan_is_refused_before_anything_is_written(tmp_path):
+    plan, out = tmp_path / "plan.toml", tmp_path / "sweep"
+    base = PLAN.format(data=CXR)
+    for text, needle in [
+        (base + 'import = "os"\n', "unknown keys ['import']"),
+        (base.replace('"x86-cpu"', '"nope"'), "unknown target 'nope'"),
+        (base + "[gate]\nmax_auc_dorp = 0.1\n", "unknown gate ['max_auc_dorp']"),
+        (base.replace('grid = "quick"', 'grid = "huge"'), "grid must be one of"),
+    ]:
+        plan.write_text(text)
+        assert_user_error(run_cli("sweep", plan, "--out", out), needle)
+        assert not out.exists()
