@@ -28,6 +28,8 @@ COMMANDS = {
     "study": "edgemed.cli.study:study",
     "serve": "edgemed.cli.serve:serve",
     "audit": "edgemed.cli.serve:audit",
+    "fleet": "edgemed.cli.fleet:fleet",
+    "sweep": "edgemed.cli.sweep:sweep",
 }
 
 

@@ -9,6 +9,7 @@ import click
 from edgemed.cli.options import (
     COUNT,
     POSITIVE,
+    executor_options,
     force_option,
     limit_options,
     max_pixels_option,
@@ -56,6 +57,7 @@ from edgemed.evaluation.limits import BENCH_DEFAULTS
 )
 @click.option("--resume", is_flag=True, help="Continue DIR: skip configurations already done.")
 @click.option("--retry-failed", is_flag=True, help="With --resume, re-run failed/timed-out rows.")
+@executor_options
 @max_pixels_option
 @out_option
 @force_option
@@ -74,6 +76,8 @@ def bench(
     gate_per_group,
     resume,
     retry_failed,
+    executor,
+    workers,
     out,
     force,
 ) -> None:
@@ -102,6 +106,8 @@ def bench(
         min_runs=min_runs,
         groups=groups,
         gate_per_group=gate_per_group,
+        executor=executor,
+        workers=workers,
     )
     results = run_bench(req)
     click.echo(terminal_table(results))

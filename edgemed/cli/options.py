@@ -95,3 +95,20 @@ def limit_options(defaults: tuple[str, ...], keys: tuple[str, ...] | None = None
         return wrapper
 
     return decorate
+
+
+def executor_options(f):
+    """--executor local|ray|ray:HOST:PORT and --workers (CPUs of a local Ray)."""
+    f = click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        help="With --executor ray (no address): CPUs of the local Ray (default: all cores).",
+    )(f)
+    return click.option(
+        "--executor",
+        default="local",
+        show_default=True,
+        metavar="local|ray|ray:HOST:PORT",
+        help="Where jobs run: here, a local Ray started for this run, or a Ray cluster "
+        "(needs edgemed[cluster]).",
+    )(f)

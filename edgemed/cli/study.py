@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import COUNT, force_option, out_option
+from edgemed.cli.options import COUNT, executor_options, force_option, out_option
 
 
 @click.command()
@@ -44,6 +44,7 @@ from edgemed.cli.options import COUNT, force_option, out_option
     show_default=True,
     help="Timed seconds per latency measurement (after as much warm-up).",
 )
+@executor_options
 @out_option
 @force_option
 def study(
@@ -57,11 +58,14 @@ def study(
     seed,
     threads,
     latency_seconds,
+    executor,
+    workers,
     out,
     force,
 ) -> None:
     """Train, export (ORT INT8) and time a grid of compact models and a large baseline;
     write study.json, study.md and pareto.svg."""
+    from edgemed.executors import parse_executor
     from edgemed.study import StudyConfig
     from edgemed.study.report import pick_lines
     from edgemed.study.run import run_study
@@ -80,7 +84,7 @@ def study(
         threads=threads,
         latency_seconds=latency_seconds,
     )
-    result = run_study(cfg)
+    result = run_study(cfg, parse_executor(executor, workers))
     for line in pick_lines(result):
         click.echo(line.removeprefix("- ").replace("**", ""))
     click.echo(f"study of {len(result['rows'])} models -> {out} (study.md, study.json, pareto.svg)")

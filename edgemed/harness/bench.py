@@ -54,8 +54,11 @@ class BenchRequest:
     n_boot: int = 1000
     groups: str | None = None  # --groups FILE.csv (edgemed.evaluation.groups)
     gate_per_group: bool = False
+    executor: str = "local"  # or "ray" / "ray:HOST:PORT" (edgemed.executors)
+    workers: int | None = None
 
     def __post_init__(self) -> None:
+        self.executor_spec()  # refuses an unknown executor now
         for name in ("threads", "batch", "min_runs"):
             if getattr(self, name) < 1:
                 raise InputError(
@@ -77,6 +80,13 @@ class BenchRequest:
                 "--data is an .npz or a folder of PNG/JPEG/TIFF images; write the groups as a CSV "
                 "(edgemed.evaluation.group_sources.dicom_groups_csv reads them from DICOM files)"
             )
+
+    def executor_spec(self):
+        from edgemed.executors import check_available, parse_executor
+
+        spec = parse_executor(self.executor, self.workers)
+        check_available(spec)
+        return spec
 
     def limits(self) -> Limits:
         return limits_from(dict(self.limits_given), BENCH_DEFAULTS)
@@ -158,12 +168,20 @@ def _run_rows(req, plan: Plan, todo: list[Config], out: Path, tmp: Path, done, p
     for ref in needed.values():
         refs[ref.key] = reference_logits(ref, plan, out, tmp, req.timeout)
         bar.advance(1, f"reference {ref.kind} {ref.path.name}")
-    for cfg in todo:
-        row = run_row(req, cfg, plan.data[cfg.data_key], refs[cfg.reference.key], out, tmp)
+
+    def record(row: dict) -> None:
         append_jsonl(out / JSONL, row)
-        done[cfg.key] = row
+        done[row["key"]] = row
         bar.advance(1)
         bar.note(row_summary(row))
+
+    if req.executor_spec().kind == "local":
+        for cfg in todo:
+            record(run_row(req, cfg, plan.data[cfg.data_key], refs[cfg.reference.key], out, tmp))
+    else:  # artifact rows on the devices offering their target profile (edgemed.executors)
+        from edgemed.harness.distributed import run_rows_on_cluster
+
+        run_rows_on_cluster(req, plan, todo, (out, tmp), refs, record)
     bar.close()
 
 
@@ -219,11 +237,7 @@ def run_row(
     from edgemed.harness.proc import run_worker
 
     logits_path = out / "logits" / f"{cfg.key}.npy"
-    kind = "artifact" if cfg.kind == "artifact" else cfg.reference.kind
-    job = _job(cfg.key, kind, cfg.path, cfg.contract, tmp / f"data-{ev.key}.npz", logits_path)
-    job.update(
-        threads=req.threads, batch=req.batch, latency=req.latency_settings(), device=cfg.device
-    )
+    job = worker_job(req, cfg, tmp / f"data-{ev.key}.npz", logits_path)
     before = load_average()
     if cfg.problem:  # a corrupted artifact is its own failed row, never run
         from edgemed.harness.proc import WorkerResult
@@ -231,8 +245,26 @@ def run_row(
         res = WorkerResult("failed", {}, cfg.problem, 0.0)
     else:
         res = run_worker(job, tmp, req.timeout)
-    row = base_row(cfg, req, res, before, load_average())
+    row = finish_row(req, cfg, ev, ref_logits, res, (before, load_average()), logits_path)
     row["busy_warning"] = busy_warning(before)
+    return row
+
+
+def worker_job(req: BenchRequest, cfg: Config, data: Path, logits_path: Path) -> dict:
+    """The job file edgemed.harness.worker runs for one configuration."""
+    kind = "artifact" if cfg.kind == "artifact" else cfg.reference.kind
+    job = _job(cfg.key, kind, cfg.path, cfg.contract, data, logits_path)
+    job.update(
+        threads=req.threads, batch=req.batch, latency=req.latency_settings(), device=cfg.device
+    )
+    return job
+
+
+def finish_row(
+    req: BenchRequest, cfg: Config, ev: EvalData, ref_logits, res, load, logits_path: Path
+) -> dict:
+    """The row of a finished worker: its measurements, and drift against the FP32 reference."""
+    row = base_row(cfg, req, res, *load)
     row["reference_is_self"] = _reference_is_self(cfg)
     if res.status == "ok":
         cand = np.load(logits_path)

@@ -70,10 +70,27 @@ def row_cells(row: dict) -> list[str]:
     ]
 
 
+def node_cell(row: dict) -> str:
+    """Where a row ran on a cluster: target profile @ host / Ray node id (short)."""
+    n = row.get("node") or {}
+    return f"{n.get('target', '-')}@{n.get('hostname', '?')}/{(n.get('node_id') or '')[:8]}"
+
+
+def table_columns(results: dict) -> tuple[str, ...]:
+    """COLUMNS, plus a device column when rows ran on a Ray cluster (--executor ray)."""
+    return COLUMNS + (("device",) if any(r.get("node") for r in results["rows"]) else ())
+
+
+def table_cells(row: dict, columns: tuple[str, ...]) -> list[str]:
+    cells = row_cells(row)
+    return cells + [node_cell(row)] if len(columns) > len(COLUMNS) else cells
+
+
 def terminal_table(results: dict) -> str:
     """The side-by-side table with a header line naming the device, data, load and gates."""
-    rows = [list(COLUMNS)] + [row_cells(r) for r in results["rows"]]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    cols = table_columns(results)
+    rows = [list(cols)] + [table_cells(r, cols) for r in results["rows"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
     lines = [_head(results)]
     for i, r in enumerate(rows):
         cells = [r[0].ljust(widths[0]), r[1].ljust(widths[1])]
@@ -158,20 +175,21 @@ def _html_summary(results: dict) -> str:
     head = escape(_head(results)).replace("\n", "<br>")
     warn = results["device"].get("busy_warning")
     foot = escape(_foot(results)).replace("\n", "<br>")
+    cols = table_columns(results)
     rows = "".join(
         "<tr>"
-        + "".join(f"<td>{escape(c)}</td>" for c in row_cells(r))
+        + "".join(f"<td>{escape(c)}</td>" for c in table_cells(r, cols))
         + "</tr>"
         + (
-            f"<tr><td colspan='{len(COLUMNS)}' class='bad'>{escape(r['error'])}</td></tr>"
+            f"<tr><td colspan='{len(cols)}' class='bad'>{escape(r['error'])}</td></tr>"
             if r["error"]
             else ""
         )
         for r in results["rows"]
     )
-    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
+    ths = "".join(f"<th>{escape(c)}</th>" for c in cols)
     # the table scrolls sideways in a narrow (800 px) window instead of overflowing the page
-    table = f"<div class='scroll'><table><tr>{head}</tr>{rows}</table></div>"
+    table = f"<div class='scroll'><table><tr>{ths}</tr>{rows}</table></div>"
     return (
         f"<p>{head}<br>created {escape(results['created'])}</p>"
         + (f"<p class='warn'>{escape(warn)}</p>" if warn else "")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edgemed.data import Dataset, load_dataset
 from edgemed.errors import InputError
+from edgemed.executors import ExecutorSpec, check_available
 from edgemed.progress import Progress
 from edgemed.study import (
     GridPoint,
@@ -35,11 +36,13 @@ def partial_dir(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def run_study(cfg: StudyConfig) -> dict:
-    """Train/export/time every grid point not yet done; write study.json, study.md, pareto.svg."""
+def run_study(cfg: StudyConfig, executor: ExecutorSpec | None = None) -> dict:
+    """Train/export/time every grid point not yet done; write study.json, study.md, pareto.svg.
+    `executor` (default local, in this process) says where the points run."""
     from edgemed.study.report import write_report
 
     check_config(cfg)
+    check_available(executor or ExecutorSpec("local"))
     _refuse_outputs(cfg)
     t0, c0 = time.perf_counter(), time.process_time()
     ds = load_dataset(cfg.data, _image_size(cfg), cfg.channels, cfg.seed, cfg.near_duplicates)
@@ -56,18 +59,37 @@ def run_study(cfg: StudyConfig) -> dict:
         bar.note(
             "note: the ONNX Runtime backend offers no INT8 here; latency is ORT FP32, labelled so"
         )
-    for pt in todo:
-        bar.note(f"{pt.name}: training")
-        row = run_point(pt, ds, cfg, work, precision)
+
+    def record(row: dict) -> None:
         append_point(work / POINTS, row)
-        done[pt.name] = row
-        bar.advance(1, f"{pt.name}: AUC {row['test_auc']:.4f}, {row['latency_ms']:.3f} ms")
+        done[row["name"]] = row
+        bar.advance(1, f"{row['name']}: AUC {row['test_auc']:.4f}, {row['latency_ms']:.3f} ms")
+
+    if executor is None or executor.kind == "local":
+        for pt in todo:
+            bar.note(f"{pt.name}: training")
+            record(run_point(pt, ds, cfg, work, precision))
+    else:
+        _run_distributed(executor, todo, ds, cfg, work, precision, record, bar)
     bar.close()
     if todo:
-        append_point(work / POINTS, _session(t0, c0, len(todo)))
+        label = executor.label if executor else "local"
+        append_point(work / POINTS, {**_session(t0, c0, len(todo)), "executor": label})
     study = write_report(work, cfg, ds, grid, done, read_sessions(work / POINTS))
     _swap(work, Path(cfg.out))
     return study
+
+
+def _run_distributed(spec, todo, ds, cfg, work, precision, record, bar) -> None:
+    """The points on Ray; unfinished ones (a node gone) leave OUT.partial for --resume."""
+    from edgemed.executors import open_executor
+    from edgemed.study.distributed import run_points
+
+    with open_executor(spec) as ex:
+        bar.note(f"{len(todo)} points on {ex.label}")
+        outcome = run_points(ex, todo, ds, cfg, work, precision, record)
+    if outcome.unfinished:
+        raise outcome.error("study points", str(work))
 
 
 def _image_size(cfg: StudyConfig) -> tuple[int, int] | None:

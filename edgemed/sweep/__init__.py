@@ -1,0 +1,121 @@
+"""`edgemed sweep PLAN.toml`: a grid expanded into train -> export -> bench jobs on an executor,
+and per target profile (device) the fastest artifact that passes the clinical gate.
+
+The plan names only things edgemed knows (a study grid, target profiles, precisions, gate
+limits); nothing in it is imported or executed. Importing this package does not import torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgemed.errors import InputError
+
+GRIDS = ("quick", "default")
+KEYS = {
+    "data", "grid", "epochs", "patience", "seed", "threads", "targets", "precisions",
+    "bench_seconds", "bench_min_runs", "gate",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a PLAN.toml asks for, checked."""
+
+    data: str
+    targets: tuple[str, ...]
+    precisions: tuple[str, ...]
+    grid: str = "quick"
+    epochs: int = 10
+    patience: int = 4
+    seed: int = 0
+    threads: int | None = None
+    bench_seconds: float = 3.0
+    bench_min_runs: int = 100
+    gate: tuple[tuple[str, float], ...] = ()  # metric key -> limit, over the clinical defaults
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d.update(targets=list(self.targets), precisions=list(self.precisions), gate=dict(self.gate))
+        return d
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(target, precision) for every export, skipping precisions a profile does not offer."""
+        from edgemed.profiles import resolve_target
+
+        out = []
+        for t in self.targets:
+            offered = resolve_target(t).precisions
+            out += [(t, p) for p in self.precisions if not offered or p in offered]
+        return out
+
+
+def load_plan(path: Path) -> SweepPlan:
+    """Read and check PLAN.toml; one-line errors naming the key and the fix."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"cannot read sweep plan {path}: {exc}") from None
+    unknown = sorted(set(raw) - KEYS)
+    if unknown:
+        raise InputError(f"sweep plan {path}: unknown keys {unknown}; known: {sorted(KEYS)}")
+    for key in ("data", "targets", "precisions"):
+        if key not in raw:
+            raise InputError(f"sweep plan {path} has no {key!r}; add it (see docs/FLEET.md)")
+    plan = _plan(raw, path)
+    _check(plan, path)
+    return plan
+
+
+def _plan(raw: dict, path: Path) -> SweepPlan:
+    try:
+        return SweepPlan(
+            data=str(raw["data"]),
+            targets=tuple(str(t) for t in raw["targets"]),
+            precisions=tuple(str(p) for p in raw["precisions"]),
+            grid=str(raw.get("grid", "quick")),
+            epochs=int(raw.get("epochs", 10)),
+            patience=int(raw.get("patience", 4)),
+            seed=int(raw.get("seed", 0)),
+            threads=int(raw["threads"]) if "threads" in raw else None,
+            bench_seconds=float(raw.get("bench_seconds", 3.0)),
+            bench_min_runs=int(raw.get("bench_min_runs", 100)),
+            gate=_gate(raw.get("gate", {}), path),
+        )
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"sweep plan {path}: a value has the wrong type ({exc})") from None
+
+
+def _gate(raw: dict, path: Path) -> tuple[tuple[str, float], ...]:
+    """[gate] max_auc_drop = 0.01 ... (the bench flag names without the dashes)."""
+    from edgemed.evaluation.limits import METRICS
+
+    by_name = {m.flag.lstrip("-").replace("-", "_"): k for k, m in METRICS.items()}
+    bad = sorted(set(raw) - set(by_name))
+    if bad:
+        raise InputError(f"sweep plan {path}: unknown gate {bad}; known: {sorted(by_name)}")
+    return tuple((by_name[k], float(v)) for k, v in raw.items())
+
+
+def _check(plan: SweepPlan, path: Path) -> None:
+    from edgemed.evaluation.limits import BUNDLE_DEFAULTS, limits_from
+    from edgemed.profiles import resolve_target
+
+    if plan.grid not in GRIDS:
+        raise InputError(f"sweep plan {path}: grid must be one of {list(GRIDS)}, got {plan.grid!r}")
+    if not plan.targets or not plan.precisions:
+        raise InputError(f"sweep plan {path}: targets and precisions must not be empty")
+    for t in plan.targets:
+        resolve_target(t)  # an unknown profile is refused by name
+    if not plan.pairs():
+        raise InputError(f"sweep plan {path}: no target offers any of {list(plan.precisions)}")
+    try:
+        limits_from(dict(plan.gate), BUNDLE_DEFAULTS)
+    except (ValueError, InputError) as exc:
+        raise InputError(f"sweep plan {path}: bad gate ({exc})") from None
