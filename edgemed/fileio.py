@@ -180,6 +180,40 @@ def _claim(tmp: Path, out: Path) -> None:
         os.unlink(tmp)
 
 
+def append_jsonl(path: Path, row: dict) -> None:
+    """Append one JSON line and fsync it, so a finished row survives a kill right after."""
+    with writing(path), open(path, "a") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path, repair: bool = False) -> list[dict]:
+    """The records of a JSON-lines file (none when it is absent). A torn last line (killed while
+    writing) is dropped, and with `repair` cut from the file so that appending can continue;
+    any other line that is not a JSON object is refused, naming the line."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(errors="replace").splitlines()
+    out = []
+    for n, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                if repair:
+                    write_bytes_atomic(path, "".join(f"{ln}\n" for ln in lines[:-1]).encode())
+                continue
+            row = None
+        if not isinstance(row, dict):
+            raise InputError(
+                f"{path} line {n} is not a JSON record; the file was edited or damaged: fix or "
+                "delete that line, or pass --force to start over"
+            )
+        out.append(row)
+    return out
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process `pid` exists (another user's counts as alive)."""
     try:

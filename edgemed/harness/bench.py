@@ -20,8 +20,14 @@ from edgemed.errors import DriftError, EdgemedError, InputError
 from edgemed.evaluation.drift import Drift, drift_from_logits
 from edgemed.evaluation.limits import BENCH_DEFAULTS, Limits, limits_from, verdict
 from edgemed.evaluation.sanity import OutputError
-from edgemed.fileio import private_tempdir, write_bytes_atomic, write_json_atomic, writing
-from edgemed.harness.outdir import JSONL, append_jsonl, prepare_out
+from edgemed.fileio import (
+    append_jsonl,
+    private_tempdir,
+    write_bytes_atomic,
+    write_json_atomic,
+    writing,
+)
+from edgemed.harness.outdir import JSONL, prepare_out
 from edgemed.harness.plan import Config, EvalData, Plan, Reference, build_plan
 from edgemed.harness.subgroups import add_subgroups, read_groups
 

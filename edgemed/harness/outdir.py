@@ -3,13 +3,11 @@ and keep finished rows in DIR/results.jsonl, one JSON line each, flushed as each
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 
 from edgemed.errors import InputError
-from edgemed.fileio import read_json, write_json_atomic, writing
+from edgemed.fileio import read_json, read_jsonl, write_json_atomic, writing
 
 JSONL, SETTINGS = "results.jsonl", "bench.json"
 RESUME_FIELDS = ("data_hash", "split", "threads", "batch")
@@ -56,36 +54,20 @@ def resumable_rows(out: Path, req, settings: dict) -> dict[str, dict]:
                 f"cannot resume {out}: it was run with {key}={old.get(key)!r}, now {settings[key]!r}; "
                 "use the same settings, or --force to start over"
             )
-    rows = read_jsonl(out / JSONL)
+    rows = read_rows(out / JSONL)
     if req.retry_failed:
         rows = {k: r for k, r in rows.items() if r["status"] == "ok"}
     return rows
 
 
-def read_jsonl(path: Path) -> dict[str, dict]:
-    """Finished rows by key; a torn last line (killed while writing) is ignored."""
+def read_rows(path: Path) -> dict[str, dict]:
+    """Finished rows by key; a torn last line (killed while writing) is cut off the file."""
     rows: dict[str, dict] = {}
-    if not path.is_file():
-        return rows
-    lines = path.read_text(errors="replace").splitlines()
-    for n, line in enumerate(lines, 1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if n == len(lines):
-                continue  # torn last line
-            row = None
-        if not isinstance(row, dict) or not isinstance(row.get("key"), str) or "status" not in row:
+    for n, row in enumerate(read_jsonl(path, repair=True), 1):
+        if not isinstance(row.get("key"), str) or "status" not in row:
             raise InputError(
-                f"{path} line {n} is not a bench row (no 'key'/'status'); the file was edited or "
-                "damaged: fix or delete that line, or pass --force to start over"
+                f"{path} line {n} is not a bench row (no 'key'/'status'); the file was edited "
+                "or damaged: fix or delete that line, or pass --force to start over"
             )
         rows[row["key"]] = row
     return rows
-
-
-def append_jsonl(path: Path, row: dict) -> None:
-    with writing(path), open(path, "a") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())

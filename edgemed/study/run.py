@@ -7,7 +7,6 @@ complete study (an existing OUT is replaced only with --force, or extended with 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 from edgemed.data import Dataset, load_dataset
 from edgemed.errors import InputError
 from edgemed.executors import ExecutorSpec, check_available
+from edgemed.fileio import append_jsonl, read_jsonl
 from edgemed.progress import Progress
 from edgemed.study import (
     GridPoint,
@@ -27,6 +27,7 @@ from edgemed.study import (
 )
 
 POINTS = "points.jsonl"
+LATENCY_PRECISION = "int8"  # every point is timed as its ONNX Runtime static INT8 export
 STUDY_FOLDER_SIZE = (
     64  # folders (brain MRI) are studied at 64 x 64 unless --image-size says otherwise
 )
@@ -50,18 +51,14 @@ def run_study(cfg: StudyConfig, executor: ExecutorSpec | None = None) -> dict:
     work = _prepare_work(cfg, ds)
     done = read_points(work / POINTS)
     todo = [p for p in grid if p.name not in done]
-    precision = latency_precision()
+    precision = LATENCY_PRECISION
     bar = Progress(len(grid), "study")
     if len(todo) < len(grid):
         bar.advance(len(grid) - len(todo))
         bar.note(f"resuming: {len(grid) - len(todo)} of {len(grid)} points already done")
-    if todo and precision != "int8":
-        bar.note(
-            "note: the ONNX Runtime backend offers no INT8 here; latency is ORT FP32, labelled so"
-        )
 
     def record(row: dict) -> None:
-        append_point(work / POINTS, row)
+        append_jsonl(work / POINTS, row)
         done[row["name"]] = row
         bar.advance(1, f"{row['name']}: AUC {row['test_auc']:.4f}, {row['latency_ms']:.3f} ms")
 
@@ -74,7 +71,7 @@ def run_study(cfg: StudyConfig, executor: ExecutorSpec | None = None) -> dict:
     bar.close()
     if todo:
         label = executor.label if executor else "local"
-        append_point(work / POINTS, {**_session(t0, c0, len(todo)), "executor": label})
+        append_jsonl(work / POINTS, {**_session(t0, c0, len(todo)), "executor": label})
     study = write_report(work, cfg, ds, grid, done, read_sessions(work / POINTS))
     _swap(work, Path(cfg.out))
     return study
@@ -105,13 +102,6 @@ def grid_for(cfg: StudyConfig, ds: Dataset) -> tuple[GridPoint, ...]:
         outputs = 1 if ds.task == "binary" else len(ds.class_names)
         grid = (*grid, *extended_points(cfg.channels, outputs))
     return grid
-
-
-def latency_precision() -> str:
-    """INT8 when the ONNX Runtime backend can quantize, else FP32 (reported as such)."""
-    from edgemed.backends import get_backend
-
-    return "int8" if "int8" in get_backend("onnx").precisions else "fp32"
 
 
 def _refuse_outputs(cfg: StudyConfig) -> None:
@@ -149,13 +139,13 @@ def _prepare_work(cfg: StudyConfig, ds: Dataset) -> Path:
     if part.exists():
         shutil.rmtree(part)
     part.mkdir(parents=True)
-    append_point(part / POINTS, header)
+    append_jsonl(part / POINTS, header)
     return part
 
 
 def _check_header(path: Path, header: dict) -> None:
-    lines = path.read_text().splitlines() if path.is_file() else []
-    first = json.loads(lines[0]) if lines else {}
+    records = read_jsonl(path)
+    first = records[0] if records else {}
     for key in ("identity", "data_hash"):
         if first.get(key) != header[key]:
             raise InputError(
@@ -166,34 +156,11 @@ def _check_header(path: Path, header: dict) -> None:
 
 def read_points(path: Path) -> dict[str, dict]:
     """Finished grid points by name (a torn last line from an interrupted write is ignored)."""
-    rows = {}
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if row.get("kind") == "point":
-            rows[row["name"]] = row
-    return rows
+    return {r["name"]: r for r in read_jsonl(path, repair=True) if r.get("kind") == "point"}
 
 
 def read_sessions(path: Path) -> list[dict]:
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if row.get("kind") == "session":
-            out.append(row)
-    return out
-
-
-def append_point(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    return [r for r in read_jsonl(path) if r.get("kind") == "session"]
 
 
 def _session(t0: float, c0: float, points: int) -> dict:
@@ -298,7 +265,7 @@ def point_row(
         "test_auc_ci95": t.get("auc_ci95"),
         "sensitivity": t.get("sensitivity"),
         "specificity": t.get("specificity"),
-        "latency_precision": precision,
+        "latency_precision": LATENCY_PRECISION,
         "latency_ms": timing["latency"]["median_ms"],
         "latency_p90_ms": timing["latency"]["p90_ms"],
         "latency": timing["latency"],
