@@ -163,3 +163,11 @@ def test_decisive_auc_drop_matches_the_pairwise_definition():
         sr, sc = r[y][:, None] - r[~y][None, :], c[y][:, None] - c[~y][None, :]
         brute = ((np.abs(sr) > band) * (np.sign(sr) - np.sign(sc))).sum() / 2 / sr.size
         assert decisive_auc_drop(y, r, c, band) == pytest.approx(brute, abs=1e-12)
+
+
+def test_the_one_pareto_front_keeps_only_undominated_points_by_cost():
+    from edgemed.evaluation.pareto import pareto_front
+
+    pts = [(3.0, 0.90), (1.0, 0.80), (2.0, 0.85), (2.0, 0.70), (4.0, 0.88), (1.0, 0.80)]
+    assert pareto_front(pts) == [1, 2, 0]
+    assert pareto_front([]) == []

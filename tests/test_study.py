@@ -107,7 +107,7 @@ def test_missing_data_and_existing_output_are_refused(tmp_path):
 
 
 def test_pareto_front_and_smallest_within_margin():
-    from edgemed.study.report import pareto_front, picks, smallest_within
+    from edgemed.study.report import front_names, picks, smallest_within
 
     def row(name, params, macs, auc, lat, role="compact"):
         return {
@@ -125,8 +125,8 @@ def test_pareto_front_and_smallest_within_margin():
         row("tiny", 10, 100, 0.930, 1.0),
         row("bad", 50, 400, 0.900, 2.0),
     ]
-    assert pareto_front(rows, "macs") == ["tiny", "mid", "big"]
-    assert pareto_front(rows, "latency_ms") == ["tiny", "mid", "big"]
+    assert front_names(rows, "macs") == ["tiny", "mid", "big"]
+    assert front_names(rows, "latency_ms") == ["tiny", "mid", "big"]
     assert smallest_within(rows, 0.960)["name"] == "mid"
     p = picks(rows)
     assert p["best"] == "big" and p["smallest_within_margin_of_best"] == "mid"

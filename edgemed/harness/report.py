@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from html import escape
 
+from edgemed.evaluation.pareto import pareto_front
 from edgemed.harness.svg import Axes, color, padded
 
 COLUMNS = (
@@ -196,20 +197,6 @@ def _html_summary(results: dict) -> str:
         + table
         + (f"<p>{foot}</p>" if foot else "")
     )
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of points no other point beats on both (lower latency x, higher AUC y)."""
-    front = []
-    for i, (x, y) in enumerate(points):
-        dominated = any(
-            (x2 <= x and y2 >= y) and (x2 < x or y2 > y)
-            for j, (x2, y2) in enumerate(points)
-            if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: points[i][0])
 
 
 # An AUC axis spans at least this much: differences far inside the CIs are not magnified into a

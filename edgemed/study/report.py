@@ -6,20 +6,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edgemed.evaluation.pareto import pareto_front
 from edgemed.fileio import write_bytes_atomic, write_json_atomic
 from edgemed.provenance import provenance
 
 AUC_MARGIN = 0.01
 
 
-def pareto_front(rows: list[dict], cost: str) -> list[str]:
+def front_names(rows: list[dict], cost: str) -> list[str]:
     """Names of rows no other row beats on both lower `cost` and higher test AUC."""
-    front, best = [], -1.0
-    for r in sorted(rows, key=lambda r: (r[cost], -r["test_auc"])):
-        if r["test_auc"] > best:
-            front.append(r["name"])
-            best = r["test_auc"]
-    return front
+    return [rows[i]["name"] for i in pareto_front([(r[cost], r["test_auc"]) for r in rows])]
 
 
 def smallest_within(rows: list[dict], target_auc: float, margin: float = AUC_MARGIN) -> dict | None:
@@ -67,7 +63,7 @@ def write_report(work: Path, cfg, ds, grid, done: dict, sessions: list[dict]) ->
         "input_size": list(ds.split("train").images.shape[1:3]),
         "rows": rows,
         "picks": picks(rows),
-        "pareto": {"macs": pareto_front(rows, "macs"), "latency": pareto_front(rows, "latency_ms")},
+        "pareto": {"macs": front_names(rows, "macs"), "latency": front_names(rows, "latency_ms")},
         "time": {
             "point_seconds_total": round(sum(r["point_seconds"] for r in rows), 1),
             "train_seconds_total": round(sum(r["train_seconds"] for r in rows), 1),
