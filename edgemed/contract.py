@@ -38,6 +38,9 @@ class Contract:
     std: tuple[float, ...] = (0.5,)
     threshold: float = 0.5
     resample: str = "bilinear"
+    # The model file's input and output tensor names (ONNX/OpenVINO); None where unrecorded.
+    input_name: str | None = None
+    output_name: str | None = None
 
     def __post_init__(self) -> None:
         problems = _contract_problems(self)
@@ -59,13 +62,22 @@ class Contract:
         return replace(self, threshold=float(threshold))
 
     def with_layout(self, layout: str) -> Contract:
-        return replace(self, layout=layout)
+        if layout == self.layout:
+            return self
+        # another layout is another model file (TFLite), whose tensors have their own names
+        return replace(self, layout=layout, input_name=None, output_name=None)
+
+    def with_io_names(self, input_name: str, output_name: str) -> Contract:
+        return replace(self, input_name=input_name, output_name=output_name)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["input_size"] = list(self.input_size)
         for key in ("class_names", "mean", "std"):
             d[key] = list(d[key])
+        for key in ("input_name", "output_name"):
+            if d[key] is None:
+                del d[key]
         return d
 
     def to_json(self) -> str:
