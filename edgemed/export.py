@@ -92,6 +92,20 @@ def evaluation_set(loaded: LoadedModel, data: str | None, split: str = "val") ->
     )
 
 
+# Backends that convert from the reference ONNX; TFLite converts the torch module (litert-torch).
+ONNX_SOURCE_TARGETS = ("onnx", "openvino", "tensorrt")
+
+
+def check_onnx_source(loaded: LoadedModel, runtime: str) -> None:
+    """An .onnx source only goes to runtimes that convert from ONNX: say so before any work."""
+    if loaded.kind == "onnx" and runtime not in ONNX_SOURCE_TARGETS:
+        raise InputError(
+            f"{runtime.replace('tflite', 'TFLite')} export needs the torch model (a training dir, "
+            f".pt checkpoint or package.module:factory), not only an ONNX file; an .onnx model "
+            f"exports to {', '.join(ONNX_SOURCE_TARGETS)}"
+        )
+
+
 def require_evaluation_data(loaded: LoadedModel, data: str | None) -> None:
     """An ONNX or factory model has no training data on record: parity and drift need --data."""
     if data or loaded.kind == "torch" and loaded.source.get("kind") != "factory":
@@ -202,8 +216,9 @@ def run_export(req: ExportRequest) -> dict:
     backend = get_backend(profile.runtime)
     backend.check_precision(req.precision)
     loaded = load_model_source(req.model, req.checkpoint, req.model_args, req.contract, req.output)
-    require_evaluation_data(loaded, req.data)
+    check_onnx_source(loaded, backend.name)
     probe_source(loaded, req.precision)
+    require_evaluation_data(loaded, req.data)
     ev = evaluation_set(loaded, req.data)
     with staged_dir(req.out, req.force) as tmp:
         work = tmp / ".work"

@@ -170,7 +170,7 @@ def _count_message(who: str, got: int, contract: Contract) -> str:
     names = ", ".join(contract.class_names)
     if contract.task == "binary":
         return (
-            f"{who} gives {got} logits per image, but binary classification ({names}) means "
+            f"{who} gives {got} logits per image, but binary classification ({names}) needs "
             f"exactly ONE logit (p({contract.class_names[-1]}) = sigmoid(logit)): build the "
             "model with one output (e.g. --model-arg out_channels=1 for MONAI networks)"
         )
@@ -213,7 +213,9 @@ def probe_onnx(model, contract: Contract, precision: str, path) -> None:
     try:
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT's own Fail/InvalidGraph types
-        raise InputError(
+        from edgemed.backends.onnxruntime import unsupported_error
+
+        raise unsupported_error(path) or InputError(
             f"ONNX Runtime cannot load {path} ({first_line(exc)}); re-export it"
         ) from None
     inputs = sess.get_inputs()
