@@ -203,3 +203,14 @@ def test_train_with_output_index_trains_and_exports(tmp_path):
     assert res.code == 0, res.err
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert m["source"]["arch"]["output"] == 0
+
+
+def test_monai_network_too_small_names_the_size_that_runs(tmp_path, contract_file):
+    pytest.importorskip("monai", reason="monai not installed (pip install 'edgemed[thirdparty]')")
+    res = export(
+        tmp_path, contract_file, "monai.networks.nets:EfficientNetBN",
+        "--model-arg", "model_name=efficientnet-b0", "--model-arg", "spatial_dims=2",
+        "--model-arg", "in_channels=1", "--model-arg", "num_classes=1",
+        "--model-arg", "pretrained=false",
+    )  # fmt: skip
+    assert_user_error(res, "too small", "smallest input that runs: 56 px")

@@ -8,6 +8,8 @@ calibration. Each is one InputError here, naming the fix.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from edgemed.contract import Contract
@@ -24,6 +26,9 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
 def missing_module_error(exc: ImportError, who: str) -> InputError:
     """ModuleNotFoundError -> one line naming the module to install."""
     name = getattr(exc, "name", None)
+    if not name:  # MONAI's OptionalImportError keeps the name only in its message
+        found = re.search(r"No module named '([^']+)'", str(exc))
+        name = found.group(1) if found else None
     if not name:
         return InputError(f"{who} needs a package that is not installed ({first_line(exc)})")
     top = name.split(".")[0]
@@ -79,7 +84,9 @@ def _forward_error(module, contract: Contract, exc: Exception, who: str) -> Inpu
     c = contract.channels
     shown = f"a 1x{c}x{h}x{w} batch" if contract.layout == "NCHW" else f"a 1x{h}x{w}x{c} batch"
     other = 3 if c == 1 else 1
-    if contract.layout == "NCHW" and _runs(module, (1, other, h, w)):
+    if contract.layout == "NCHW" and (
+        _first_conv_channels(module) == other or _runs(module, (1, other, h, w))
+    ):
         kind = "grayscale" if c == 1 else "RGB"
         return InputError(
             f"{who} takes {other}-channel input but the data is {kind} ({c} channel"
@@ -95,6 +102,16 @@ def _forward_error(module, contract: Contract, exc: Exception, who: str) -> Inpu
             "model for small inputs"
         )
     return InputError(f"{who} fails on {shown} of the contract's input ({first_line(exc)})")
+
+
+def _first_conv_channels(module) -> int | None:
+    """in_channels of the first convolution, where the model starts with one."""
+    from torch import nn
+
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            return m.in_channels
+    return None
 
 
 def smallest_input(module, contract: Contract) -> int | None:
