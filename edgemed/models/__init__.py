@@ -16,6 +16,10 @@ ZOO: dict[str, tuple[str, dict]] = {
     "densenet-small": ("edgemed.models.zoo:SmallDenseNet", {}),
     "mobilenetv2-small": ("edgemed.models.zoo:SmallMobileNetV2", {}),
     "resnet18": ("edgemed.models.zoo:ResNet18", {}),
+    "vgg": ("edgemed.models.baselines:VGGStyle", {}),
+    "inception": ("edgemed.models.baselines:InceptionStyle", {}),
+    "resnet50": ("edgemed.models.baselines:ResNet50Style", {}),
+    "vit": ("edgemed.models.baselines:SmallViT", {}),
 }
 DEFAULT_MODEL = "cnn"
 
