@@ -39,6 +39,9 @@ class Contract:
     std: tuple[float, ...] = (0.5,)
     threshold: float | tuple[float, ...] = 0.5  # multilabel: one per label, chosen on validation
     resample: str = "bilinear"
+    # The model file's input and output tensor names (ONNX/OpenVINO); None where unrecorded.
+    input_name: str | None = None
+    output_name: str | None = None
 
     def __post_init__(self) -> None:
         problems = _contract_problems(self)
@@ -65,7 +68,13 @@ class Contract:
         return replace(self, threshold=_coerce("threshold", threshold))
 
     def with_layout(self, layout: str) -> Contract:
-        return replace(self, layout=layout)
+        if layout == self.layout:
+            return self
+        # another layout is another model file (TFLite), whose tensors have their own names
+        return replace(self, layout=layout, input_name=None, output_name=None)
+
+    def with_io_names(self, input_name: str, output_name: str) -> Contract:
+        return replace(self, input_name=input_name, output_name=output_name)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -74,6 +83,9 @@ class Contract:
             d[key] = list(d[key])
         if isinstance(self.threshold, tuple):
             d["threshold"] = list(self.threshold)
+        for key in ("input_name", "output_name"):
+            if d[key] is None:
+                del d[key]
         return d
 
     def to_json(self) -> str:

@@ -7,7 +7,7 @@ inside a staged output directory, so a failure at any stage leaves nothing behin
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,9 @@ class ExportRequest:
     simplify: bool = False
     parity_tol: float = 1e-4
     options: dict = field(default_factory=dict)
+    output: str | int | None = (
+        None  # --output-name/--output-index: the logits of a multi-output model
+    )
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -89,14 +92,67 @@ def evaluation_set(loaded: LoadedModel, data: str | None, split: str = "val") ->
     )
 
 
-def reference_onnx(loaded: LoadedModel, path: Path, opset: int) -> Path:
-    """The FP32 reference ONNX: exported from torch, or the user's ONNX with the contract embedded."""
+# Backends that convert from the reference ONNX; TFLite converts the torch module (litert-torch).
+ONNX_SOURCE_TARGETS = ("onnx", "openvino", "tensorrt")
+
+
+def check_onnx_source(loaded: LoadedModel, runtime: str) -> None:
+    """An .onnx source only goes to runtimes that convert from ONNX: say so before any work."""
+    if loaded.kind == "onnx" and runtime not in ONNX_SOURCE_TARGETS:
+        raise InputError(
+            f"{runtime.replace('tflite', 'TFLite')} export needs the torch model (a training dir, "
+            f".pt checkpoint or package.module:factory), not only an ONNX file; an .onnx model "
+            f"exports to {', '.join(ONNX_SOURCE_TARGETS)}"
+        )
+
+
+def require_evaluation_data(loaded: LoadedModel, data: str | None) -> None:
+    """An ONNX or factory model has no training data on record: parity and drift need --data."""
+    if data or loaded.kind == "torch" and loaded.source.get("kind") != "factory":
+        return
+    if ((loaded.card or {}).get("data") or {}).get("path"):
+        return
+    what = "an ONNX model" if loaded.kind == "onnx" else "a package.module:factory model"
+    raise InputError(
+        f"{what} has no validation data on record, so FP32 parity and INT8 drift cannot be "
+        "checked: pass --data DATA (an .npz or a folder of class folders with its images); "
+        "edgemed does not skip these checks"
+    )
+
+
+def probe_source(loaded: LoadedModel, precision: str) -> None:
+    """One forward pass at batch 2 and 1 before any data is read (see edgemed.models.probe)."""
+    from edgemed.models import probe
+
+    if loaded.kind == "torch":
+        probe.probe_torch(loaded.module, loaded.contract, f"model {_source_name(loaded)}")
+        return
+    from edgemed.onnx_export import load_onnx
+
+    model = probe.onnx_with_output(load_onnx(loaded.onnx_path), loaded.output, loaded.onnx_path)
+    probe.probe_onnx(model, loaded.contract, precision, loaded.onnx_path)
+
+
+def _source_name(loaded: LoadedModel) -> str:
+    arch = loaded.source.get("arch") or {}
+    return repr(arch.get("name") or loaded.source.get("path") or "model")
+
+
+def reference_onnx(loaded: LoadedModel, path: Path, opset: int) -> tuple[Path, Contract]:
+    """The FP32 reference ONNX (exported from torch, or the user's ONNX, its chosen output only)
+    with the contract embedded; the contract returned records its input and output names."""
+    from edgemed.models.probe import onnx_with_output
     from edgemed.onnx_export import embed_contract, load_onnx, onnx_from_torch, save_onnx
 
     if loaded.kind == "torch":
-        return onnx_from_torch(loaded.module, loaded.contract, path, opset)
-    save_onnx(embed_contract(load_onnx(loaded.onnx_path), loaded.contract), path)
-    return path
+        contract = loaded.contract.with_io_names("input", "logits")
+        return onnx_from_torch(loaded.module, contract, path, opset), contract
+    model = onnx_with_output(load_onnx(loaded.onnx_path), loaded.output, loaded.onnx_path)
+    inits = {t.name for t in model.graph.initializer}
+    first = next(i.name for i in model.graph.input if i.name not in inits)
+    contract = loaded.contract.with_io_names(first, model.graph.output[0].name)
+    save_onnx(embed_contract(model, contract), path)
+    return path, contract
 
 
 def reference_logits(loaded: LoadedModel, onnx_path: Path, ev: EvalSet) -> np.ndarray:
@@ -159,12 +215,16 @@ def run_export(req: ExportRequest) -> dict:
     profile.allow(req.precision)
     backend = get_backend(profile.runtime)
     backend.check_precision(req.precision)
-    loaded = load_model_source(req.model, req.checkpoint, req.model_args, req.contract)
+    loaded = load_model_source(req.model, req.checkpoint, req.model_args, req.contract, req.output)
+    check_onnx_source(loaded, backend.name)
+    probe_source(loaded, req.precision)
+    require_evaluation_data(loaded, req.data)
     ev = evaluation_set(loaded, req.data)
     with staged_dir(req.out, req.force) as tmp:
         work = tmp / ".work"
         work.mkdir()
-        onnx_path = reference_onnx(loaded, work / "reference.onnx", req.opset)
+        onnx_path, contract = reference_onnx(loaded, work / "reference.onnx", req.opset)
+        loaded = replace(loaded, contract=contract)
         simplified = _maybe_simplify(onnx_path, req.simplify)
         ref = reference_logits(loaded, onnx_path, ev) if ev else None
         against = "torch" if loaded.kind == "torch" else "source ONNX"

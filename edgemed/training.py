@@ -11,6 +11,7 @@ import numpy as np
 from edgemed.contract import Contract
 from edgemed.data import Dataset, load_dataset
 from edgemed.data.overlap import split_overlap
+from edgemed.data.peek import peek_contract
 from edgemed.errors import InputError
 from edgemed.evaluation.metrics import auc, binary_metrics, youden_threshold
 from edgemed.fileio import staged_dir, write_json_atomic
@@ -70,17 +71,19 @@ def train(cfg: TrainConfig, ds: Dataset | None = None) -> TrainResult:
     """Run training and evaluation; returns the best-on-validation model, its contract and card."""
     import torch
 
-    from edgemed.models import build_model
     from edgemed.models.complexity import measure_complexity
 
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    ds = ds or load_dataset(cfg.data, cfg.image_size, cfg.channels, cfg.seed, cfg.near_duplicates)
+    module, peeked = None, None
+    if ds is None:  # probe the model on the data's shape first: loading may take minutes
+        peeked = peek_contract(cfg.data, cfg.image_size, cfg.channels)
+        module = _probed_model(cfg, peeked)
+        ds = load_dataset(cfg.data, cfg.image_size, cfg.channels, cfg.seed, cfg.near_duplicates)
     contract = contract_for(ds)
-    # A TrainConfig is built by the caller from its command line, never read from a file, so its
-    # model (factory included) is the one the user named for this run.
-    module = build_model(cfg.model, contract.channels, contract.num_outputs, factory=cfg.model.name)
+    if module is None or _probe_key(peeked) != _probe_key(contract):
+        module = _probed_model(cfg, contract)
     t0 = time.perf_counter()
     best_state, history = _fit(module, ds, contract, cfg)
     seconds = time.perf_counter() - t0
@@ -123,6 +126,30 @@ def operating_threshold(contract: Contract, labels: np.ndarray, scores: np.ndarr
         youden_threshold(y[:, k], scores[:, k]) if 0 < int(y[:, k].sum()) < len(y) else 0.5
         for k in range(y.shape[1])
     )
+
+
+def _probed_model(cfg: TrainConfig, contract: Contract | None):
+    """Build the model and run one batch through it (edgemed.models.probe) when `contract` is known."""
+    import torch
+
+    from edgemed.models import build_model
+    from edgemed.models.probe import probe_torch
+
+    if contract is None:
+        return None
+    torch.manual_seed(cfg.seed)  # the same initial weights however often the model is built
+    # A TrainConfig is built by the caller from its command line, never read from a file, so its
+    # model (factory included) is the one the user named for this run.
+    module = build_model(cfg.model, contract.channels, contract.num_outputs, factory=cfg.model.name)
+    probe_torch(module, contract, f"model {cfg.model.name!r}")
+    return module
+
+
+def _probe_key(contract: Contract | None) -> tuple | None:
+    """What the model is built and probed for (a peeked shape must match the loaded data)."""
+    if contract is None:
+        return None
+    return (contract.input_size, contract.channels, contract.task, contract.num_outputs)
 
 
 def validation_check(contract: Contract, labels: np.ndarray, scores: np.ndarray) -> dict:

@@ -105,7 +105,7 @@ def test_accuracy_control_needs_validation_images(cxr_onnx, tmp_path):
         "export", "--model", cxr_onnx / "model.onnx", "--target", "onnx", "--out", tmp_path / "o",
         "--precision", "int8", "--calib", CXR, "--calib-count", "64", "--accuracy-control",
     )  # fmt: skip
-    assert_user_error(res, "--accuracy-control needs validation images", "--data")
+    assert_user_error(res, "no validation data on record", "--data")
     assert tree_snapshot(tmp_path) == before
 
 

@@ -14,6 +14,8 @@ from edgemed.cli.options import (
     max_pixels_option,
     model_arg_option,
     out_option,
+    output_choice,
+    output_options,
 )
 from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS, METRICS
 
@@ -43,6 +45,7 @@ from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS, METRICS
     help="Contract JSON for factory models or ONNX files without one.",
 )
 @model_arg_option
+@output_options
 @click.option(
     "--opset",
     type=click.IntRange(min=13, max=20),
@@ -114,6 +117,8 @@ def export(
     checkpoint,
     contract_path,
     model_args,
+    output_name,
+    output_index,
     opset,
     simplify,
     parity_tol,
@@ -160,6 +165,7 @@ def export(
         simplify=simplify,
         parity_tol=parity_tol,
         options=options,
+        output=output_choice(output_name, output_index),
     )
     manifest = run_export(req)
     click.echo(export_summary(manifest, out))

@@ -23,6 +23,27 @@ model_arg_option = click.option(
 )
 
 
+def output_options(f):
+    """--output-name / --output-index: which output of a tuple/dict/multi-output model is the
+    logits; the command receives `output` (str, int or None)."""
+    f = click.option(
+        "--output-index",
+        type=click.IntRange(min=0),
+        help="Position of the logits when the model returns a tuple or list (or ONNX outputs).",
+    )(f)
+    f = click.option(
+        "--output-name",
+        help="Key of the logits when the model returns a dict (or the ONNX output's name).",
+    )(f)
+    return f
+
+
+def output_choice(output_name: str | None, output_index: int | None) -> str | int | None:
+    if output_name is not None and output_index is not None:
+        raise click.UsageError("give --output-name or --output-index, not both")
+    return output_index if output_index is not None else output_name
+
+
 def _set_max_pixels(ctx: click.Context, param: click.Parameter, value: int) -> int:
     from edgemed.imagecheck import set_max_pixels
 

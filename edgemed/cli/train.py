@@ -13,6 +13,8 @@ from edgemed.cli.options import (
     max_pixels_option,
     model_arg_option,
     out_option,
+    output_choice,
+    output_options,
 )
 
 
@@ -30,6 +32,7 @@ from edgemed.cli.options import (
     help="Zoo name or package.module:factory.",
 )
 @model_arg_option
+@output_options
 @click.option("--width", type=POSITIVE, help="Width multiplier (zoo models).")
 @click.option("--depth", type=POSITIVE, help="Depth multiplier (zoo CNNs).")
 @click.option("--groups", type=COUNT, help="Groups for cnn-grouped.")
@@ -64,6 +67,8 @@ def train(
     data,
     model_name,
     model_args,
+    output_name,
+    output_index,
     width,
     depth,
     groups,
@@ -93,7 +98,7 @@ def train(
             kwargs[key] = value
     cfg = TrainConfig(
         data=data,
-        model=ModelSpec(model_name, kwargs),
+        model=ModelSpec(model_name, kwargs, output_choice(output_name, output_index)),
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,

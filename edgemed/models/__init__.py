@@ -16,6 +16,10 @@ ZOO: dict[str, tuple[str, dict]] = {
     "densenet-small": ("edgemed.models.zoo:SmallDenseNet", {}),
     "mobilenetv2-small": ("edgemed.models.zoo:SmallMobileNetV2", {}),
     "resnet18": ("edgemed.models.zoo:ResNet18", {}),
+    "vgg": ("edgemed.models.baselines:VGGStyle", {}),
+    "inception": ("edgemed.models.baselines:InceptionStyle", {}),
+    "resnet50": ("edgemed.models.baselines:ResNet50Style", {}),
+    "vit": ("edgemed.models.baselines:SmallViT", {}),
 }
 DEFAULT_MODEL = "cnn"
 
@@ -26,13 +30,17 @@ class ModelSpec:
 
     name: str
     kwargs: dict = field(default_factory=dict)
+    output: str | int | None = None  # which output of a tuple/dict-returning model is the logits
 
     @property
     def is_zoo(self) -> bool:
         return self.name in ZOO
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "kwargs": dict(self.kwargs)}
+        d = {"name": self.name, "kwargs": dict(self.kwargs)}
+        if self.output is not None:
+            d["output"] = self.output
+        return d
 
 
 # Compressed checkpoints name this internal factory; its base must itself be allowed.
@@ -61,12 +69,21 @@ def build_model(
         kwargs = {**fixed, "in_channels": in_channels, "num_outputs": num_outputs, **spec.kwargs}
     else:
         target, kwargs = spec.name, dict(spec.kwargs)
-    return _call(spec, load_factory(target), kwargs)
+    module = _call(spec, load_factory(target), kwargs)
+    if spec.output is None:
+        return module
+    from edgemed.models.outputs import SelectOutput
+
+    return SelectOutput(module, spec.output)
 
 
 def _call(spec: ModelSpec, factory, kwargs: dict):
     try:
         return factory(**kwargs)
+    except ImportError as exc:  # an optional dependency imported when the model is built
+        from edgemed.models.probe import missing_module_error
+
+        raise missing_module_error(exc, f"model {spec.name!r}") from None
     except (TypeError, KeyError, AttributeError) as exc:
         raise InputError(f"model {spec.name!r} does not accept these arguments: {exc}") from None
     except ValueError as exc:
@@ -106,6 +123,16 @@ def load_factory(target: str):
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise InputError(
+                f"cannot import {module_name!r} for model factory {target!r}: no module "
+                f"{exc.name!r} here; check the spelling, pip install its package, or add its "
+                "folder to PYTHONPATH"
+            ) from None
+        from edgemed.models.probe import missing_module_error
+
+        raise missing_module_error(exc, f"model factory {target!r}") from None
     except ImportError as exc:
         raise InputError(
             f"cannot import {module_name!r} for model factory {target!r} ({exc}); install it"

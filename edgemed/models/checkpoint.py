@@ -80,7 +80,10 @@ def checkpoint_spec(data: dict, path: Path) -> tuple[ModelSpec, Contract]:
         raise InputError(f"checkpoint {path} has no valid 'arch' entry; re-train or re-copy it")
     if not isinstance(data.get("contract"), dict):
         raise InputError(f"checkpoint {path} has no valid 'contract' entry; re-train or re-copy it")
-    spec = ModelSpec(arch.get("name"), dict(arch.get("kwargs", {})))
+    output = arch.get("output")
+    if output is not None and not isinstance(output, (str, int)):
+        raise InputError(f"checkpoint {path} has an invalid 'output' entry; re-train or re-copy it")
+    spec = ModelSpec(arch.get("name"), dict(arch.get("kwargs", {})), output)
     return spec, Contract.from_dict(data["contract"])
 
 

@@ -20,6 +20,11 @@ class LoadedModel:
     module: object | None = None
     onnx_path: Path | None = None
     card: dict | None = None
+    output: str | int | None = None  # ONNX: the graph output that holds the logits
+
+
+def output_flag(output: str | int | None) -> str:
+    return "--output-index" if isinstance(output, int) else "--output-name"
 
 
 def load_model_source(
@@ -27,17 +32,23 @@ def load_model_source(
     checkpoint: str | None = None,
     model_args: dict | None = None,
     contract_path: str | None = None,
+    output: str | int | None = None,
 ) -> LoadedModel:
-    """Resolve MODEL as given on the command line."""
+    """Resolve MODEL as given on the command line (`output`: which output holds the logits)."""
     p = Path(model).expanduser()
+    if p.suffix == ".onnx" and not p.is_dir():
+        return _from_onnx(p, contract_path, output)
+    if ":" in model and not p.exists():
+        return _from_factory(model, checkpoint, model_args or {}, contract_path, output)
+    if output is not None and (p.is_dir() or p.suffix in (".pt", ".pth", ".ckpt")):
+        raise InputError(
+            f"{output_flag(output)} applies to a package.module:factory or an .onnx model; "
+            f"{model} is an edgemed model, which records its own output: drop the flag"
+        )
     if p.is_dir():
         return _from_training_dir(p)
-    if p.suffix == ".onnx":
-        return _from_onnx(p, contract_path)
     if p.suffix in (".pt", ".pth", ".ckpt"):
         return _from_checkpoint(p)
-    if ":" in model and not p.exists():
-        return _from_factory(model, checkpoint, model_args or {}, contract_path)
     raise InputError(
         f"model {model!r} not found; give a training output dir, a .pt checkpoint, an .onnx file "
         "or package.module:factory"
@@ -68,7 +79,7 @@ def _from_checkpoint(path: Path) -> LoadedModel:
     return LoadedModel("torch", contract, source, module)
 
 
-def _from_onnx(path: Path, contract_path: str | None) -> LoadedModel:
+def _from_onnx(path: Path, contract_path: str | None, output: str | int | None) -> LoadedModel:
     from edgemed.onnx_export import check_onnx_input, contract_from_onnx, load_onnx
 
     model = load_onnx(path)
@@ -83,11 +94,16 @@ def _from_onnx(path: Path, contract_path: str | None) -> LoadedModel:
         contract,
         {"kind": "onnx", "path": str(path.resolve()), "sha256": sha256_file(path)},
         onnx_path=path,
+        output=output,
     )
 
 
 def _from_factory(
-    spec_text: str, checkpoint: str | None, kwargs: dict, contract_path: str | None
+    spec_text: str,
+    checkpoint: str | None,
+    kwargs: dict,
+    contract_path: str | None,
+    output: str | int | None = None,
 ) -> LoadedModel:
     """The factory the user named; an edgemed checkpoint given with it must name the same one."""
     from edgemed.models import REBUILD, ModelSpec, build_model
@@ -108,7 +124,13 @@ def _from_factory(
             f"model factory {spec_text!r} needs --contract contract.json (input size, normalization, classes)"
         )
     contract = _contract_file(contract_path) if contract_path else stored_contract
-    spec = stored if stored is not None and stored.name == REBUILD else ModelSpec(spec_text, kwargs)
+    if output is None and stored is not None:
+        output = stored.output
+    spec = (
+        stored
+        if stored is not None and stored.name == REBUILD
+        else ModelSpec(spec_text, kwargs, output)
+    )
     module = build_model(spec, contract.channels, contract.num_outputs, factory=spec_text)
     source = {"kind": "factory", "arch": spec.to_dict()}
     if checkpoint:
