@@ -224,11 +224,15 @@ class _Search:
         d = self.scratch / f"try-{len(self.attempts)}"
         d.mkdir(parents=True)
         req = replace(self.req, options={**self.req.options, "exclude_nodes": excluded})
-        conv, cov = convert_counted(self.backend, req, d, refuse=False)
-        if cov is not None and cov.quantized == 0:  # the FP32 model: never an INT8 answer
-            drift, broken = None, f"all float: {cov.words()}"
+        try:
+            conv, cov = convert_counted(self.backend, req, d, refuse=False)
+        except DriftError as exc:  # e.g. a layer the quantizer cannot split off: a failed try
+            if step == "requested" or not self.req.options.get("accuracy_control"):
+                raise
+            conv, cov = Converted((), "", self.req.contract), None
+            drift, broken = None, f"conversion failed: {exc}"
         else:
-            drift, broken = self._measure(d, conv)
+            drift, broken = self._score(d, conv, cov)
         within = drift is not None and self.budget.holds(drift)
         a = Attempt(step, excluded, drift, within, d, conv, broken, cov)
         self.attempts.append(a)
@@ -239,7 +243,9 @@ class _Search:
             self.bar.note(f"{step}: {len(excluded)} layers in float: {a.text()}")
         return a
 
-    def _measure(self, d: Path, conv: Converted) -> tuple[Drift | None, str | None]:
+    def _score(self, d: Path, conv: Converted, cov) -> tuple[Drift | None, str | None]:
+        if cov is not None and cov.quantized == 0:  # the FP32 model: never an INT8 answer
+            return None, f"all float: {cov.words()}"
         try:
             return self.measure(d, conv), None
         except DriftError as exc:  # NaN/constant/saturated outputs: a failed try, not the end

@@ -105,3 +105,38 @@ def test_unknown_exclusions_name_the_close_matches(cxr_model, tmp_path, option, 
 def test_exclude_op_types_elsewhere_names_the_backends_that_take_it(cxr_model, tmp_path):
     res = _int8(cxr_model, tmp_path / "o", "tflite", "--option", "exclude_op_types=Conv2d")
     assert_user_error(res, "cannot keep op types in float", "onnx, openvino", "exclude_nodes")
+
+
+def test_tflite_keeps_a_conv_before_a_relu6_float_without_a_crash(tmp_path):
+    """mobilenetv2-small at 28 px: keeping one conv of a conv-bn-relu6 pattern float crashed
+    torchao's PT2E prepare (KeyError: conv2d); the shared specs now follow it into float."""
+    from edgemed.backends import litert_convert as lc
+    from edgemed.backends.int8_ops import count_int8
+    from edgemed.backends.quant import QuantSettings
+    from edgemed.calibration import calibration_for_export
+    from edgemed.contract import Contract
+    from edgemed.models import ModelSpec, build_model
+
+    module = build_model(ModelSpec("mobilenetv2-small"), 1, 1).eval()
+    contract = Contract(input_size=(28, 28), channels=1, class_names=("normal", "pneumonia"))
+    cal = calibration_for_export(str(CXR), "int8", contract, None, {"calib_count": 32})
+    kept = ("features.3.body.0",)  # an expansion conv inside a residual block
+    s = QuantSettings("int8", "static", "minmax", "per-channel", kept)
+    lc.tflite_int8(module, contract.with_layout("NHWC"), cal, s, tmp_path / "m.tflite")
+    cov = count_int8(tmp_path / "m.tflite")
+    assert 0 < cov.quantized < cov.total, cov
+
+
+def test_openvino_exclude_op_types_goes_to_nncf_ignored_scope(cxr_model, tmp_path):
+    out = tmp_path / "o"
+    res = _int8(
+        cxr_model, out, "openvino", "--option", "exclude_op_types=MatMul",
+        "--option", "bias_correction=none",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["backend"]["nncf"]["ignored_types"] == ["MatMul"]
+    ops = m["backend"]["int8_ops"]
+    assert (ops["quantized"], ops["total"]) == (7, 8), ops  # the Gemm head (MatMul) stays float
+    bad = _int8(cxr_model, tmp_path / "p", "openvino", "--option", "exclude_op_types=MatMull")
+    assert_user_error(bad, "exclude_op_types names MatMull", "closest: MatMul")

@@ -2,8 +2,10 @@
 
 FP32 really executes in f32: the IR keeps FP32 weights (`ov.save_model` would compress them to
 FP16 unless told not to) and every compile sets INFERENCE_PRECISION_HINT=f32, because on CPUs with
-bf16 (like this one) OpenVINO otherwise runs bf16 silently (measured: 1 flip, max |dp| 0.012 on
-the chest X-ray CNN). The precision read back from the compiled model is recorded in the manifest
+bf16 OpenVINO otherwise runs bf16 silently (measured: 1 flip, max |dp| 0.012 on the chest X-ray
+CNN). The hint also travels inside the IR (rt_info `runtime_options`), so a plain
+`core.compile_model(xml)` outside edgemed runs at the measured precision; the precision such a
+plain compile gives here is recorded as `plain_compile_precision`. The precision read back from the compiled model is recorded in the manifest
 and checked every time a runner loads. FP16 = FP16-compressed weights, executed in f32 unless
 `--option inference_precision=bf16|f16` asks otherwise. INT8 = NNCF post-training quantization
 (settings and why in `ov_quant`), accuracy-controlled with `--accuracy-control`.
@@ -44,6 +46,20 @@ def compile_config(hint: str, threads: int | None) -> dict:
     if threads:
         cfg["INFERENCE_NUM_THREADS"] = int(threads)
     return cfg
+
+
+def embed_runtime_options(model, hint: str) -> None:
+    """Put the precision the artifact is measured at into the IR itself (rt_info
+    `runtime_options`, which `Core.compile_model` applies), so a plain
+    `core.compile_model("model.xml", "CPU")` outside edgemed runs as measured, not bf16."""
+    model.set_rt_info(hint, ["runtime_options", "INFERENCE_PRECISION_HINT"])
+
+
+def plain_compile_precision(xml: Path) -> str:
+    """The precision a plain `compile_model(xml, "CPU")` (no config, as a user would) runs at."""
+    import openvino as ov
+
+    return compiled_precision(ov.Core().compile_model(str(xml), "CPU"))
 
 
 def compiled_precision(compiled) -> str:
@@ -162,6 +178,7 @@ class OpenVINOBackend(Backend):
             granularities=oq.GRANULARITIES,
             default_granularity="per-channel",
             extra_keys=EXTRA_OPTIONS,
+            op_types_ok=True,
         )
         oq.check_extra(s)
         hint = s.extra.get("inference_precision", "f32")
@@ -170,10 +187,10 @@ class OpenVINOBackend(Backend):
                 f"--option inference_precision={hint} is not an OpenVINO precision; "
                 f"choose one of {', '.join(HINTS)}"
             )
-        if s.exclude_nodes and s.precision != "int8":
+        if (s.exclude_nodes or s.exclude_op_types) and s.precision != "int8":
             raise InputError(
                 f"OpenVINO {s.precision} keeps no layers in float selectively; "
-                "exclude_nodes applies to int8 only"
+                "exclude_nodes and exclude_op_types apply to int8 only"
             )
         return s
 
@@ -193,12 +210,14 @@ class OpenVINOBackend(Backend):
             model, qinfo = self._int8(req, model, s)
             info.update(qinfo)
         xml = Path(out) / MODEL_XML
+        embed_runtime_options(model, hint)
         ov.save_model(model, str(xml), compress_to_fp16=s.precision == "fp16")
         files = [MODEL_XML, MODEL_BIN]
         if cal := write_calibration_manifest(out, req.calibration):
             files.append(cal)
         with OpenVINORunner(xml, hint) as runner:  # compile once: proves it loads, reads precision
             executed = runner.info["execution_precision"]
+        plain = plain_compile_precision(xml)
         if s.precision == "fp16":
             from edgemed.backends.fp16 import refuse_nonfinite
 
@@ -216,6 +235,8 @@ class OpenVINOBackend(Backend):
             "compress_to_fp16": s.precision == "fp16",
             "inference_precision_hint": hint,
             "execution_precision": executed,
+            "runtime_options_in_ir": {"INFERENCE_PRECISION_HINT": hint},
+            "plain_compile_precision": plain,
             "excluded_nodes": list(s.exclude_nodes),
         }
         return Converted(tuple(files), MODEL_XML, req.contract, info)
@@ -228,6 +249,9 @@ class OpenVINOBackend(Backend):
         ops = oq.weighted_ops(model)
         if s.exclude_nodes:
             check_node_names(s.exclude_nodes, tuple(ops), self.name)
+        if s.exclude_op_types:  # NNCF ignored_scope types are OpenVINO op types (MVN, SoftMax, ...)
+            types = oq.model_op_types(model)
+            check_node_names(s.exclude_op_types, types, self.name, "exclude_op_types")
         control = None
         if req.options.get("accuracy_control"):
             from edgemed.evaluation.limits import METRICS

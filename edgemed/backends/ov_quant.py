@@ -81,11 +81,11 @@ def nncf_settings(s: QuantSettings, images: int) -> dict:
         "bias_correction": s.extra.get("bias_correction", DEFAULTS["bias_correction"]),
         "subset_size": images,
         "target_device": "ANY",
+        "ignored_types": list(s.exclude_op_types),  # NNCF IgnoredScope(types=...), OpenVINO ops
     }
 
 
 def _nncf_kwargs(settings: dict, ignored: tuple[str, ...]) -> dict:
-    import nncf
     from nncf.quantization.advanced_parameters import (
         AdvancedQuantizationParameters,
         OverflowFix,
@@ -106,9 +106,23 @@ def _nncf_kwargs(settings: dict, ignored: tuple[str, ...]) -> dict:
     return {
         "subset_size": settings["subset_size"],
         "fast_bias_correction": settings["bias_correction"] == "fast",
-        "ignored_scope": nncf.IgnoredScope(names=list(ignored)) if ignored else None,
+        "ignored_scope": _ignored_scope(ignored, settings.get("ignored_types", [])),
         "advanced": advanced,
     }
+
+
+def _ignored_scope(names, types):
+    import nncf
+
+    if not (names or types):
+        return None
+    return nncf.IgnoredScope(names=list(names), types=list(types))
+
+
+def model_op_types(model) -> tuple[str, ...]:
+    """OpenVINO op types present in the model (what `exclude_op_types` may name), sorted."""
+    skip = {"Parameter", "Result", "Constant"}
+    return tuple(sorted({op.get_type_name() for op in model.get_ordered_ops()} - skip))
 
 
 def _dataset(images, labels, contract: Contract):
