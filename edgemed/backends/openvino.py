@@ -3,9 +3,9 @@
 FP32 really executes in f32: the IR keeps FP32 weights (`ov.save_model` would compress them to
 FP16 unless told not to) and every compile sets INFERENCE_PRECISION_HINT=f32, because on CPUs with
 bf16 OpenVINO otherwise runs bf16 silently (measured: 1 flip, max |dp| 0.012 on the chest X-ray
-CNN). The hint also travels inside the IR (rt_info `runtime_options`), so a plain
-`core.compile_model(xml)` outside edgemed runs at the measured precision; the precision such a
-plain compile gives here is recorded as `plain_compile_precision`. The precision read back from the compiled model is recorded in the manifest
+CNN). The hint also travels inside the IR (rt_info `runtime_options`; the CPU plugin does not
+apply it by itself, see `embed_runtime_options`); the precision a plain `compile_model(xml)` gives
+on the exporting CPU is recorded as `plain_compile_precision` and warned about when it differs. The precision read back from the compiled model is recorded in the manifest
 and checked every time a runner loads. FP16 = FP16-compressed weights, executed in f32 unless
 `--option inference_precision=bf16|f16` asks otherwise. INT8 = NNCF post-training quantization
 (settings and why in `ov_quant`), accuracy-controlled with `--accuracy-control`.
@@ -14,6 +14,7 @@ and checked every time a runner loads. FP16 = FP16-compressed weights, executed 
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -49,9 +50,16 @@ def compile_config(hint: str, threads: int | None) -> dict:
 
 
 def embed_runtime_options(model, hint: str) -> None:
-    """Put the precision the artifact is measured at into the IR itself (rt_info
-    `runtime_options`, which `Core.compile_model` applies), so a plain
-    `core.compile_model("model.xml", "CPU")` outside edgemed runs as measured, not bf16."""
+    """Store the precision the artifact is measured at inside the IR (rt_info `runtime_options`),
+    so it travels with model.xml, not only in manifest.json.
+
+    Not enough on its own: OpenVINO 2026.4's CPU plugin applies only the KV-cache and dynamic
+    quantization keys of `runtime_options` (intel_cpu Config::applyRtInfo; checked here: a
+    DYNAMIC_QUANTIZATION_GROUP_SIZE in rt_info is applied, INFERENCE_PRECISION_HINT and
+    INFERENCE_NUM_THREADS are not). A caller outside edgemed reads the hint back and passes it:
+    `core.compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": model.get_rt_info(
+    ["runtime_options", "INFERENCE_PRECISION_HINT"]).astype(str)})`.
+    """
     model.set_rt_info(hint, ["runtime_options", "INFERENCE_PRECISION_HINT"])
 
 
@@ -218,6 +226,13 @@ class OpenVINOBackend(Backend):
         with OpenVINORunner(xml, hint) as runner:  # compile once: proves it loads, reads precision
             executed = runner.info["execution_precision"]
         plain = plain_compile_precision(xml)
+        if plain != executed:  # e.g. a CPU with bf16: say what a plain compile_model would do
+            print(
+                f"edgemed: warning: a plain compile_model of this IR runs {plain} on this CPU, "
+                f"not the measured {executed}; compile it with INFERENCE_PRECISION_HINT={hint} "
+                "(stored in the IR's rt_info runtime_options)",
+                file=sys.stderr,
+            )
         if s.precision == "fp16":
             from edgemed.backends.fp16 import refuse_nonfinite
 
