@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.artifact import write_manifest
-from edgemed.backends import ConvertRequest, get_backend, run_batches
+from edgemed.backends import ConvertRequest, eval_batch, get_backend, run_batches
 from edgemed.contract import Contract
 from edgemed.errors import DriftError, InputError
 from edgemed.evaluation.drift import Drift, drift_from_logits
@@ -196,7 +196,7 @@ def candidate_drift(backend, out: Path, manifest: dict, ref: np.ndarray, ev: Eva
         else backend.open(out, manifest)
     )
     with runner:
-        cand = run_batches(runner, contract, ev.images)
+        cand = run_batches(runner, contract, ev.images, eval_batch(manifest))
     name = f"the {backend.name} {manifest['precision']} artifact"
     try:
         return drift_from_logits(contract, ref, cand, ev.labels, names=("the FP32 reference", name))
@@ -266,7 +266,7 @@ def run_export(req: ExportRequest) -> dict:
         if drift is None and runnable:
             drift = candidate_drift(backend, tmp, manifest, ref, ev)
         if drift is not None:
-            manifest["drift"] = drift.to_dict()
+            manifest["drift"] = drift.to_dict() | {"eval_batch": eval_batch(manifest)}
             if profile.device != "cpu":
                 manifest["drift"]["simulated"] = backend.simulation
         if hasattr(backend, "artifact_extras"):  # e.g. TensorRT: reference outputs for the device

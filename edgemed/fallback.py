@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgemed.backends import Backend, Converted, ConvertRequest
+from edgemed.backends.int8_ops import Int8Coverage, count_int8, refuse_float
 from edgemed.backends.quant import parse_node_list
 from edgemed.errors import DriftError, InputError
 from edgemed.evaluation.drift import Drift
@@ -36,6 +37,7 @@ BUDGET_OPTIONS = ("max_auc_drop", "max_flip_rate", "max_sens_drop", "max_spec_dr
                   "accuracy_control", "max_float_layers")  # fmt: skip
 
 Measure = Callable[[Path, Converted], Drift]
+MAX_LISTED = 10  # attempts named in a failure message (all of them are in the error's numbers)
 
 
 @dataclass(frozen=True)
@@ -93,10 +95,13 @@ class Attempt:
     path: Path
     converted: Converted
     broken: str | None = None
+    int8: Int8Coverage | None = None  # INT8: compute ops counted in the attempt's artifact
 
     def row(self) -> dict:
         d = self.drift
         row = {"step": self.step, "excluded": list(self.excluded), "within_budget": self.within}
+        if self.int8 is not None:
+            row["int8_ops"] = self.int8.words()
         if d is None:
             return row | {"broken": self.broken}
         return row | {
@@ -138,7 +143,7 @@ def convert_within_budget(
     budget = budget_from_options(req.options, req.precision)
     control = bool(req.options.get("accuracy_control"))
     if budget is None:
-        return backend.convert(req, out), None, None
+        return convert_counted(backend, req, out)[0], None, None
     if measure is None:
         if control:
             raise InputError(
@@ -149,9 +154,11 @@ def convert_within_budget(
             "edgemed: warning: drift budget not checked (no validation images run here)",
             file=sys.stderr,
         )
-        return backend.convert(req, out), None, {"budget": budget.to_dict(), "checked": False}
+        conv = convert_counted(backend, req, out)[0]
+        return conv, None, {"budget": budget.to_dict(), "checked": False}
     search = _Search(backend, req, Path(scratch), measure, budget)
     chosen = search.attempt(parse_node_list(req.options.get("exclude_nodes")), "requested")
+    refuse_float(chosen.int8, f"the {backend.name} int8 artifact")
     if chosen.drift is not None:
         _warn_unresolvable(budget, chosen.drift)
     if not chosen.within:
@@ -165,7 +172,30 @@ def convert_within_budget(
             )
         chosen = search.fallback(chosen)
     _move_files(chosen, Path(out))
+    _note_low_fraction(chosen.int8)
     return chosen.converted, chosen.drift, search.report(chosen, control)
+
+
+def convert_counted(
+    backend: Backend, req: ConvertRequest, out: Path, refuse: bool = True
+) -> tuple[Converted, Int8Coverage | None]:
+    """`backend.convert`, then for INT8 the compute ops counted in the written artifact
+    (recorded in the backend facts as `int8_ops`); an all-float artifact is refused unless
+    `refuse` is False (accuracy control scores it as a failed attempt instead)."""
+    conv = backend.convert(req, out)
+    if req.precision != "int8":
+        return conv, None
+    cov = count_int8(Path(out) / conv.model_file)
+    conv = replace(conv, info={**conv.info, "int8_ops": cov.to_dict() if cov else None})
+    if refuse:
+        refuse_float(cov, f"the {backend.name} int8 artifact")
+        _note_low_fraction(cov)
+    return conv, cov
+
+
+def _note_low_fraction(cov: Int8Coverage | None) -> None:
+    if cov is not None and cov.note():
+        print(f"edgemed: note: {cov.note()}", file=sys.stderr)
 
 
 def _warn_unresolvable(budget: Budget, d: Drift) -> None:
@@ -194,15 +224,17 @@ class _Search:
         d = self.scratch / f"try-{len(self.attempts)}"
         d.mkdir(parents=True)
         req = replace(self.req, options={**self.req.options, "exclude_nodes": excluded})
-        conv = self.backend.convert(req, d)
         try:
-            drift, broken = self.measure(d, conv), None
-        except DriftError as exc:  # NaN/constant/saturated outputs: a failed try, not the end
-            if not self.req.options.get("accuracy_control"):
+            conv, cov = convert_counted(self.backend, req, d, refuse=False)
+        except DriftError as exc:  # e.g. a layer the quantizer cannot split off: a failed try
+            if step == "requested" or not self.req.options.get("accuracy_control"):
                 raise
-            drift, broken = None, str(exc)
+            conv, cov = Converted((), "", self.req.contract), None
+            drift, broken = None, f"conversion failed: {exc}"
+        else:
+            drift, broken = self._score(d, conv, cov)
         within = drift is not None and self.budget.holds(drift)
-        a = Attempt(step, excluded, drift, within, d, conv, broken)
+        a = Attempt(step, excluded, drift, within, d, conv, broken, cov)
         self.attempts.append(a)
         if not a.within:
             shutil.rmtree(d, ignore_errors=True)  # never chosen: free the disk
@@ -210,6 +242,16 @@ class _Search:
             self.bar.advance(1)
             self.bar.note(f"{step}: {len(excluded)} layers in float: {a.text()}")
         return a
+
+    def _score(self, d: Path, conv: Converted, cov) -> tuple[Drift | None, str | None]:
+        if cov is not None and cov.quantized == 0:  # the FP32 model: never an INT8 answer
+            return None, f"all float: {cov.words()}"
+        try:
+            return self.measure(d, conv), None
+        except DriftError as exc:  # NaN/constant/saturated outputs: a failed try, not the end
+            if not self.req.options.get("accuracy_control"):
+                raise
+            return None, str(exc)
 
     def fallback(self, first: Attempt) -> Attempt:
         """Rank layers by exclude-one sensitivity, then keep the top ones in float until it holds."""
@@ -239,17 +281,19 @@ class _Search:
 
     def _failure(self, first: Attempt, order: list[str]) -> str:
         note = first.drift.margin_note() if first.drift else ""
-        tried = [f"none: {first.text()}{note}"]
-        grown = [a for a in self.attempts if a.step == "fallback"]
-        tried.append(f"+{order[0]}: {self.ranking[0].text()}")
-        tried += [f"+{a.excluded[-1]}: {a.text()}" for a in grown]
+        grown = [self.ranking[0], *(a for a in self.attempts if a.step == "fallback")]
+        steps = [(f"+{order[0]}", grown[0])] + [(f"+{a.excluded[-1]}", a) for a in grown[1:]]
+        shown = _closest(steps, self.budget, MAX_LISTED - 1)
+        left = len(steps) - len(shown)
+        tried = [f"none: {first.text()}{note}"] + [f"{k}: {a.text()}" for k, a in shown]
         b = self.budget
         return (
             f"accuracy control could not bring {self.backend.name} {self.req.precision} within "
             f"the budget ({b.words()}) even "
             f"with {len(order)} of {len(self.ranking)} layers in float; layers kept in float, "
-            "cumulative: "
+            "cumulative, the steps closest to the budget: "
             + "; ".join(tried)
+            + (f" ({left} more steps not listed)" if left else "")
             + "; use a higher precision, relax the budget"
             + (" or raise --max-float-layers" if b.max_float_layers else "")
         )
@@ -274,6 +318,12 @@ class _Search:
                 for a in self.ranking
             ],
         }
+
+
+def _closest(steps: list[tuple[str, Attempt]], budget: Budget, k: int):
+    """The `k` steps closest to the budget, kept in the order they were tried."""
+    best = sorted(range(len(steps)), key=lambda i: steps[i][1].rank(budget))[:k]
+    return [steps[i] for i in sorted(best)]
 
 
 def _move_files(a: Attempt, out: Path) -> None:

@@ -146,6 +146,7 @@ def test_bench_writes_table_results_and_report(bench_run, cxr_onnx):
     assert int8["precision"] == "int8" and int8["reference"]["kind"] == "torch"
     assert int8["drift"]["flip_rate"] < 0.05 and int8["drift"]["auc_drop"] < 0.01
     assert int8["memory"]["model_bytes"] < fp32["memory"]["model_bytes"]
+    assert int8["int8_ops"] == "8/8" and fp32["int8_ops"] is None  # counted in the artifact
     # every runner reports what the runtime really does (threads, providers), not only OpenVINO
     assert int8["runtime_settings"]["providers"] == ["CPUExecutionProvider"]
     assert int8["runtime_settings"]["intra_op_threads"] == 1
@@ -166,6 +167,7 @@ def test_bench_writes_table_results_and_report(bench_run, cxr_onnx):
         and "http" not in html.replace("http://www.w3.org/2000/svg", "")
     )
     assert "torch-fp32" in res.out and "p50 ms" in res.out and "load average" in res.out
+    assert "INT8 ops" in res.out
 
 
 def _sha(path: Path) -> str:

@@ -150,6 +150,18 @@ def get_backend(name: str) -> Backend:
     return getattr(importlib.import_module(module_name), attr)()
 
 
+# Dynamic INT8 computes activation ranges per call, over the whole batch: its outputs depend on
+# the batch (measured: 4 flips at batch 32, 0 one image at a time), so it is scored as the
+# appliance runs it, one image per call, and the manifest says so (`drift.eval_batch`).
+DYNAMIC_EVAL_BATCH = 1
+
+
+def eval_batch(manifest: dict, default: int = 64) -> int:
+    """The batch an artifact's accuracy is measured at (export and bench alike)."""
+    mode = (manifest.get("backend") or {}).get("mode")
+    return DYNAMIC_EVAL_BATCH if mode == "dynamic" else default
+
+
 def run_batches(
     runner: Runner, contract: Contract, images: np.ndarray, batch: int = 64
 ) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,7 @@ class OnnxRuntimeBackend(Backend):
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._pre: dict[str, Path] = {}
         self._ranges: dict[tuple, object] = {}
+        self._quantized: dict[tuple, tuple[str, ...]] = {}
 
     def available(self) -> str | None:
         if package_version("onnxruntime") is None:
@@ -159,23 +161,59 @@ class OnnxRuntimeBackend(Backend):
             granularities=oq.GRANULARITIES,
             default_granularity="per-channel",
             extra_keys=EXTRA_OPTIONS,
+            op_types_ok=True,
         )
 
     def quantizable_nodes(self, req: ConvertRequest) -> tuple[str, ...]:
+        """FP16: nodes of the candidate types. INT8: every node ONNX Runtime quantized with
+        nothing excluded (read from that graph). Nodes of `exclude_op_types` are left out."""
         s = self.settings(req)
+        types = oq.op_types(self._named_graph(req, s))
+        nodes = self._candidates(req, s)
+        return tuple(n for n in nodes if types.get(n) not in s.exclude_op_types)
+
+    def _candidates(self, req: ConvertRequest, s: QuantSettings) -> tuple[str, ...]:
         if s.precision == "fp16":
             return oq.nodes_of_types(req.onnx_path, oq.FP16_CANDIDATES)
-        if s.precision == "int8":
-            kinds = oq.DYNAMIC_CANDIDATES if s.mode == "dynamic" else oq.STATIC_CANDIDATES
-            return oq.nodes_of_types(self._preprocessed(req.onnx_path), kinds)
-        return ()
+        if s.precision != "int8":
+            return ()
+        full = replace(s, exclude_nodes=(), exclude_op_types=())
+        key = (
+            sha256_file(req.onnx_path),
+            repr(full),
+            getattr(req.calibration, "manifest_sha256", ""),
+        )
+        if key not in self._quantized:
+            self._tmp = self._tmp or tempfile.TemporaryDirectory(prefix="edgemed-ort-")
+            target = Path(self._tmp.name) / f"full-{len(self._quantized)}.onnx"
+            if s.mode == "dynamic":
+                self._dynamic(req, target, full)
+            else:
+                self._static(req, target, full)
+            self._quantized[key] = oq.quantized_nodes(self._named_graph(req, s), target)
+        return self._quantized[key]
+
+    def _named_graph(self, req: ConvertRequest, s: QuantSettings) -> Path:
+        """The graph whose node names `exclude_nodes` uses (INT8 quantizes the pre-processed one)."""
+        return self._preprocessed(req.onnx_path) if s.precision == "int8" else req.onnx_path
+
+    def _exclusions(self, req: ConvertRequest, s: QuantSettings) -> QuantSettings:
+        """Validate `exclude_nodes` / `exclude_op_types` against what ONNX Runtime quantizes in
+        this model and expand the op types into node names (`nodes_to_exclude`)."""
+        if not (s.exclude_nodes or s.exclude_op_types):
+            return s
+        nodes, types = self._candidates(req, s), oq.op_types(self._named_graph(req, s))
+        check_node_names(s.exclude_nodes, nodes, self.name)
+        present = tuple(dict.fromkeys(types[n] for n in nodes))
+        check_node_names(s.exclude_op_types, present, self.name, "exclude_op_types")
+        by_type = [n for n in nodes if types[n] in s.exclude_op_types]
+        return replace(s, exclude_nodes=tuple(dict.fromkeys([*s.exclude_nodes, *by_type])))
 
     def convert(self, req: ConvertRequest, out: Path) -> Converted:
         s = self.settings(req)
         if err := unsupported_error(req.onnx_path):
             raise err
-        if s.exclude_nodes:
-            check_node_names(s.exclude_nodes, self.quantizable_nodes(req), self.name)
+        s = self._exclusions(req, s)
         target = Path(out) / MODEL_FILE
         if s.precision == "fp32":
             shutil.copyfile(req.onnx_path, target)

@@ -2,8 +2,10 @@
 
 FP32 really executes in f32: the IR keeps FP32 weights (`ov.save_model` would compress them to
 FP16 unless told not to) and every compile sets INFERENCE_PRECISION_HINT=f32, because on CPUs with
-bf16 (like this one) OpenVINO otherwise runs bf16 silently (measured: 1 flip, max |dp| 0.012 on
-the chest X-ray CNN). The precision read back from the compiled model is recorded in the manifest
+bf16 OpenVINO otherwise runs bf16 silently (measured: 1 flip, max |dp| 0.012 on the chest X-ray
+CNN). The hint also travels inside the IR (rt_info `runtime_options`; the CPU plugin does not
+apply it by itself, see `embed_runtime_options`); the precision a plain `compile_model(xml)` gives
+on the exporting CPU is recorded as `plain_compile_precision` and warned about when it differs. The precision read back from the compiled model is recorded in the manifest
 and checked every time a runner loads. FP16 = FP16-compressed weights, executed in f32 unless
 `--option inference_precision=bf16|f16` asks otherwise. INT8 = NNCF post-training quantization
 (settings and why in `ov_quant`), accuracy-controlled with `--accuracy-control`.
@@ -12,6 +14,7 @@ and checked every time a runner loads. FP16 = FP16-compressed weights, executed 
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -44,6 +47,27 @@ def compile_config(hint: str, threads: int | None) -> dict:
     if threads:
         cfg["INFERENCE_NUM_THREADS"] = int(threads)
     return cfg
+
+
+def embed_runtime_options(model, hint: str) -> None:
+    """Store the precision the artifact is measured at inside the IR (rt_info `runtime_options`),
+    so it travels with model.xml, not only in manifest.json.
+
+    Not enough on its own: OpenVINO 2026.4's CPU plugin applies only the KV-cache and dynamic
+    quantization keys of `runtime_options` (intel_cpu Config::applyRtInfo; checked here: a
+    DYNAMIC_QUANTIZATION_GROUP_SIZE in rt_info is applied, INFERENCE_PRECISION_HINT and
+    INFERENCE_NUM_THREADS are not). A caller outside edgemed reads the hint back and passes it:
+    `core.compile_model(xml, "CPU", {"INFERENCE_PRECISION_HINT": model.get_rt_info(
+    ["runtime_options", "INFERENCE_PRECISION_HINT"]).astype(str)})`.
+    """
+    model.set_rt_info(hint, ["runtime_options", "INFERENCE_PRECISION_HINT"])
+
+
+def plain_compile_precision(xml: Path) -> str:
+    """The precision a plain `compile_model(xml, "CPU")` (no config, as a user would) runs at."""
+    import openvino as ov
+
+    return compiled_precision(ov.Core().compile_model(str(xml), "CPU"))
 
 
 def compiled_precision(compiled) -> str:
@@ -162,6 +186,7 @@ class OpenVINOBackend(Backend):
             granularities=oq.GRANULARITIES,
             default_granularity="per-channel",
             extra_keys=EXTRA_OPTIONS,
+            op_types_ok=True,
         )
         oq.check_extra(s)
         hint = s.extra.get("inference_precision", "f32")
@@ -170,10 +195,10 @@ class OpenVINOBackend(Backend):
                 f"--option inference_precision={hint} is not an OpenVINO precision; "
                 f"choose one of {', '.join(HINTS)}"
             )
-        if s.exclude_nodes and s.precision != "int8":
+        if (s.exclude_nodes or s.exclude_op_types) and s.precision != "int8":
             raise InputError(
                 f"OpenVINO {s.precision} keeps no layers in float selectively; "
-                "exclude_nodes applies to int8 only"
+                "exclude_nodes and exclude_op_types apply to int8 only"
             )
         return s
 
@@ -193,12 +218,21 @@ class OpenVINOBackend(Backend):
             model, qinfo = self._int8(req, model, s)
             info.update(qinfo)
         xml = Path(out) / MODEL_XML
+        embed_runtime_options(model, hint)
         ov.save_model(model, str(xml), compress_to_fp16=s.precision == "fp16")
         files = [MODEL_XML, MODEL_BIN]
         if cal := write_calibration_manifest(out, req.calibration):
             files.append(cal)
         with OpenVINORunner(xml, hint) as runner:  # compile once: proves it loads, reads precision
             executed = runner.info["execution_precision"]
+        plain = plain_compile_precision(xml)
+        if plain != executed:  # e.g. a CPU with bf16: say what a plain compile_model would do
+            print(
+                f"edgemed: warning: a plain compile_model of this IR runs {plain} on this CPU, "
+                f"not the measured {executed}; compile it with INFERENCE_PRECISION_HINT={hint} "
+                "(stored in the IR's rt_info runtime_options)",
+                file=sys.stderr,
+            )
         if s.precision == "fp16":
             from edgemed.backends.fp16 import refuse_nonfinite
 
@@ -216,6 +250,8 @@ class OpenVINOBackend(Backend):
             "compress_to_fp16": s.precision == "fp16",
             "inference_precision_hint": hint,
             "execution_precision": executed,
+            "runtime_options_in_ir": {"INFERENCE_PRECISION_HINT": hint},
+            "plain_compile_precision": plain,
             "excluded_nodes": list(s.exclude_nodes),
         }
         return Converted(tuple(files), MODEL_XML, req.contract, info)
@@ -228,6 +264,9 @@ class OpenVINOBackend(Backend):
         ops = oq.weighted_ops(model)
         if s.exclude_nodes:
             check_node_names(s.exclude_nodes, tuple(ops), self.name)
+        if s.exclude_op_types:  # NNCF ignored_scope types are OpenVINO op types (MVN, SoftMax, ...)
+            types = oq.model_op_types(model)
+            check_node_names(s.exclude_op_types, types, self.name, "exclude_op_types")
         control = None
         if req.options.get("accuracy_control"):
             from edgemed.evaluation.limits import METRICS

@@ -45,14 +45,17 @@ CALIB_DEFAULTS = {
     "entropy": {"num_bins": 512, "num_quantized_bins": 128},
     "percentile": {"num_bins": 2048, "percentile": 99.999},
 }
-# Layers the fallback may keep in float: weight layers, tensor-mixing ops and pooling (a quantized
-# global pool alone flipped 2 of 40 brain MRI validation decisions with every conv in float).
-STATIC_CANDIDATES = (
+# FP16 layers the fallback may keep in float: weight layers, tensor-mixing ops and pooling. INT8
+# candidates are not a fixed list: they are read from the quantized graph (`quantized_nodes`), so
+# LayerNormalization, Softmax, Sigmoid, Einsum, ... are in reach wherever ONNX Runtime quantized
+# them (a fixed list once left a ViT "66 of 66 layers in float" while still quantized).
+FP16_CANDIDATES = (
     "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "Concat",
     "GlobalAveragePool", "AveragePool", "MaxPool",
 )  # fmt: skip
-DYNAMIC_CANDIDATES = ("Conv", "MatMul")
-FP16_CANDIDATES = STATIC_CANDIDATES
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+INTEGER_OPS = frozenset({"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul",
+                         "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -83,6 +86,33 @@ def nodes_of_types(onnx_path: Path, op_types: tuple[str, ...]) -> tuple[str, ...
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     return tuple(n.name for n in model.graph.node if n.op_type in op_types and n.name)
+
+
+def op_types(onnx_path: Path) -> dict[str, str]:
+    """{node name: op type} for the named nodes, in graph order."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return {n.name: n.op_type for n in model.graph.node if n.name}
+
+
+def quantized_nodes(original: Path, quantized: Path) -> tuple[str, ...]:
+    """Nodes of `original` that ONNX Runtime quantized in `quantized` (fed by DequantizeLinear,
+    or turned into an integer op named `<node>_quant`), in graph order: what `nodes_to_exclude`
+    can keep in float."""
+    import onnx
+
+    graph = onnx.load(str(quantized), load_external_data=False).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    hit = {
+        n.name.removesuffix("_quant")
+        for n in graph.node
+        if n.op_type not in QDQ_OPS
+        and (
+            n.op_type in INTEGER_OPS or any(producer.get(i) == "DequantizeLinear" for i in n.input)
+        )
+    }
+    return tuple(name for name in op_types(original) if name in hit)
 
 
 def calib_options(settings: QuantSettings) -> dict:

@@ -39,6 +39,11 @@ OVERFLOW_FIX = ("disable", "first_layer_only", "enable")
 BIAS_CORRECTION = ("auto", "full", "fast", "none")
 DEFAULTS = {"overflow_fix": "disable", "bias_correction": "auto"}
 AUTO_BIAS_CANDIDATES = ("full", "none")
+# Full bias correction runs a sub-graph per layer: on a 64 px DenseNet-121 (121 weighted ops) auto
+# took 442 s and 3.7 GB RSS (ONNX Runtime INT8: 50 s). Above this many weighted ops auto compares
+# NNCF's fast bias correction with none instead (see BENCHMARKS.md, "OpenVINO INT8 cost").
+FULL_BIAS_MAX_OPS = 50
+LARGE_AUTO_BIAS_CANDIDATES = ("fast", "none")
 # Weighted ops NNCF quantizes; the accuracy-aware fallback may keep them in float.
 WEIGHTED_OPS = (
     "Convolution",
@@ -81,11 +86,11 @@ def nncf_settings(s: QuantSettings, images: int) -> dict:
         "bias_correction": s.extra.get("bias_correction", DEFAULTS["bias_correction"]),
         "subset_size": images,
         "target_device": "ANY",
+        "ignored_types": list(s.exclude_op_types),  # NNCF IgnoredScope(types=...), OpenVINO ops
     }
 
 
 def _nncf_kwargs(settings: dict, ignored: tuple[str, ...]) -> dict:
-    import nncf
     from nncf.quantization.advanced_parameters import (
         AdvancedQuantizationParameters,
         OverflowFix,
@@ -106,9 +111,23 @@ def _nncf_kwargs(settings: dict, ignored: tuple[str, ...]) -> dict:
     return {
         "subset_size": settings["subset_size"],
         "fast_bias_correction": settings["bias_correction"] == "fast",
-        "ignored_scope": nncf.IgnoredScope(names=list(ignored)) if ignored else None,
+        "ignored_scope": _ignored_scope(ignored, settings.get("ignored_types", [])),
         "advanced": advanced,
     }
+
+
+def _ignored_scope(names, types):
+    import nncf
+
+    if not (names or types):
+        return None
+    return nncf.IgnoredScope(names=list(names), types=list(types))
+
+
+def model_op_types(model) -> tuple[str, ...]:
+    """OpenVINO op types present in the model (what `exclude_op_types` may name), sorted."""
+    skip = {"Parameter", "Result", "Constant"}
+    return tuple(sorted({op.get_type_name() for op in model.get_ordered_ops()} - skip))
 
 
 def _dataset(images, labels, contract: Contract):
@@ -215,20 +234,29 @@ def _resolve_bias_correction(model, req, s: QuantSettings, ignored):
     if s.extra.get("bias_correction", DEFAULTS["bias_correction"]) != "auto":
         return s, None, None
     val = req.validation
+    large = len(weighted_ops(model)) > FULL_BIAS_MAX_OPS
+    candidates = LARGE_AUTO_BIAS_CANDIDATES if large else AUTO_BIAS_CANDIDATES
     if val is None or len(val.images) == 0:
-        chosen = dataclasses.replace(s, extra={**s.extra, "bias_correction": "full"})
-        why = "full: no validation images to compare (pass --data to choose by measurement)"
-        return chosen, {"chosen": "full", "reason": why}, None
+        first = candidates[0]
+        chosen = dataclasses.replace(s, extra={**s.extra, "bias_correction": first})
+        why = f"{first}: no validation images to compare (pass --data to choose by measurement)"
+        return chosen, {"chosen": first, "reason": why}, None
     x = req.contract.normalize(val.images)
     ref = _probabilities(model, req.contract, x)
     tried = {}
-    for bias in AUTO_BIAS_CANDIDATES:
+    for bias in candidates:
         sb = dataclasses.replace(s, extra={**s.extra, "bias_correction": bias})
         q = _quantize(model.clone(), req, sb, ignored)
         tried[bias] = (float(np.mean(np.abs(_probabilities(q, req.contract, x) - ref))), sb, q)
-    best = min(AUTO_BIAS_CANDIDATES, key=lambda b: tried[b][0])  # ties: full (listed first)
+    best = min(candidates, key=lambda b: tried[b][0])  # ties: the first listed
     choice = {
         "chosen": best,
+        "candidates": list(candidates),
+        "candidates_reason": (
+            f"more than {FULL_BIAS_MAX_OPS} weighted ops: fast instead of full (cost)"
+            if large
+            else "full and none"
+        ),
         "mean_abs_dp": {b: round(v[0], 6) for b, v in tried.items()},
         "measured_on": f"{len(x)} validation images, vs the FP32 model",
     }

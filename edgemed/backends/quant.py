@@ -35,6 +35,7 @@ QUANT_OPTIONS = {
     "granularity": ("int8",),
     "quant_mode": ("int8",),
     "exclude_nodes": ("fp16", "int8"),
+    "exclude_op_types": ("fp16", "int8"),
 }
 
 
@@ -48,13 +49,17 @@ class QuantSettings:
     granularity: str | None = None  # INT8 only
     exclude_nodes: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)  # backend-specific --option keys
+    exclude_op_types: tuple[str, ...] = ()  # every quantized node of these types stays float
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["exclude_nodes"] = list(self.exclude_nodes)
+        d["exclude_op_types"] = list(self.exclude_op_types)
         return {k: v for k, v in d.items() if v not in (None, {}, [])}
 
 
+# Backends that accept --option exclude_op_types (named in the refusal elsewhere).
+OP_TYPE_BACKENDS = ("onnx", "openvino")
 # Options with a flag of their own on `edgemed export`; every other key comes as --option KEY=VALUE.
 CLI_FLAGS = frozenset({"calib_method", "granularity", "quant_mode"})
 
@@ -74,13 +79,21 @@ def quant_settings(
     granularities: tuple[str, ...] = (),
     default_granularity: str | None = None,
     extra_keys: dict[str, tuple[str, ...]] | None = None,
+    op_types_ok: bool = False,
 ) -> QuantSettings:
     """Validate `req.options` for `backend` at `req.precision` and fill in the backend defaults.
 
     `extra_keys` maps each backend-specific option to the precisions it applies to. A dynamic
-    mode takes no calibration method (nothing is calibrated).
+    mode takes no calibration method (nothing is calibrated). `op_types_ok`: the backend keeps
+    whole op types in float (`exclude_op_types`); elsewhere that option is refused.
     """
     opts, extra_keys = dict(req.options), dict(extra_keys or {})
+    if opts.get("exclude_op_types") and not op_types_ok:
+        raise InputError(
+            f"target {backend} cannot keep op types in float; --option exclude_op_types is "
+            f"accepted by {', '.join(OP_TYPE_BACKENDS)}; name the layers with --option "
+            "exclude_nodes=... instead"
+        )
     _refuse_unknown(opts, backend, extra_keys)
     _refuse_inapplicable(opts, req.precision, extra_keys)
     mode = (
@@ -104,6 +117,7 @@ def quant_settings(
         granularity=granularity,
         exclude_nodes=parse_node_list(opts.get("exclude_nodes")),
         extra={k: opts[k] for k in extra_keys if k in opts},
+        exclude_op_types=parse_node_list(opts.get("exclude_op_types"), "exclude_op_types"),
     )
 
 
@@ -111,7 +125,7 @@ def _refuse_unknown(opts: dict, backend: str, extra_keys: dict) -> None:
     known = PIPELINE_OPTIONS | set(QUANT_OPTIONS) | set(extra_keys)
     unknown = sorted(set(opts) - known)
     if unknown:
-        allowed = ", ".join(sorted(set(extra_keys) | {"exclude_nodes"}))
+        allowed = ", ".join(sorted(set(extra_keys) | {"exclude_nodes", "exclude_op_types"}))
         raise InputError(
             f"target {backend} does not understand --option {', '.join(unknown)}; "
             f"its options are: {allowed}"
@@ -136,26 +150,36 @@ def _choice(opts: dict, key: str, allowed: tuple, backend: str, default):
     return value
 
 
-def parse_node_list(value) -> tuple[str, ...]:
-    """`exclude_nodes` from the CLI ("a,b") or a list -> tuple of names."""
+def parse_node_list(value, key: str = "exclude_nodes") -> tuple[str, ...]:
+    """`exclude_nodes` / `exclude_op_types` from the CLI ("a,b") or a list -> tuple of names."""
     if value is None or value == "":
         return ()
     if isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
         return tuple(value)
-    raise InputError(f"exclude_nodes must be a comma-separated list of node names, got {value!r}")
+    raise InputError(f"{key} must be a comma-separated list of names, got {value!r}")
 
 
-def check_node_names(names: tuple[str, ...], known: tuple[str, ...], backend: str) -> None:
-    """Refuse exclusion names the model does not have (they would silently do nothing)."""
+def check_node_names(
+    names: tuple[str, ...], known: tuple[str, ...], backend: str, key: str = "exclude_nodes"
+) -> None:
+    """Refuse exclusion names the model does not have (they would silently do nothing), naming
+    the closest names it does have."""
+    import difflib
+
     missing = [n for n in names if n not in set(known)]
-    if missing:
-        shown = ", ".join(known[:8]) + (" ..." if len(known) > 8 else "")
-        raise InputError(
-            f"exclude_nodes names {', '.join(missing)} are not quantizable layers of this model "
-            f"for {backend}; choose from: {shown}"
-        )
+    if not missing:
+        return
+    close = difflib.get_close_matches(missing[0], known, n=5, cutoff=0.4)
+    shown = close or list(known[:8])
+    what = "closest" if close else "choose from"
+    more = f" ({len(known)} in all)" if len(known) > len(shown) else ""
+    kind = "op types" if key == "exclude_op_types" else "layers"
+    raise InputError(
+        f"{key} names {', '.join(missing)}, not among the quantizable {kind} of this model for "
+        f"{backend}; {what}: {', '.join(shown)}{more}"
+    )
 
 
 def write_calibration_manifest(out: Path, calibration) -> str | None:

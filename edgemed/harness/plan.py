@@ -62,6 +62,7 @@ class Config:
     data_key: str
     reference: Reference
     problem: str | None = None  # set: the row fails with this error, nothing is run
+    int8_ops: str | None = None  # INT8 artifacts: "N/M" compute ops in INT8 (from the manifest)
 
 
 def artifact_bytes(art: Artifact) -> int:
@@ -270,10 +271,17 @@ def build_plan(
                 ev.key,
                 ref,
                 problems.get(art.path),
+                int8_ops_cell(art.manifest),
             )
         )
     data_by_key = {ev.key: ev for _, ev in cache.values()}
     return Plan(_unique_labels(configs), refs, data_by_key)
+
+
+def int8_ops_cell(manifest: dict) -> str | None:
+    """ "N/M" compute ops in INT8 as the INT8 artifact's manifest counted them (None elsewhere)."""
+    ops = (manifest.get("backend") or {}).get("int8_ops")
+    return f"{ops['quantized']}/{ops['total']}" if ops else None
 
 
 def _unique_labels(configs: list[Config]) -> tuple[Config, ...]:

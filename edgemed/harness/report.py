@@ -28,12 +28,14 @@ COLUMNS = (
     "load ms",
     "dRSS MB",
     "size KB",
+    "INT8 ops",
 )
 # What the columns mean, printed under the table (AUC drop: positive = worse than FP32).
 LEGEND = (
     "AUC drop = FP32 reference AUC - this AUC (positive = worse); flips b/d = decisions changed "
     "vs FP32, borderline (FP32 within the band of the threshold) / decisive; =ref: the artifact "
-    "is its own reference (an FP32 export of a source ONNX), so there is no drift to show"
+    "is its own reference (an FP32 export of a source ONNX), so there is no drift to show; "
+    "INT8 ops = compute ops in INT8 / all compute ops, counted in the artifact's file"
 )
 
 
@@ -68,6 +70,7 @@ def row_cells(row: dict) -> list[str]:
         _f(lat.get("load_ms"), ".1f"),
         _f(mem.get("peak_rss_delta_mb"), ".1f"),
         _f(mem["model_bytes"] / 1024 if mem.get("model_bytes") else None, ".0f"),
+        row.get("int8_ops") or "-",
     ]
 
 
@@ -109,8 +112,9 @@ def _head(results: dict) -> str:
     return (
         f"{dev['cpu']['model']} ({dev['cores']} cores; {' '.join(dev['cpu']['flags'])}); load average "
         f"{_load(dev.get('load_average_start'))} -> {_load(dev.get('load_average_end'))}\n"
-        f"data {data['path']} [{data['split']}, n={data['n']}]; batch {s['batch']}, "
-        f"{s['threads']} thread(s); drift vs FP32 reference\n{LEGEND}"
+        f"data {data['path']} [{data['split']}, n={data['n']}]; latency at batch {s['batch']}, "
+        f"{s['threads']} thread(s); accuracy at each artifact's eval batch (dynamic INT8: 1, as "
+        f"its manifest states); drift vs FP32 reference\n{LEGEND}"
     )
 
 

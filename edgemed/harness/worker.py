@@ -50,6 +50,16 @@ def open_job_runner(job: dict):
     return OnnxRuntimeRunner(path, threads)
 
 
+def _eval_batch(job: dict) -> int:
+    """The batch the artifact's manifest says its accuracy was measured at (dynamic INT8: 1)."""
+    if job["kind"] != "artifact":
+        return EVAL_BATCH
+    from edgemed.artifact import load_artifact
+    from edgemed.backends import eval_batch
+
+    return eval_batch(load_artifact(Path(job["path"]), verify=False).manifest, EVAL_BATCH)
+
+
 def _inject_fault(job: dict) -> None:
     """Test hook: EDGEMED_BENCH_FAULT="crash:DIR_NAME,hang:DIR_NAME" kills or hangs those rows."""
     for spec in os.environ.get(FAULT_ENV, "").split(","):
@@ -91,7 +101,8 @@ def run_job(job: dict) -> dict:
             out["latency"].update(
                 load_ms=(runner.load_seconds or activate_s) * 1e3, activate_ms=activate_s * 1e3
             )
-        logits = run_batches(runner, contract, images, EVAL_BATCH)
+        out["eval_batch"] = _eval_batch(job)
+        logits = run_batches(runner, contract, images, out["eval_batch"])
         peak = peak_rss_mb()
         runner.deactivate()
     np.save(job["logits_out"], logits)

@@ -101,3 +101,19 @@ class BackendTemplate:
         )  # fmt: skip
         assert_user_error(res, *needles)
         assert tree_snapshot(tmp_path) == before
+
+    def test_int8_artifact_counts_its_int8_ops(
+        self, cxr_model, artifacts, tmp_path_factory, precision
+    ):
+        """Quantized means quantized: the INT8 artifact's own file has INT8 compute ops."""
+        if precision != "int8":
+            pytest.skip("only INT8 artifacts count INT8 compute ops")
+        from edgemed.artifact import load_artifact
+        from edgemed.backends.int8_ops import count_int8
+
+        art = self._export(cxr_model, artifacts, tmp_path_factory, precision)
+        ops = load_artifact(art).manifest["backend"]["int8_ops"]
+        assert 0 < ops["quantized"] <= ops["total"], ops
+        assert ops["words"] == f"{ops['quantized']} of {ops['total']} compute ops in INT8"
+        recount = count_int8(art / load_artifact(art).manifest["model_file"])
+        assert recount.to_dict() == ops
