@@ -39,7 +39,7 @@ RUNS = [
 
 def train_base(name: str, out: Path, epochs: int, threads: int | None) -> Path:
     from edgemed.models import ModelSpec
-    from edgemed.training import TrainConfig, train, write_training_dir
+    from edgemed.pipeline.training import TrainConfig, train, write_training_dir
 
     if (out / "model.pt").is_file():
         return out
@@ -52,8 +52,8 @@ def train_base(name: str, out: Path, epochs: int, threads: int | None) -> Path:
 def int8_of(model_dir: Path, out: Path) -> dict:
     """ORT INT8 export (drift measured, not gated) + its own test AUC and latency."""
     from edgemed.data import load_dataset
-    from edgemed.export import ExportRequest, run_export
-    from edgemed.study.run import time_artifact
+    from edgemed.pipeline.export import ExportRequest, run_export
+    from edgemed.study.point import time_artifact
 
     m = run_export(
         ExportRequest(
@@ -133,7 +133,7 @@ def main() -> None:
     t0, load0 = time.perf_counter(), os.getloadavg()
     bases = {b: train_base(b, args.out / "base" / b, args.epochs, args.threads) for b in BASES}
     from edgemed.models import ModelSpec
-    from edgemed.training import TrainConfig, train  # the student without a teacher
+    from edgemed.pipeline.training import TrainConfig, train  # the student without a teacher
 
     plain = train(
         TrainConfig(

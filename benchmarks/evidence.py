@@ -35,7 +35,7 @@ TARGETS = ("onnx", "openvino", "tflite")
 
 
 def trained(key: str, data: Path, size, epochs: int, work: Path) -> Path:
-    from edgemed.training import TrainConfig, train, write_training_dir
+    from edgemed.pipeline.training import TrainConfig, train, write_training_dir
 
     out = work / "models" / key
     if not (out / "model.pt").is_file():
@@ -47,7 +47,7 @@ def trained(key: str, data: Path, size, epochs: int, work: Path) -> Path:
 
 
 def export(model: Path, target: str, precision: str, out: Path, data: Path) -> tuple[dict, float]:
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     calib = str(data) if precision == "int8" else None
     t0 = time.perf_counter()

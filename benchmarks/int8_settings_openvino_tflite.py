@@ -35,7 +35,7 @@ NNCF_VARIANTS = (
 
 def trained(work: Path) -> Path:
     from edgemed.models import ModelSpec
-    from edgemed.training import TrainConfig, train, write_training_dir
+    from edgemed.pipeline.training import TrainConfig, train, write_training_dir
 
     out = work / "cxr-cnn"
     if not (out / "model.pt").is_file():
@@ -95,7 +95,7 @@ def nncf_rows(model_dir: Path, loaded, ref, test, tmp: Path) -> list[list]:
 
 def export_rows(model_dir: Path, loaded, ref, test, tmp: Path) -> list[list]:
     from edgemed.artifact import load_artifact, open_runner
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     configs = [(t, p, {}) for t in ("openvino", "tflite") for p in ("fp32", "fp16", "int8")]
     configs.append(("tflite", "int8", {"calib_method": "histogram"}))
@@ -130,7 +130,7 @@ def main() -> None:
 
     from edgemed.data import load_dataset
     from edgemed.models.source import load_model_source
-    from edgemed.training import predict_logits
+    from edgemed.pipeline.training import predict_logits
 
     model_dir = args.model or trained(args.work)
     loaded = load_model_source(str(model_dir))

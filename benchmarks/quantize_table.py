@@ -75,7 +75,7 @@ MODELS = (
 
 def trained(run: ModelRun, work: Path) -> Path:
     """The model's training dir, trained now unless --work already holds it."""
-    from edgemed.training import TrainConfig, train, write_training_dir
+    from edgemed.pipeline.training import TrainConfig, train, write_training_dir
 
     out = work / "models" / run.key
     if (out / "model.pt").is_file():
@@ -106,7 +106,7 @@ def backends_here(names: list[str]) -> dict[str, object]:
 
 def export(model_dir: Path, target: str, precision: str, out: Path, opts: dict, run: ModelRun):
     """One artifact with `run_export`; raises DriftError when its budget refuses it."""
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     base = dict(model=str(model_dir), target=target, precision=precision, force=True)
     static_int8 = precision == "int8" and opts.get("quant_mode") != "dynamic"
@@ -120,7 +120,7 @@ def export(model_dir: Path, target: str, precision: str, out: Path, opts: dict, 
 def over_default_budget(manifest: dict) -> str:
     """'' when the validation drift fits the default budget, else what exceeds it."""
     from edgemed.evaluation.drift import Drift
-    from edgemed.fallback import budget_from_options
+    from edgemed.pipeline.fallback import budget_from_options
 
     if manifest["precision"] == "fp32" or not manifest.get("drift"):
         return ""
@@ -166,9 +166,9 @@ def measure(out: Path, manifest: dict, ref, test) -> dict:
 
 
 def rows_for(run: ModelRun, work: Path, backends: dict) -> list[dict]:
-    from edgemed.export import evaluation_set
     from edgemed.models.source import load_model_source
-    from edgemed.training import predict_logits
+    from edgemed.pipeline.export import evaluation_set
+    from edgemed.pipeline.training import predict_logits
 
     model_dir = trained(run, work)
     loaded = load_model_source(str(model_dir))

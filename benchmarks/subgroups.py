@@ -22,7 +22,7 @@ SIZE, EPOCHS = (64, 64), 20
 
 def trained(data: Path, work: Path) -> Path:
     from edgemed.models import ModelSpec
-    from edgemed.training import TrainConfig, train, write_training_dir
+    from edgemed.pipeline.training import TrainConfig, train, write_training_dir
 
     out = work / "model"
     if not (out / "model.pt").is_file():
@@ -34,7 +34,7 @@ def trained(data: Path, work: Path) -> Path:
 
 
 def artifacts(model: Path, data: Path, work: Path) -> list[Path]:
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     out = []
     for precision in ("fp32", "int8"):

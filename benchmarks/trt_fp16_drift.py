@@ -32,7 +32,7 @@ TARGETS = (("tensorrt", "TensorRT FP16 ONNX (strongly typed, TensorRT 11)"),
 
 
 def export_fp16(model_dir: Path, target: str, out: Path, recipe: str) -> dict:
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     calib = str(REPO / "calibration" / recipe) if target == "tensorrt" else None
     opts = {"data_root": str(DATA)} if calib else {}
@@ -55,7 +55,7 @@ def fp16_facts(manifest: dict) -> str:
 def run_model(run, work: Path) -> list[list[object]]:
     from edgemed.data import load_dataset
     from edgemed.models.source import load_model_source
-    from edgemed.training import predict_logits
+    from edgemed.pipeline.training import predict_logits
 
     model_dir = trained(run, work)
     c = load_model_source(str(model_dir)).contract

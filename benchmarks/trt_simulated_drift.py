@@ -89,7 +89,7 @@ def conformance(out: Path, manifest: dict) -> str:
 def run_model(run, work: Path) -> list[list[object]]:
     from edgemed.data import load_dataset
     from edgemed.models.source import load_model_source
-    from edgemed.training import predict_logits
+    from edgemed.pipeline.training import predict_logits
 
     model_dir = trained(run, work)
     loaded = load_model_source(str(model_dir))

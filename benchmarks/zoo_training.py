@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._markdown import dataset, load_average, replace_section, table  # noqa: E402
 from edgemed.models import ModelSpec  # noqa: E402
-from edgemed.training import TrainConfig, train  # noqa: E402
+from edgemed.pipeline.training import TrainConfig, train  # noqa: E402
 
 DATA = dataset("brain_mri").parent
 RUNS = [

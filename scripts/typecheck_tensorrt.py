@@ -44,7 +44,7 @@ FILES = [
     "edgemed/backends/trt_qdq.py",
     "edgemed/backends/trt_precision.py",
     "edgemed/backends/fp16.py",
-    "edgemed/engine_build.py",
+    "edgemed/pipeline/engine_build.py",
     "edgemed/harness/gpu_memory.py",
 ]
 CONFIG = """[mypy]

@@ -65,7 +65,7 @@ def measured_bench_report(artifact: Path, out: Path) -> Path:
     from edgemed.evaluation.drift import drift_from_logits
     from edgemed.fileio import sha256_file
     from edgemed.models.source import load_model_source
-    from edgemed.training import predict_logits
+    from edgemed.pipeline.training import predict_logits
 
     art = load_artifact(artifact)
     test = load_dataset(CXR).split("test")

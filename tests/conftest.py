@@ -87,7 +87,7 @@ def pytest_generate_tests(metafunc):
 def cxr_model(tmp_path_factory) -> Path:
     """A small CNN trained on the real chest X-ray subset (a few epochs, ~10 s), as a training dir."""
     from edgemed.models import ModelSpec
-    from edgemed.training import TrainConfig, train, write_training_dir
+    from edgemed.pipeline.training import TrainConfig, train, write_training_dir
 
     out = tmp_path_factory.mktemp("cxr") / "model"
     cfg = TrainConfig(data=str(CXR), model=ModelSpec("cnn", {"width": 0.5}), epochs=4, patience=4)
@@ -99,7 +99,7 @@ def cxr_model(tmp_path_factory) -> Path:
 def brain_model(brain_dir, tmp_path_factory) -> Path:
     """A small CNN trained on the real brain MRI folder at 64 px (duplicate-aware split)."""
     from edgemed.models import ModelSpec
-    from edgemed.training import TrainConfig, train, write_training_dir
+    from edgemed.pipeline.training import TrainConfig, train, write_training_dir
 
     out = tmp_path_factory.mktemp("brain") / "model"
     cfg = TrainConfig(
@@ -117,7 +117,7 @@ def brain_model(brain_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def cxr_onnx(cxr_model, tmp_path_factory) -> Path:
     """The chest X-ray model exported to an ONNX FP32 artifact."""
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     out = tmp_path_factory.mktemp("cxr-onnx") / "onnx-fp32"
     run_export(ExportRequest(model=str(cxr_model), target="onnx", out=out))

@@ -53,7 +53,7 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 def int8_bundle(cxr_model, keys, tmp_path_factory) -> Path:
     """The chest X-ray model as an ONNX Runtime INT8 (QDQ) artifact, benched and bundled."""
     from edgemed.backends.onnxruntime import OnnxRuntimeBackend
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     if "int8" not in OnnxRuntimeBackend.precisions:
         pytest.skip("the ONNX Runtime backend has no INT8 export in this checkout")

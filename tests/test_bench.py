@@ -82,7 +82,7 @@ def drifted(cxr_onnx, tmp_path_factory) -> Path:
 
 
 def export(model: Path, target: str, precision: str, out: Path, data=CXR, *option) -> Path:
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     calib = str(data) if precision == "int8" else None
     req = ExportRequest(

@@ -167,7 +167,7 @@ def three_class(tmp_path_factory) -> dict:
     """A 3-class set from the real chest X-rays (normal / pneumonia dim / pneumonia bright by
     the image's mean against the training median), a linear ONNX classifier fitted on it by
     ridge least squares, its contract, and its FP32 artifact."""
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     tmp = tmp_path_factory.mktemp("three")
     with np.load(CXR) as f:

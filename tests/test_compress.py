@@ -47,7 +47,7 @@ def compressed(cxr_model, tmp_path_factory) -> dict[str, Path]:
 
 def _dwsep_model(tmp_path_factory) -> Path:
     from edgemed.models import ModelSpec
-    from edgemed.training import TrainConfig, train, write_training_dir
+    from edgemed.pipeline.training import TrainConfig, train, write_training_dir
 
     out = tmp_path_factory.mktemp("dwsep") / "model"
     cfg = TrainConfig(data=str(CXR), model=ModelSpec("cnn-dwsep", {"width": 1.0}), epochs=1)
@@ -185,7 +185,7 @@ def test_magnitude_prune_reaches_the_sparsity_target(compressed):
 
 @pytest.mark.parametrize("method", sorted(METHOD_ARGS))
 def test_every_compressed_model_exports_to_onnx(method, compressed, tmp_path):
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     manifest = run_export(
         ExportRequest(model=str(compressed[method]), target="onnx", out=tmp_path / "a")
@@ -200,7 +200,7 @@ def test_every_compressed_model_exports_to_onnx(method, compressed, tmp_path):
 
 
 def test_channel_pruned_model_exports_to_int8(compressed, tmp_path):
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     m = run_export(
         ExportRequest(

@@ -117,14 +117,14 @@ def test_accuracy_control_needs_validation_images(cxr_onnx, tmp_path):
 
 
 def test_backend_without_layer_control_says_so(cxr_model, tmp_path, monkeypatch):
-    import edgemed.export
+    import edgemed.pipeline.export
     from edgemed.backends.onnxruntime import OnnxRuntimeBackend
 
     class NoLayerControl(OnnxRuntimeBackend):  # the real runtime, without the fallback hook
         def quantizable_nodes(self, req):
             return ()
 
-    monkeypatch.setattr(edgemed.export, "get_backend", lambda name: NoLayerControl())
+    monkeypatch.setattr(edgemed.pipeline.export, "get_backend", lambda name: NoLayerControl())
     before = tree_snapshot(tmp_path)
     res = _int8(cxr_model, tmp_path / "o", 99.0, "--accuracy-control")
     assert_user_error(res, "cannot keep layers in float", "higher precision")

@@ -234,7 +234,7 @@ def test_bench_refuses_a_bad_groups_file_before_writing_anything(cxr_onnx, tmp_p
 def test_brain_mri_grouped_by_source_format_and_resolution(brain_model, brain_dir, tmp_path):
     """Real groups of a real folder set: the files' own format and size."""
     from edgemed.evaluation.group_sources import folder_groups_csv
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     art = tmp_path / "onnx"
     run_export(ExportRequest(model=str(brain_model), target="onnx", out=art))

@@ -10,7 +10,7 @@ import pytest
 from edgemed.contract import Contract
 from edgemed.errors import InputError
 from edgemed.evaluation.drift import drift_from_logits
-from edgemed.training import operating_threshold
+from edgemed.pipeline.training import operating_threshold
 from tests.conftest import CXR
 
 ML = Contract(input_size=(28, 28), channels=1, class_names=("a", "b"), task="multilabel")
@@ -66,7 +66,7 @@ def test_drift_uses_each_labels_threshold():
 def test_training_a_real_multilabel_set_stores_a_threshold_per_label(tmp_path):
     """The chest X-ray subset with a second, real label (image brighter than the median)."""
     from edgemed.models import ModelSpec
-    from edgemed.training import TrainConfig, train
+    from edgemed.pipeline.training import TrainConfig, train
 
     with np.load(CXR) as f:
         arrays = {k: f[k] for k in f.files}

@@ -30,9 +30,9 @@ def _export(model, out: Path, target: str, precision: str, *extra: str) -> dict:
 @pytest.fixture(scope="module")
 def validation(cxr_model):
     """(uint8 images, labels, torch FP32 logits) of the split the export measured drift on."""
-    from edgemed.export import evaluation_set
     from edgemed.models.source import load_model_source
-    from edgemed.training import predict_logits
+    from edgemed.pipeline.export import evaluation_set
+    from edgemed.pipeline.training import predict_logits
 
     loaded = load_model_source(str(cxr_model))
     ev = evaluation_set(loaded, None)

@@ -88,7 +88,7 @@ def _x86_node(c):
 @pytest.fixture(scope="module")
 def artifacts(cxr_model, tmp_path_factory) -> dict[str, Path]:
     """Two ONNX Runtime artifacts for profile `onnx` (FP32, INT8) and one for `x86-cpu`."""
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     root = tmp_path_factory.mktemp("ray-art")
     specs = {

@@ -105,7 +105,7 @@ class Backend(ABC):
     (inapplicable options are refused, never ignored) and write the calibration manifest with
     `quant.write_calibration_manifest` (-> `calibration.json`, listed in `Converted.files`).
 
-    Accuracy-aware fallback hook (`edgemed.fallback`): a backend that can keep layers in float
+    Accuracy-aware fallback hook (`edgemed.pipeline.fallback`): a backend that can keep layers in float
     returns their names from `quantizable_nodes(req)` and, in `convert`, keeps every name in
     `req.options["exclude_nodes"]` (a tuple of those names) in float, recording them in
     `Converted.info["excluded_nodes"]`. The default returns () and `--accuracy-control` is refused.

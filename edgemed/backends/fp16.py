@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemed.backends.quant import QuantSettings
 from edgemed.contract import Contract
 from edgemed.errors import DriftError, InputError
 from edgemed.provenance import package_version
@@ -220,3 +221,26 @@ def refuse_nonfinite(runner, contract: Contract, validation, what: str, fix: str
             f"(a value overflows FP16's range of +-{FP16_MAX:g}); {fix}",
             {"nonfinite_images": int(bad.sum()), "n": len(bad)},
         )
+
+
+def fp16_from_onnx(src: Path, out_path: Path, settings: QuantSettings) -> dict:
+    """FP16 weights and compute with FP32 inputs/outputs (onnxconverter-common). Nodes reading a
+    weight beyond FP16's range stay FP32 (the converter would clip it, silently)."""
+    import onnx
+    from onnxconverter_common import float16
+
+    from edgemed.onnx_export import save_onnx
+
+    model = onnx.load(str(src))
+    kept = nodes_to_keep_fp32(model, {}, Fp16Thresholds(init_max=FP16_MAX))
+    block = list(dict.fromkeys([*settings.exclude_nodes, *(k.node for k in kept)]))
+    model = float16.convert_float_to_float16(
+        model, keep_io_types=True, node_block_list=block or None, max_finite_val=FP16_MAX
+    )
+    drop_fp16_round_trips(model)  # a value kept FP32 must not pass through FP16 between nodes
+    save_onnx(model, out_path)
+    return {
+        "converter": "onnxconverter-common float16",
+        "keep_io_types": True,
+        "kept_fp32": [k.to_dict() for k in kept],
+    }

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgemed.backends import Backend, Converted, ConvertRequest, Runner
 from edgemed.backends import ort_quant as oq
+from edgemed.backends.fp16 import fp16_from_onnx
 from edgemed.backends.quant import (
     QuantSettings,
     calibration_info,
@@ -219,7 +220,7 @@ class OnnxRuntimeBackend(Backend):
             shutil.copyfile(req.onnx_path, target)
             info: dict = {}
         elif s.precision == "fp16":
-            info = oq.fp16_from_onnx(req.onnx_path, target, s)
+            info = fp16_from_onnx(req.onnx_path, target, s)
         elif s.mode == "dynamic":
             info = self._dynamic(req, target, s)
         else:

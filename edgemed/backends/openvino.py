@@ -22,6 +22,7 @@ import numpy as np
 
 from edgemed.backends import Backend, Converted, ConvertRequest, Runner
 from edgemed.backends import ov_quant as oq
+from edgemed.backends.ov_quant import compile_config
 from edgemed.backends.quant import (
     QuantSettings,
     check_node_names,
@@ -39,14 +40,6 @@ EXTRA_OPTIONS = {
     "bias_correction": ("int8",),
     "inference_precision": ("fp16",),
 }
-
-
-def compile_config(hint: str, threads: int | None) -> dict:
-    """CPU plugin settings for batch-1 latency: one stream, explicit threads and precision."""
-    cfg = {"INFERENCE_PRECISION_HINT": hint, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
-    if threads:
-        cfg["INFERENCE_NUM_THREADS"] = int(threads)
-    return cfg
 
 
 def embed_runtime_options(model, hint: str) -> None:

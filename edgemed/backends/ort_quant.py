@@ -277,35 +277,6 @@ def dynamic_int8_from_onnx(pre_path: Path, out_path: Path, settings: QuantSettin
     return {"format": "IntegerOps", "activation_type": "uint8 (dynamic)", "weight_type": wt}
 
 
-def fp16_from_onnx(src: Path, out_path: Path, settings: QuantSettings) -> dict:
-    """FP16 weights and compute with FP32 inputs/outputs (onnxconverter-common). Nodes reading a
-    weight beyond FP16's range stay FP32 (the converter would clip it, silently)."""
-    import onnx
-    from onnxconverter_common import float16
-
-    from edgemed.backends.fp16 import (
-        FP16_MAX,
-        Fp16Thresholds,
-        drop_fp16_round_trips,
-        nodes_to_keep_fp32,
-    )
-    from edgemed.onnx_export import save_onnx
-
-    model = onnx.load(str(src))
-    kept = nodes_to_keep_fp32(model, {}, Fp16Thresholds(init_max=FP16_MAX))
-    block = list(dict.fromkeys([*settings.exclude_nodes, *(k.node for k in kept)]))
-    model = float16.convert_float_to_float16(
-        model, keep_io_types=True, node_block_list=block or None, max_finite_val=FP16_MAX
-    )
-    drop_fp16_round_trips(model)  # a value kept FP32 must not pass through FP16 between nodes
-    save_onnx(model, out_path)
-    return {
-        "converter": "onnxconverter-common float16",
-        "keep_io_types": True,
-        "kept_fp32": [k.to_dict() for k in kept],
-    }
-
-
 def ensure_contract(path: Path, contract: Contract) -> None:
     """The contract travels inside every ONNX artifact; re-embed it if a tool dropped it."""
     import onnx

@@ -55,6 +55,14 @@ WEIGHTED_OPS = (
 
 
 @contextlib.contextmanager
+def compile_config(hint: str, threads: int | None) -> dict:
+    """CPU plugin settings for batch-1 latency: one stream, explicit threads and precision."""
+    cfg = {"INFERENCE_PRECISION_HINT": hint, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        cfg["INFERENCE_NUM_THREADS"] = int(threads)
+    return cfg
+
+
 def nncf_output() -> Iterator[None]:
     """NNCF logs and draws progress on stdout; send both to stderr (stdout is the CLI's result)."""
     from nncf.common.logging.logger import nncf_logger
@@ -277,8 +285,6 @@ def _quantize(model, req, s: QuantSettings, ignored):
 def _probabilities(model, contract: Contract, x: np.ndarray, batch: int = 32) -> np.ndarray:
     """Scores of an OpenVINO model compiled in f32 on normalized inputs `x`."""
     import openvino as ov
-
-    from edgemed.backends.openvino import compile_config
 
     compiled = ov.Core().compile_model(model, "CPU", compile_config("f32", None))
     logits = [np.asarray(compiled(x[i : i + batch])[0]) for i in range(0, len(x), batch)]

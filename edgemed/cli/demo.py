@@ -23,10 +23,10 @@ def demo(out, epochs, force) -> None:
     """Train the default compact CNN on the bundled chest X-ray subset, export it to ONNX (FP32 and
     INT8 calibrated on the bundled train split, plus other quick targets installed here), check
     parity against torch on real images, and bench them side by side against the FP32 model."""
-    from edgemed.export import ExportRequest, run_export
     from edgemed.fileio import refuse_existing
     from edgemed.models import ModelSpec
-    from edgemed.training import TrainConfig, train, write_training_dir
+    from edgemed.pipeline.export import ExportRequest, run_export
+    from edgemed.pipeline.training import TrainConfig, train, write_training_dir
 
     root = Path(out)
     refuse_existing(root, force)
@@ -64,7 +64,7 @@ def _quick_exports(root: Path) -> list[Path]:
     from edgemed.cli.export import export_summary
     from edgemed.data import embedded_dataset_path
     from edgemed.errors import EdgemedError
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     done = []
     for target, precision in QUICK_TARGETS:

@@ -135,8 +135,8 @@ def export(
     force,
 ) -> None:
     """Export MODEL to TARGET at PRECISION, check it against FP32 on real images, write DIR."""
-    from edgemed.export import ExportRequest, run_export
     from edgemed.models import parse_model_args
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     given = {
         "data_root": data_root,

@@ -88,8 +88,8 @@ def train(
     """Train a classifier with early stopping on validation AUC; write model.pt and card.json."""
     from edgemed.fileio import refuse_existing
     from edgemed.models import ModelSpec, parse_model_args
-    from edgemed.training import TrainConfig, write_training_dir
-    from edgemed.training import train as run_train
+    from edgemed.pipeline.training import TrainConfig, write_training_dir
+    from edgemed.pipeline.training import train as run_train
 
     refuse_existing(Path(out), force)
     kwargs = parse_model_args(model_args)

@@ -11,8 +11,8 @@ import numpy as np
 
 from edgemed.contract import Contract
 from edgemed.data import Dataset
+from edgemed.pipeline.training import evaluate, predict_logits
 from edgemed.progress import Progress
-from edgemed.training import evaluate, predict_logits
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ def dataset_for(subject: Subject, data: str | None) -> Dataset:
 def measure(module, spec: ModelSpec, contract: Contract, ds: Dataset) -> dict:
     """Parameters, MACs, checkpoint size (raw and gzip -9) and test metrics of one model."""
     from edgemed.models.complexity import measure_complexity
-    from edgemed.training import evaluate, predict_logits
+    from edgemed.pipeline.training import evaluate, predict_logits
 
     module.eval()
     c = measure_complexity(module, contract.input_shape(1))
@@ -133,7 +133,7 @@ def checkpoint_bytes(module, spec: ModelSpec, contract: Contract) -> bytes:
 def rethreshold(module, contract: Contract, ds: Dataset) -> Contract:
     """Binary and multilabel: choose the operating threshold(s) again on validation (Youden), as
     `edgemed train` does."""
-    from edgemed.training import operating_threshold, predict_logits
+    from edgemed.pipeline.training import operating_threshold, predict_logits
 
     if contract.task == "multiclass":
         return contract

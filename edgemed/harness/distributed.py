@@ -58,7 +58,7 @@ def run_rows_on_cluster(
     req, plan: Plan, todo: list[Config], dirs: tuple[Path, Path], refs: dict, record: Callable
 ) -> None:
     """Torch-reference and corrupted rows here as usual; artifact rows on their devices."""
-    from edgemed.harness.bench import run_row
+    from edgemed.harness.rows import run_row
 
     out, tmp = dirs
     here = [c for c in todo if c.kind != "artifact" or c.problem]
@@ -76,7 +76,7 @@ def run_rows_on_cluster(
 
 
 def _jobs(ex, req, remote: list[Config], targets: dict, tmp: Path) -> list[Job]:
-    from edgemed.harness.bench import worker_job
+    from edgemed.harness.rows import worker_job
 
     data = {k: ex.put(Blob.of((tmp / f"data-{k}.npz").read_bytes())) for k in targets_data(remote)}
     jobs = []
@@ -93,8 +93,8 @@ def targets_data(remote: list[Config]) -> list[str]:
 
 
 def _on_done(req, plan: Plan, remote: list[Config], targets: dict, refs: dict, out: Path, record):
-    from edgemed.harness.bench import finish_row
     from edgemed.harness.proc import WorkerResult
+    from edgemed.harness.rows import finish_row
 
     by_key = {c.key: c for c in remote}
 

@@ -27,7 +27,7 @@ def point_task(pt: GridPoint, ds: Dataset, cfg: StudyConfig, precision: str) -> 
     """On a worker: one grid point in a node-local temp dir; its row and its files as a blob."""
     import tempfile
 
-    from edgemed.study.run import run_point
+    from edgemed.study.point import run_point
 
     with tempfile.TemporaryDirectory(prefix="edgemed-point-") as d:
         row = run_point(pt, ds, cfg, Path(d), precision)

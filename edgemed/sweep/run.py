@@ -72,7 +72,7 @@ def export_task(model: object, name: str, target: str, precision: str, data: str
     """On a worker: export one model; the artifact as a blob, or the export's error line."""
     import tempfile
 
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     with tempfile.TemporaryDirectory(prefix="edgemed-export-") as d:
         tmp = Path(d)

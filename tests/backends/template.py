@@ -34,7 +34,7 @@ class BackendTemplate:
 
     def _export(self, cxr_model, artifacts, tmp_path_factory, precision) -> Path:
         if precision not in artifacts:
-            from edgemed.export import ExportRequest, run_export
+            from edgemed.pipeline.export import ExportRequest, run_export
 
             out = tmp_path_factory.mktemp(f"{self.backend}-{precision}") / "artifact"
             run_export(
@@ -63,7 +63,7 @@ class BackendTemplate:
         from edgemed.data import load_dataset
         from edgemed.evaluation.drift import drift_from_logits
         from edgemed.models.source import load_model_source
-        from edgemed.training import predict_logits
+        from edgemed.pipeline.training import predict_logits
 
         art = load_artifact(self._export(cxr_model, artifacts, tmp_path_factory, precision))
         assert art.manifest["runtime"] == self.backend and art.manifest["precision"] == precision

@@ -34,9 +34,9 @@ def test_every_backend_runs_in_one_environment(cxr_model, tmp_path):
     from edgemed.backends import get_backend, run_batches
     from edgemed.data import load_dataset
     from edgemed.evaluation.drift import drift_from_logits
-    from edgemed.export import ExportRequest, run_export
     from edgemed.models.source import load_model_source
-    from edgemed.training import predict_logits
+    from edgemed.pipeline.export import ExportRequest, run_export
+    from edgemed.pipeline.training import predict_logits
 
     assert _major_minor("numpy") >= (2, 0), "numpy was downgraded below 2"
     assert _major_minor("onnx") >= (1, 20) and _major_minor("onnxruntime") >= (1, 24)

@@ -174,7 +174,7 @@ def test_calibration_methods_give_different_scales(calibration_ranges, tmp_path)
 
 def test_int8_file_is_under_30_percent_of_fp32_on_a_1m_param_model(tmp_path):
     from edgemed.contract import Contract
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     contract = Contract((28, 28), 1, ("normal", "pneumonia"), mean=(0.5,), std=(0.25,))
     (tmp_path / "c.json").write_text(contract.to_json())

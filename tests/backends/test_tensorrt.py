@@ -41,7 +41,7 @@ MAX_AUC_DROP, MAX_FLIP_RATE = 0.005, 0.01
 
 @pytest.fixture(scope="module")
 def int8_artifact(cxr_model, tmp_path_factory) -> Path:
-    from edgemed.export import ExportRequest, run_export
+    from edgemed.pipeline.export import ExportRequest, run_export
 
     out = tmp_path_factory.mktemp("trt-int8") / "artifact"
     run_export(
@@ -85,7 +85,7 @@ def _manifest(d: Path) -> dict:
 
 def _torch_logits(cxr_model, images):
     from edgemed.models.source import load_model_source
-    from edgemed.training import predict_logits
+    from edgemed.pipeline.training import predict_logits
 
     loaded = load_model_source(str(cxr_model))
     return loaded.contract, predict_logits(loaded.module, loaded.contract, images)
@@ -402,7 +402,7 @@ def test_dla_requests_are_checked():
 
 
 def test_target_gpu_must_match():
-    from edgemed.engine_build import check_target_gpu
+    from edgemed.pipeline.engine_build import check_target_gpu
     from edgemed.profiles import resolve_target
 
     check_target_gpu(resolve_target("jetson-orin-nano"), ORIN)

@@ -57,7 +57,7 @@ class TestTFLite(BackendTemplate):
         from edgemed.data import load_dataset
         from edgemed.evaluation.drift import drift_from_logits
         from edgemed.models.source import load_model_source
-        from edgemed.training import predict_logits
+        from edgemed.pipeline.training import predict_logits
 
         out, m = self._art(cxr_model, artifacts, tmp_path_factory, precision)
         assert m["contract"]["layout"] == "NHWC" and m["backend"]["layout"] == "NHWC"

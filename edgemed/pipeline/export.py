@@ -18,9 +18,9 @@ from edgemed.contract import Contract
 from edgemed.errors import DriftError, InputError
 from edgemed.evaluation.drift import Drift, drift_from_logits
 from edgemed.evaluation.sanity import OutputError
-from edgemed.fallback import convert_within_budget
 from edgemed.fileio import staged_dir, write_json_atomic
 from edgemed.models.source import LoadedModel, load_model_source
+from edgemed.pipeline.fallback import convert_within_budget
 from edgemed.profiles import Profile, resolve_target
 from edgemed.provenance import provenance
 
@@ -158,7 +158,7 @@ def reference_onnx(loaded: LoadedModel, path: Path, opset: int) -> tuple[Path, C
 def reference_logits(loaded: LoadedModel, onnx_path: Path, ev: EvalSet) -> np.ndarray:
     """FP32 reference outputs: torch when we have the module, else ONNX Runtime on the input ONNX."""
     if loaded.kind == "torch":
-        from edgemed.training import predict_logits
+        from edgemed.pipeline.training import predict_logits
 
         return predict_logits(loaded.module, loaded.contract, ev.images)
     from edgemed.backends.onnxruntime import OnnxRuntimeRunner
