@@ -54,7 +54,6 @@ WEIGHTED_OPS = (
 )
 
 
-@contextlib.contextmanager
 def compile_config(hint: str, threads: int | None) -> dict:
     """CPU plugin settings for batch-1 latency: one stream, explicit threads and precision."""
     cfg = {"INFERENCE_PRECISION_HINT": hint, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
@@ -63,6 +62,7 @@ def compile_config(hint: str, threads: int | None) -> dict:
     return cfg
 
 
+@contextlib.contextmanager
 def nncf_output() -> Iterator[None]:
     """NNCF logs and draws progress on stdout; send both to stderr (stdout is the CLI's result)."""
     from nncf.common.logging.logger import nncf_logger

@@ -97,7 +97,7 @@ class BackendTemplate:
         before = tree_snapshot(tmp_path)
         res = run_cli(
             "export", "--model", "tests.backends.unsupported_models:det_net", "--contract",
-            contract, "--target", self.backend, "--out", tmp_path / "x",
+            contract, "--data", CXR, "--target", self.backend, "--out", tmp_path / "x",
         )  # fmt: skip
         assert_user_error(res, *needles)
         assert tree_snapshot(tmp_path) == before
