@@ -13,21 +13,15 @@ from pathlib import Path
 
 from edgemed.backends import ConvertRequest
 from edgemed.errors import InputError
+from edgemed.evaluation.limits import EXPORT_LIMITS, METRICS
 from edgemed.fileio import write_json_atomic
 
 CALIBRATION_FILE = "calibration.json"
-# Consumed by the export pipeline (calibration set, drift budget), never by a backend.
+# Consumed by the export pipeline (calibration set, drift budget), never by a backend; the limit
+# keys are the evaluation core's export limits (a new export metric adds no line here).
+LIMIT_OPTIONS = tuple(METRICS[k].flag[2:].replace("-", "_") for k in EXPORT_LIMITS)
 PIPELINE_OPTIONS = frozenset(
-    {
-        "data_root",
-        "calib_count",
-        "accuracy_control",
-        "max_auc_drop",
-        "max_flip_rate",
-        "max_sens_drop",
-        "max_spec_drop",
-        "max_float_layers",
-    }
+    {"data_root", "calib_count", "accuracy_control", "max_float_layers", *LIMIT_OPTIONS}
 )
 # Quantization options and the precisions they apply to (exclude_nodes: keep layers in float).
 QUANT_OPTIONS = {

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edgemed.backends import Backend, Converted, ConvertRequest
 from edgemed.backends.int8_ops import Int8Coverage, count_int8, refuse_float
-from edgemed.backends.quant import parse_node_list
+from edgemed.backends.quant import LIMIT_OPTIONS, parse_node_list
 from edgemed.errors import DriftError, InputError
 from edgemed.evaluation.drift import Drift
 from edgemed.evaluation.limits import (
@@ -33,8 +33,7 @@ from edgemed.evaluation.limits import (
 )
 from edgemed.progress import Progress
 
-BUDGET_OPTIONS = ("max_auc_drop", "max_flip_rate", "max_sens_drop", "max_spec_drop",
-                  "accuracy_control", "max_float_layers")  # fmt: skip
+BUDGET_OPTIONS = (*LIMIT_OPTIONS, "accuracy_control", "max_float_layers")
 
 Measure = Callable[[Path, Converted], Drift]
 MAX_LISTED = 10  # attempts named in a failure message (all of them are in the error's numbers)
