@@ -204,16 +204,21 @@ def _quant_type(name: str):
     return QuantType.QUInt8 if name == "uint8" else QuantType.QInt8
 
 
-def qdq_from_onnx(pre_path: Path, out_path: Path, ranges, settings: QuantSettings) -> dict:
-    """Static INT8 QDQ ONNX from the pre-processed model and calibrated ranges."""
+def quantize_with_ranges(
+    pre_path: Path,
+    out_path: Path,
+    ranges,
+    *,
+    per_channel: bool,
+    types: tuple,
+    exclude_nodes: tuple[str, ...],
+    extra_options: dict,
+) -> None:
+    """The one `quantize_static` call (QDQ format) from already calibrated ranges: ONNX Runtime's
+    INT8 and TensorRT's Q/DQ differ only in types, granularity and extra options."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
-    float_outputs = output_op_types(pre_path)
-    act = settings.extra.get("activation_type", "uint8")
-    wt = settings.extra.get("weight_type", DEFAULT_STATIC_WEIGHT_TYPE)
-    if wt == "int8" and not cpu_has_vnni():
-        print(U8S8_WARNING, file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="edgemed-qdq-") as tmp, _quiet():
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(ranges, cache)
@@ -222,14 +227,32 @@ def qdq_from_onnx(pre_path: Path, out_path: Path, ranges, settings: QuantSetting
             str(out_path),
             None,
             quant_format=QuantFormat.QDQ,
-            per_channel=settings.granularity == "per-channel",
-            activation_type=_quant_type(act),
-            weight_type=_quant_type(wt),
-            nodes_to_exclude=list(settings.exclude_nodes),
+            per_channel=per_channel,
+            activation_type=types[0],
+            weight_type=types[1],
+            nodes_to_exclude=list(exclude_nodes),
             calibrate_method=ranges.calibration_method or CalibrationMethod.MinMax,
             calibration_cache_path=str(cache),
-            extra_options={"OpTypesToExcludeOutputQuantization": list(float_outputs)},
+            extra_options=extra_options,
         )
+
+
+def qdq_from_onnx(pre_path: Path, out_path: Path, ranges, settings: QuantSettings) -> dict:
+    """Static INT8 QDQ ONNX from the pre-processed model and calibrated ranges."""
+    float_outputs = output_op_types(pre_path)
+    act = settings.extra.get("activation_type", "uint8")
+    wt = settings.extra.get("weight_type", DEFAULT_STATIC_WEIGHT_TYPE)
+    if wt == "int8" and not cpu_has_vnni():
+        print(U8S8_WARNING, file=sys.stderr)
+    quantize_with_ranges(
+        pre_path,
+        out_path,
+        ranges,
+        per_channel=settings.granularity == "per-channel",
+        types=(_quant_type(act), _quant_type(wt)),
+        exclude_nodes=settings.exclude_nodes,
+        extra_options={"OpTypesToExcludeOutputQuantization": list(float_outputs)},
+    )
     return {
         "format": "QDQ",
         "activation_type": act,

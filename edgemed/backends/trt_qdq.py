@@ -11,7 +11,6 @@ documents (the check below accepts both weight forms: INT8 initializer -> DQ, fl
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,30 +39,24 @@ def trt_qdq_from_onnx(pre_path: Path, out_path: Path, ranges, settings: QuantSet
     Symmetric INT8 everywhere (zero point 0), per-channel weights, float bias, and Q/DQ only on
     the inputs of weighted ops, whose outputs stay float: TensorRT's documented placement.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import save_tensors_data
+    from onnxruntime.quantization import QuantType
 
-    with tempfile.TemporaryDirectory(prefix="edgemed-trt-qdq-") as tmp:
-        cache = Path(tmp) / "ranges.json"
-        save_tensors_data(ranges, cache)
-        quantize_static(
-            str(pre_path),
-            str(out_path),
-            None,
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=list(settings.exclude_nodes),
-            calibrate_method=ranges.calibration_method or CalibrationMethod.MinMax,
-            calibration_cache_path=str(cache),
-            extra_options={
-                "ActivationSymmetric": True,
-                "WeightSymmetric": True,
-                "QuantizeBias": False,
-                "OpTypesToExcludeOutputQuantization": list(WEIGHTED_OPS),
-            },
-        )
+    from edgemed.backends.ort_quant import quantize_with_ranges
+
+    quantize_with_ranges(
+        pre_path,
+        out_path,
+        ranges,
+        per_channel=True,
+        types=(QuantType.QInt8, QuantType.QInt8),
+        exclude_nodes=settings.exclude_nodes,
+        extra_options={
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QuantizeBias": False,
+            "OpTypesToExcludeOutputQuantization": list(WEIGHTED_OPS),
+        },
+    )
     model = _load(out_path)
     problems = qdq_problems(model)
     if problems:
