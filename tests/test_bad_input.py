@@ -344,6 +344,13 @@ CASES = [
         "--workspace-mb",
     ),
     C("study-threads-zero", "study --data {cxr} --threads 0 --out {out}", "--threads"),
+    # fleet / sweep (Ray)
+    C(
+        "fleet-join-unknown-target",
+        "fleet join --target nosuch --address 127.0.0.1:1",
+        "unknown target",
+    ),
+    C("sweep-plan-missing", "sweep {out}-plan.toml --out {out}", "sweep plan"),
     C("study-epochs-zero", "study --data {cxr} --epochs 0 --out {out}", "--epochs"),
     C("study-image-size-zero", "study --data {cxr} --image-size 0 --out {out}", "--image-size"),
     # keygen, bundle
