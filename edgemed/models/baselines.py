@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgemed.models.layers import shortcut
+
 
 def _ch(c: int, width: float) -> int:
     return max(4, int(round(c * width / 4)) * 4)
@@ -132,11 +134,7 @@ class _Bottleneck(nn.Module):
             nn.Conv2d(mid, cout, 1, bias=False),
             nn.BatchNorm2d(cout),
         )
-        self.short = (
-            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-            if stride != 1 or cin != cout
-            else nn.Identity()
-        )
+        self.short = shortcut(cin, cout, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + self.short(x))

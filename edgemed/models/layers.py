@@ -57,6 +57,13 @@ def conv_bn_act(
     return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+def shortcut(cin: int, cout: int, stride: int) -> nn.Module:
+    """A residual block's shortcut: identity, or a strided 1x1 conv + BN when the shape changes."""
+    if stride == 1 and cin == cout:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+
 def _gcd_groups(cin: int, cout: int, groups: int) -> int:
     """Largest g <= groups dividing both channel counts (the stem's 1-3 input channels gives 1)."""
     for g in range(min(groups, cin, cout), 0, -1):

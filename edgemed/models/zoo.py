@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgemed.models.layers import LowRankLinear, conv_bn_act
+from edgemed.models.layers import LowRankLinear, conv_bn_act, shortcut
 
 
 def _ch(c: int, width: float) -> int:
@@ -171,11 +171,7 @@ class _BasicBlock(nn.Module):
             nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
             nn.BatchNorm2d(cout),
         )
-        self.short = (
-            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-            if stride != 1 or cin != cout
-            else nn.Identity()
-        )
+        self.short = shortcut(cin, cout, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.body(x) + self.short(x))
