@@ -72,10 +72,8 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         ) from None
 
 
-def _check_header(path: Path, zf: zipfile.ZipFile, key: str) -> None:
-    """Image shape from the .npy header, before the array is read: per-image pixel limit."""
-    if not key.endswith("_images"):
-        return
+def npy_shape(zf: zipfile.ZipFile, key: str) -> tuple[int, ...]:
+    """The shape of array `key` from its .npy header, without reading the array."""
     with zf.open(f"{key}.npy") as fp:
         version = np.lib.format.read_magic(fp)
         reader = (
@@ -83,7 +81,14 @@ def _check_header(path: Path, zf: zipfile.ZipFile, key: str) -> None:
             if version == (1, 0)
             else np.lib.format.read_array_header_2_0
         )
-        shape = reader(fp)[0]
+        return tuple(reader(fp)[0])
+
+
+def _check_header(path: Path, zf: zipfile.ZipFile, key: str) -> None:
+    """Image shape from the .npy header, before the array is read: per-image pixel limit."""
+    if not key.endswith("_images"):
+        return
+    shape = npy_shape(zf, key)
     if len(shape) in (3, 4):
         check_pixel_count(f"{path}: {key}", shape[1], shape[2])
 

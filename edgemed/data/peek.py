@@ -40,17 +40,10 @@ def _contract(size, channels: int, names: tuple[str, ...], task: str) -> Contrac
 
 
 def _peek_npz(p: Path, image_size, channels: int) -> Contract | None:
-    from edgemed.data.npz import KNOWN_CLASSES
+    from edgemed.data.npz import KNOWN_CLASSES, npy_shape
 
     with np.load(p, allow_pickle=False) as f:
-        with f.zip.open("train_images.npy") as fp:
-            version = np.lib.format.read_magic(fp)
-            read = (
-                np.lib.format.read_array_header_1_0
-                if version == (1, 0)
-                else np.lib.format.read_array_header_2_0
-            )
-            shape = read(fp)[0]
+        shape = npy_shape(f.zip, "train_images")
         labels = np.asarray(f["train_labels"])
     if labels.ndim == 2 and labels.shape[1] > 1:
         task, k = "multilabel", labels.shape[1]
