@@ -41,12 +41,16 @@ FAULT_ENV = "EDGEMED_BENCH_FAULT"
 @pytest.fixture(scope="module")
 def cluster():
     """Head (CPU 1, edgemed-target:onnx) + worker node (CPU 1, edgemed-target:x86-cpu)."""
-    saved = {k: os.environ.get(k) for k in (*RAY_ENV, "PYTHONPATH")}
+    saved = {k: os.environ.get(k) for k in (*RAY_ENV, "PYTHONPATH", "RAY_TMPDIR")}
     os.environ.update(RAY_ENV)
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), saved["PYTHONPATH"]) if p)
     from ray.cluster_utils import Cluster
 
     temp = tempfile.mkdtemp(prefix="emray-", dir="/tmp")  # short: Ray's socket paths
+    # Cluster writes its address to <RAY_TMPDIR>/ray/ray_current_cluster and fails where that
+    # folder does not exist (a fresh CI machine has no /tmp/ray); keep it inside our temp dir.
+    os.environ["RAY_TMPDIR"] = temp
+    os.makedirs(os.path.join(temp, "ray"))
     c = Cluster(
         initialize_head=True,
         head_node_args=_node_args({"edgemed-target:onnx": 1}, temp_dir=temp),
