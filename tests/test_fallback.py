@@ -3,8 +3,8 @@
 A coarse percentile calibration (clipping the top 1% or 40% of every activation) forces real drift,
 so the budget is exceeded deterministically without touching the budget arithmetic. The chest
 X-ray CNN has 10 nodes ONNX Runtime quantizes (7 conv, global pool, flatten, gemm): accuracy
-control's candidates are read from the quantized graph. At 99% every layer but one must stay float
-and 3 flips remain, so the budget allows 4 (1.5%): the search must stop before the all-float model,
+control's candidates are read from the quantized graph and ranked twice (exclude-one and
+quantize-alone). At 99% every layer but one must stay float and 3 flips remain, so the budget allows 4 (1.5%): the search must stop before the all-float model,
 which is never an INT8 answer.
 """
 
@@ -52,16 +52,27 @@ def test_accuracy_control_grows_the_float_layers_until_the_budget_holds(controll
     attempts = ac["attempts"]
     assert attempts[0]["step"] == "requested" and not attempts[0]["within_budget"]
     sens = [a for a in attempts if a["step"] == "sensitivity"]
-    grow = [a for a in attempts if a["step"] == "fallback"]
+    alone = [a for a in attempts if a["step"] == "alone"]
     assert len(sens) == len(ac["sensitivity"]) == 10  # every quantized node of the CNN was tried
     assert all(len(a["excluded"]) == 1 for a in sens)
-    sizes = [len(a["excluded"]) for a in grow]
-    assert sizes == list(range(2, 2 + len(sizes)))  # one more layer in float per step
-    for prev, cur in zip(grow, grow[1:], strict=False):
-        assert cur["excluded"][: len(prev["excluded"])] == prev["excluded"]
-    chosen = grow[-1] if grow else next(a for a in sens if a["excluded"] == ac["excluded_nodes"])
-    assert chosen["within_budget"] and chosen["excluded"] == ac["excluded_nodes"]
-    assert not any(a["within_budget"] for a in grow[:-1])  # it stopped at the first that held
+    # quantize-alone: every node but one in float, each probe measured (none skipped as "float")
+    assert len(alone) == len(ac["sensitivity_quantize_alone"]) == 10
+    assert all(len(a["excluded"]) == 9 and "drift" in a for a in alone)
+    harm = [(r["flip_rate"], r["mean_abs_dp"]) for r in ac["sensitivity_quantize_alone"]]
+    assert harm[0] >= harm[-1]  # most harmful first
+    for step, ranking in (("fallback", ac["sensitivity"]), ("alone-fallback", None)):
+        grow = [a for a in attempts if a["step"] == step]
+        for prev, cur in zip(grow, grow[1:], strict=False):  # one more layer in float per step
+            assert cur["excluded"][: len(prev["excluded"])] == prev["excluded"]
+            assert len(cur["excluded"]) == len(prev["excluded"]) + 1
+        if ranking and grow:
+            assert grow[0]["excluded"] == [r["node"] for r in ranking[:2]]
+        assert not any(a["within_budget"] for a in grow[:-1])  # it stopped at the first that held
+    grown = [a for a in attempts if a["step"] in ("fallback", "alone-fallback")] or sens[:1]
+    chosen = next(a for a in grown if a["excluded"] == ac["excluded_nodes"])
+    assert chosen["within_budget"]
+    smaller = [a for a in grown if len(a["excluded"]) < len(chosen["excluded"])]
+    assert not any(a["within_budget"] for a in smaller)  # the fewest layers in float that held
     assert m["backend"]["excluded_nodes"] == ac["excluded_nodes"]
     assert m["drift"]["decisive_flip_rate"] <= 0.015 and m["drift"]["auc_drop"] <= 0.005
     assert "accuracy control" in res.err  # progress lines name each attempt
@@ -92,7 +103,14 @@ def test_accuracy_control_fails_with_the_table_of_what_was_tried(cxr_model, tmp_
     before = tree_snapshot(tmp_path)
     res = _int8(cxr_model, tmp_path / "o", 60.0, "--accuracy-control", "--max-float-layers", "2")
     assert_user_error(
-        res, "could not bring", "with 2 of 10 layers in float", "none: ", "+/", "--max-float"
+        res,
+        "could not bring",
+        "with 2 of 10 layers in float",
+        "by exclude-one sensitivity and by quantize-alone",
+        "none: ",
+        "+/",
+        "quantize-alone order +/",
+        "--max-float",
     )
     assert res.code == 4
     assert tree_snapshot(tmp_path) == before

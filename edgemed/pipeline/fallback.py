@@ -5,7 +5,9 @@ FP32 reference. Over budget (AUC drop, flip rate) the export fails with the numb
 `--accuracy-control` was given: then each layer the backend can keep in float
 (`Backend.quantizable_nodes`) is tried on its own (exclude-one sensitivity: the drift left when
 only that layer stays in float), and the most sensitive layers are kept in float one by one
-until the budget holds, or the export fails with the table of what was tried.
+until the budget holds. The layers are also ranked by quantize-alone sensitivity (the drift when
+only that layer is INT8) and that order grows side by side; the first step that holds wins, or
+the export fails with the table of what was tried.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from edgemed.progress import Progress
 BUDGET_OPTIONS = (*LIMIT_OPTIONS, "accuracy_control", "max_float_layers")
 
 Measure = Callable[[Path, Converted], Drift]
+GROW_STEP = {"exclude-one": "fallback", "quantize-alone": "alone-fallback"}  # attempt step names
 MAX_LISTED = 10  # attempts named in a failure message (all of them are in the error's numbers)
 
 
@@ -216,7 +219,9 @@ class _Search:
         self.backend, self.req, self.scratch = backend, req, scratch
         self.measure, self.budget = measure, budget
         self.attempts: list[Attempt] = []
-        self.ranking: list[Attempt] = []
+        self.ranking: list[tuple[Attempt, str]] = []  # exclude-one, most sensitive first
+        self.ranking_alone: list[tuple[Attempt, str]] = []  # quantize-alone, most harmful first
+        self.grown: list[tuple[str, str, Attempt]] = []  # (order, "+layer", try) as grown
         self.bar: Progress | None = None
 
     def attempt(self, excluded: tuple[str, ...], step: str) -> Attempt:
@@ -231,19 +236,21 @@ class _Search:
             conv, cov = Converted((), "", self.req.contract), None
             drift, broken = None, f"conversion failed: {exc}"
         else:
-            drift, broken = self._score(d, conv, cov)
+            drift, broken = self._score(d, conv, cov, probe=step == "alone")
         within = drift is not None and self.budget.holds(drift)
         a = Attempt(step, excluded, drift, within, d, conv, broken, cov)
         self.attempts.append(a)
-        if not a.within:
+        if not a.within or step == "alone":
             shutil.rmtree(d, ignore_errors=True)  # never chosen: free the disk
         if self.bar:
             self.bar.advance(1)
             self.bar.note(f"{step}: {len(excluded)} layers in float: {a.text()}")
         return a
 
-    def _score(self, d: Path, conv: Converted, cov) -> tuple[Drift | None, str | None]:
-        if cov is not None and cov.quantized == 0:  # the FP32 model: never an INT8 answer
+    def _score(self, d: Path, conv: Converted, cov, probe: bool) -> tuple[Drift | None, str | None]:
+        # No compute op in INT8: never an answer. A quantize-alone probe is still measured: one
+        # LayerNormalization quantized alone puts Q/DQ on its input without any INT8 compute op.
+        if cov is not None and cov.quantized == 0 and not probe:
             return None, f"all float: {cov.words()}"
         try:
             return self.measure(d, conv), None
@@ -253,7 +260,14 @@ class _Search:
             return None, str(exc)
 
     def fallback(self, first: Attempt) -> Attempt:
-        """Rank layers by exclude-one sensitivity, then keep the top ones in float until it holds."""
+        """Keep the most sensitive layers in float, one more per step, until the budget holds.
+
+        Layers are ranked twice: by exclude-one sensitivity and by quantize-alone sensitivity (the
+        drift when only that layer is INT8); both orders grow side by side and the first step
+        that holds wins. Exclude-one alone is blind where several layers quantize one tensor: a
+        ViT's class token shares a per-tensor scale with the patch tokens at the Concat and both
+        of its consumers, so keeping any one of the three in float changes nothing.
+        """
         candidates = [
             n for n in self.backend.quantizable_nodes(self.req) if n not in first.excluded
         ]
@@ -263,34 +277,69 @@ class _Search:
                 f"{self.backend.name} cannot keep layers in float; use a higher precision",
                 first.row(),
             )
-        self.bar = Progress(2 * len(candidates), "accuracy control")
-        scored = [(self.attempt((*first.excluded, n), "sensitivity"), n) for n in candidates]
-        scored.sort(key=lambda an: an[0].rank(self.budget))
-        self.ranking = [a for a, _ in scored]
-        order = [n for _, n in scored][: self.budget.max_float_layers or len(scored)]
-        for k in range(1, len(order) + 1):
-            a = scored[0][0] if k == 1 else self.attempt((*first.excluded, *order[:k]), "fallback")
-            if a.within:
-                self.bar.close()
-                return a
+        self.bar = Progress(3 * len(candidates), "accuracy control")
+        self.ranking = self._rank(first, candidates, "exclude-one")
+        orders = [("exclude-one", self.ranking)]
+        if len(candidates) > 1:  # one layer: quantize-alone is the requested conversion again
+            self.ranking_alone = self._rank(first, candidates, "quantize-alone")
+            orders.append(("quantize-alone", self.ranking_alone))
+        found = self._grow(first, orders)
         self.bar.close()
-        raise DriftError(
-            self._failure(first, order), {"attempts": [a.row() for a in self.attempts]}
-        )
+        if found is None:
+            raise DriftError(
+                self._failure(first, orders), {"attempts": [a.row() for a in self.attempts]}
+            )
+        return found
 
-    def _failure(self, first: Attempt, order: list[str]) -> str:
+    def _rank(self, first: Attempt, candidates: list[str], how: str) -> list[tuple[Attempt, str]]:
+        """(attempt, layer), most sensitive first, one conversion per layer."""
+        if how == "exclude-one":
+            scored = [(self.attempt((*first.excluded, n), "sensitivity"), n) for n in candidates]
+            return sorted(scored, key=lambda an: an[0].rank(self.budget))
+        scored = [
+            (self.attempt((*first.excluded, *(m for m in candidates if m != n)), "alone"), n)
+            for n in candidates
+        ]
+        return sorted(scored, key=lambda an: an[0].rank(self.budget), reverse=True)  # broken first
+
+    def _grow(self, first: Attempt, orders) -> Attempt | None:
+        """Top k of each order in float, k = 1, 2, ...; the best try of the first k that holds."""
+        n = len(orders[0][1])
+        tried: set[frozenset[str]] = set()
+        for k in range(1, min(self.budget.max_float_layers or n, n) + 1):
+            held = []
+            for how, scored in orders:
+                keep = tuple(name for _, name in scored[:k])
+                if frozenset(keep) in tried:
+                    continue
+                tried.add(frozenset(keep))
+                if how == "exclude-one" and k == 1:
+                    a = scored[0][0]  # already converted and measured by the ranking
+                else:
+                    a = self.attempt((*first.excluded, *keep), GROW_STEP[how])
+                self.grown.append((how, f"+{keep[-1]}", a))
+                held += [a] if a.within else []
+            if held:
+                return min(held, key=lambda a: a.rank(self.budget))
+        return None
+
+    def _failure(self, first: Attempt, orders) -> str:
         note = first.drift.margin_note() if first.drift else ""
-        grown = [self.ranking[0], *(a for a in self.attempts if a.step == "fallback")]
-        steps = [(f"+{order[0]}", grown[0])] + [(f"+{a.excluded[-1]}", a) for a in grown[1:]]
+        steps = [
+            (label if how == "exclude-one" else f"{how} order {label}", a)
+            for how, label, a in self.grown
+        ]
         shown = _closest(steps, self.budget, MAX_LISTED - 1)
         left = len(steps) - len(shown)
         tried = [f"none: {first.text()}{note}"] + [f"{k}: {a.text()}" for k, a in shown]
         b = self.budget
+        n = len(orders[0][1])
+        used = min(b.max_float_layers or n, n)
+        ranked = " and ".join(f"by {how} sensitivity" for how, _ in orders)
         return (
             f"accuracy control could not bring {self.backend.name} {self.req.precision} within "
-            f"the budget ({b.words()}) even "
-            f"with {len(order)} of {len(self.ranking)} layers in float; layers kept in float, "
-            "cumulative, the steps closest to the budget: "
+            f"the budget ({b.words()}) even with {used} of {n} layers in float (ranked "
+            f"{ranked}); layers kept in float, cumulative, the steps closest to the budget: "
             + "; ".join(tried)
             + (f" ({left} more steps not listed)" if left else "")
             + "; use a higher precision, relax the budget"
@@ -305,18 +354,29 @@ class _Search:
             "validation_images": chosen.drift.n if chosen.drift else None,
             "excluded_nodes": list(chosen.excluded),
             "attempts": [a.row() for a in self.attempts],
-            "sensitivity": [
-                {"node": a.excluded[-1], "broken": a.broken}
-                if a.drift is None
-                else {
-                    "node": a.excluded[-1],
-                    "flip_rate": a.drift.flip_rate,
-                    "auc_drop": a.drift.auc_drop,
-                    "mean_abs_dp": a.drift.mean_abs_dp,
+            "sensitivity": [_sensitivity_row(a, n) for a, n in self.ranking],
+            **(
+                {
+                    "sensitivity_quantize_alone": [
+                        _sensitivity_row(a, n) for a, n in self.ranking_alone
+                    ]
                 }
-                for a in self.ranking
-            ],
+                if self.ranking_alone
+                else {}
+            ),
         }
+
+
+def _sensitivity_row(a: Attempt, node: str) -> dict:
+    if a.drift is None:
+        return {"node": node, "broken": a.broken}
+    d = a.drift
+    return {
+        "node": node,
+        "flip_rate": d.flip_rate,
+        "auc_drop": d.auc_drop,
+        "mean_abs_dp": d.mean_abs_dp,
+    }
 
 
 def _closest(steps: list[tuple[str, Attempt]], budget: Budget, k: int):
