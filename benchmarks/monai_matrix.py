@@ -25,9 +25,13 @@ NETS = "monai.networks.nets"
 FACTORIES = {  # name -> (factory, --model-arg list, extra flags, epochs)
     "densenet121": (f"{NETS}:DenseNet121", ["spatial_dims=2", "in_channels=1", "out_channels=1"],
                     [], 1),
+    # MONAI's EfficientNet BatchNorm momentum is 0.01 (TF's 0.99): after a few hundred steps its
+    # running statistics are still near their initial values and eval-mode outputs are constant
+    # (measured: 1 epoch at 64 px gave the same logit for all 270 validation images). 0.1 is
+    # PyTorch's default and what DenseNet121 uses.
     "efficientnet-b0": (f"{NETS}:EfficientNetBN", ['model_name="efficientnet-b0"',
-                        "spatial_dims=2", "in_channels=1", "num_classes=1", "pretrained=false"],
-                        [], 1),
+                        "spatial_dims=2", "in_channels=1", "num_classes=1", "pretrained=false",
+                        'norm=["batch", {"eps": 0.001, "momentum": 0.1}]'], [], 3),
     "vit": (f"{NETS}:ViT", ["in_channels=1", "img_size=64", "patch_size=8", "hidden_size=128",
             "mlp_dim=256", "num_layers=2", "num_heads=4", "classification=true", "num_classes=1",
             "spatial_dims=2", "post_activation=null"], ["--output-index", "0"], 2),
