@@ -30,6 +30,7 @@ from edgemed.backends.quant import (
     write_calibration_manifest,
 )
 from edgemed.errors import InputError, UnavailableError
+from edgemed.fileio import sha256_file
 from edgemed.provenance import package_version
 
 MODEL_XML, MODEL_BIN = "model.xml", "model.bin"
@@ -162,6 +163,9 @@ class OpenVINOBackend(Backend):
     package = "openvino"
     precisions = frozenset({"fp32", "fp16", "int8"})
 
+    def __init__(self) -> None:
+        self._quantized: dict[tuple, dict[str, str]] = {}  # accuracy control's candidates
+
     def available(self) -> str | None:
         if package_version("openvino") is None:
             return "OpenVINO is not installed; pip install 'edgemed[openvino]'"
@@ -196,9 +200,25 @@ class OpenVINOBackend(Backend):
         return s
 
     def quantizable_nodes(self, req: ConvertRequest) -> tuple[str, ...]:
-        if self.settings(req).precision != "int8":
+        """Every op NNCF quantized with nothing excluded (read from that model), in graph order."""
+        s = self.settings(req)
+        if s.precision != "int8" or req.calibration is None:
             return ()
-        return tuple(oq.weighted_ops(ov_model_from_onnx(req.onnx_path)))
+        return tuple(self._candidates(req, ov_model_from_onnx(req.onnx_path), s))
+
+    def _candidates(self, req: ConvertRequest, model, s: QuantSettings) -> dict[str, str]:
+        """{ONNX node name: OpenVINO op name} NNCF can keep in float; one quantization per model
+        and calibration set (accuracy control asks for them once per attempt)."""
+        key = (
+            sha256_file(req.onnx_path),
+            s.calib_method,
+            s.granularity,
+            repr(sorted(s.extra.items())),
+            getattr(req.calibration, "manifest_sha256", ""),
+        )
+        if key not in self._quantized:
+            self._quantized[key] = {**oq.weighted_ops(model), **oq.candidate_ops(model, req, s)}
+        return self._quantized[key]
 
     def convert(self, req: ConvertRequest, out: Path) -> Converted:
         import openvino as ov
@@ -255,6 +275,8 @@ class OpenVINOBackend(Backend):
                 "INT8 needs calibration images: pass --calib RECIPE.toml or --calib DATA_PATH"
             )
         ops = oq.weighted_ops(model)
+        if not set(s.exclude_nodes) <= set(ops):  # a non-weighted op: read what NNCF quantizes
+            ops = self._candidates(req, model, s)
         if s.exclude_nodes:
             check_node_names(s.exclude_nodes, tuple(ops), self.name)
         if s.exclude_op_types:  # NNCF ignored_scope types are OpenVINO op types (MVN, SoftMax, ...)

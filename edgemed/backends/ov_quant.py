@@ -345,6 +345,37 @@ def weighted_ops(model) -> dict[str, str]:
     }
 
 
+NOT_QUANTIZED_KINDS = frozenset({"FakeQuantize", "Constant", "Convert", "Parameter", "Result"})
+
+
+def quantized_ops(model) -> dict[str, str]:
+    """{node name as in the ONNX graph: OpenVINO op name} of the ops NNCF quantized in `model`
+    (an input read from a FakeQuantize, or int8 weights), in graph order: LayerNorm (MVN), Add,
+    SoftMax, Multiply, ... wherever NNCF put a FakeQuantize, not only the weighted ops."""
+    out = {}
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in NOT_QUANTIZED_KINDS:
+            continue
+        fed = any(
+            op.input_value(i).get_node().get_type_name() == "FakeQuantize"
+            for i in range(op.get_input_size())
+        )
+        if fed or (op.get_type_name() in WEIGHTED_OPS and _weights_quantized(op)):
+            out[display_name(op.get_friendly_name())] = op.get_friendly_name()
+    return out
+
+
+def candidate_ops(model, req, s: QuantSettings) -> dict[str, str]:
+    """The ops NNCF quantizes in `model` with nothing kept in float, read from one quantization
+    (bias correction off: it moves biases, not where FakeQuantize goes)."""
+    import dataclasses
+
+    full = dataclasses.replace(
+        s, exclude_nodes=(), exclude_op_types=(), extra={**s.extra, "bias_correction": "none"}
+    )
+    return quantized_ops(_quantize(model.clone(), req, full, ()))
+
+
 def check_extra(s: QuantSettings) -> None:
     """Values of the OpenVINO-specific --option keys."""
     for key, allowed in (("overflow_fix", OVERFLOW_FIX), ("bias_correction", BIAS_CORRECTION)):

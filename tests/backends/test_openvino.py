@@ -111,6 +111,37 @@ def test_accuracy_control_uses_nncf_with_auc(cxr_model, tmp_path):
     assert m["drift"]["flip_rate"] <= 0.01
 
 
+def test_layer_candidates_are_every_op_nncf_quantized(cxr_onnx, cxr_model, tmp_path):
+    """Accuracy control's OpenVINO candidates are read from an NNCF-quantized model, not a list of
+    weighted op types: the CNN's global pool and flatten are in reach (the same 10 nodes as ONNX
+    Runtime's), and keeping the pool in float leaves its ReduceMean without a FakeQuantize."""
+    import openvino as ov
+
+    from edgemed.backends import ConvertRequest
+    from edgemed.backends.onnxruntime import OnnxRuntimeBackend
+    from edgemed.backends.openvino import OpenVINOBackend
+    from edgemed.calibration import calibration_for_export
+    from edgemed.contract import Contract
+
+    contract = Contract.from_dict(json.loads((cxr_onnx / "manifest.json").read_text())["contract"])
+    opts = {"calib_count": 64}
+    cal = calibration_for_export(str(CXR), "int8", contract, None, opts)
+    req = ConvertRequest(cxr_onnx / "model.onnx", contract, "int8", calibration=cal, options=opts)
+    every = OpenVINOBackend().quantizable_nodes(req)
+    assert {"/pool/GlobalAveragePool", "/Flatten", "/head/Gemm"} <= set(every)
+    assert set(every) == set(OnnxRuntimeBackend().quantizable_nodes(req))
+
+    m = _export(
+        cxr_model, tmp_path / "o", "--precision", "int8", "--calib", CXR, "--calib-count", "64",
+        "--option", "exclude_nodes=/pool/GlobalAveragePool",
+    )  # fmt: skip
+    assert m["backend"]["excluded_nodes"] == ["/pool/GlobalAveragePool"]
+    model = ov.Core().read_model(str(tmp_path / "o" / m["model_file"]))
+    pool = next(op for op in model.get_ordered_ops() if op.get_type_name() == "ReduceMean")
+    fed = {pool.input_value(i).get_node().get_type_name() for i in range(pool.get_input_size())}
+    assert "FakeQuantize" not in fed
+
+
 def test_percentile_and_minmax_ranges_differ(cxr_model, tmp_path):
     """Each range estimator offered really does what its name says (different ranges)."""
     from edgemed.backends import ConvertRequest
