@@ -103,8 +103,25 @@ def test_unknown_exclusions_name_the_close_matches(cxr_model, tmp_path, option, 
 
 
 def test_exclude_op_types_elsewhere_names_the_backends_that_take_it(cxr_model, tmp_path):
-    res = _int8(cxr_model, tmp_path / "o", "tflite", "--option", "exclude_op_types=Conv2d")
-    assert_user_error(res, "cannot keep op types in float", "onnx, openvino", "exclude_nodes")
+    res = _int8(cxr_model, tmp_path / "o", "tensorrt", "--option", "exclude_op_types=Conv")
+    assert_user_error(
+        res, "cannot keep op types in float", "onnx, openvino, tflite", "exclude_nodes"
+    )
+
+
+def test_tflite_exclude_op_types_are_torch_module_classes(cxr_model, tmp_path):
+    """LiteRT's equivalent of ignored op types: every submodule of the named torch classes stays
+    float (here the Linear head: its FULLY_CONNECTED runs in float), recorded in the manifest."""
+    out = tmp_path / "o"
+    res = _int8(cxr_model, out, "tflite", "--option", "exclude_op_types=Linear")
+    assert res.code == 0, res.err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["backend"]["exclude_op_types"] == ["Linear"]
+    assert m["backend"]["excluded_nodes"] == ["head"]
+    ops = m["backend"]["int8_ops"]
+    assert 0 < ops["quantized"] == ops["total"] - 1, ops
+    bad = _int8(cxr_model, tmp_path / "p", "tflite", "--option", "exclude_op_types=Linaer")
+    assert_user_error(bad, "not among the quantizable", "Linaer", "closest: Linear")
 
 
 def test_tflite_keeps_a_conv_before_a_relu6_float_without_a_crash(tmp_path):

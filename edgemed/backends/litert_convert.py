@@ -87,6 +87,16 @@ def weighted_modules(module) -> tuple[str, ...]:
     return tuple(n for n, m in module.named_modules() if isinstance(m, kinds))
 
 
+def module_classes(module) -> dict[str, tuple[str, ...]]:
+    """{torch module class name: names of the submodules of that class}, for `exclude_op_types`
+    (the root module itself is not one: keeping it float is the FP32 model)."""
+    out: dict[str, list[str]] = {}
+    for name, m in module.named_modules():
+        if name:
+            out.setdefault(type(m).__name__, []).append(name)
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def conversion_error(exc: Exception) -> InputError:
     """InputError naming the op (and node) litert-torch could not lower, when it says so."""
     text = str(exc)

@@ -53,7 +53,7 @@ class QuantSettings:
 
 
 # Backends that accept --option exclude_op_types (named in the refusal elsewhere).
-OP_TYPE_BACKENDS = ("onnx", "openvino")
+OP_TYPE_BACKENDS = ("onnx", "openvino", "tflite")
 # Options with a flag of their own on `edgemed export`; every other key comes as --option KEY=VALUE.
 CLI_FLAGS = frozenset({"calib_method", "granularity", "quant_mode"})
 

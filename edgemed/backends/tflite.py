@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -148,14 +149,16 @@ class TFLiteBackend(Backend):
             granularities=lc.GRANULARITIES,
             default_granularity="per-channel",
             extra_keys={"integer_output": ("int8",)},
+            op_types_ok=True,
         )
         if s.extra.get("integer_output", False) not in (True, False):
             raise InputError(
                 f"--option integer_output={s.extra['integer_output']!r} must be true or false"
             )
-        if s.exclude_nodes and s.precision != "int8":
+        if (s.exclude_nodes or s.exclude_op_types) and s.precision != "int8":
             raise InputError(
-                f"TFLite {s.precision} casts every weight; exclude_nodes applies to int8 only"
+                f"TFLite {s.precision} casts every weight; exclude_nodes and exclude_op_types "
+                "apply to int8 only"
             )
         return s
 
@@ -199,7 +202,7 @@ class TFLiteBackend(Backend):
             "int8_input": io_facts["input"]["dtype"] == "int8",
             "int8_output": io_facts["output"]["dtype"] == "int8",
             "io": io_facts,
-            "excluded_nodes": list(s.exclude_nodes),
+            "excluded_nodes": info.get("excluded_nodes", list(s.exclude_nodes)),
         }
         return Converted(tuple(files), MODEL_FILE, contract, info)
 
@@ -221,8 +224,23 @@ class TFLiteBackend(Backend):
             )
         if s.exclude_nodes:
             check_node_names(s.exclude_nodes, lc.weighted_modules(req.module), self.name)
+        s = self._by_type(req, s)
         info = lc.tflite_int8(req.module, contract, req.calibration, s, target)
-        return {**info, "calibration": calibration_info(req.calibration)}
+        return {
+            **info,
+            "calibration": calibration_info(req.calibration),
+            "excluded_nodes": list(s.exclude_nodes),
+        }
+
+    def _by_type(self, req: ConvertRequest, s: QuantSettings) -> QuantSettings:
+        """`exclude_op_types` names torch module classes (Linear, LayerNorm, MultiheadAttention,
+        ...): every submodule of those classes stays float (its PT2E annotations are dropped)."""
+        if not s.exclude_op_types:
+            return s
+        classes = lc.module_classes(req.module)
+        check_node_names(s.exclude_op_types, tuple(classes), self.name, "exclude_op_types")
+        by_type = [n for c in s.exclude_op_types for n in classes[c]]
+        return replace(s, exclude_nodes=tuple(dict.fromkeys([*s.exclude_nodes, *by_type])))
 
     def open(self, artifact_dir: Path, manifest: dict, threads: int | None = None) -> Runner:
         threads = threads or (manifest.get("profile") or {}).get("threads")
