@@ -33,16 +33,15 @@ def cell(argv: list[str]) -> dict:
     t0 = time.perf_counter()
     p = subprocess.run([*EDGEMED, *argv], capture_output=True, text=True)
     rss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    lines = [
-        ln
-        for ln in (p.stdout + p.stderr).splitlines()
-        if ln.startswith(("exported", "edgemed:", "trained"))
-    ]
+    # The outcome line, whole (an error names its cause at the end): warnings only without one.
+    out = (p.stdout + p.stderr).splitlines()
+    lines = [ln for ln in out if ln.startswith(("exported", "edgemed: error:", "trained"))]
+    lines = lines or [ln for ln in out if ln.startswith("edgemed:")]
     return {
         "rc": p.returncode,
         "seconds": round(time.perf_counter() - t0, 1),
         "peak_rss_mib": round(rss_kib / 1024),
-        "line": lines[-1][:300] if lines else "",
+        "line": lines[-1] if lines else "",
     }
 
 
