@@ -85,4 +85,4 @@ def open_runner(artifact: Artifact, threads: int | None = None):
     """A not-yet-activated Runner for the artifact's runtime."""
     from edgemed.backends import get_backend
 
-    return get_backend(artifact.runtime).open(artifact.path, artifact.manifest, threads)
+    return get_backend(artifact.runtime).open(artifact, threads)

@@ -10,11 +10,19 @@ import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from edgemed.contract import Contract
 from edgemed.errors import InputError, UnavailableError
+
+if TYPE_CHECKING:  # types only: torch is imported lazily, profiles reads BACKENDS from here
+    import torch
+
+    from edgemed.artifact import Artifact
+    from edgemed.calibration import CalibrationSet
+    from edgemed.profiles import Profile
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,13 @@ BACKENDS: dict[str, Registration] = {
 }
 
 
+class ValidationImages(Protocol):
+    """The validation split a backend may score: uint8 `images` (N, H, W, C) and `labels`."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
 @dataclass(frozen=True)
 class ConvertRequest:
     """What a backend converts: the FP32 reference ONNX (always), the torch module when there is
@@ -49,11 +64,11 @@ class ConvertRequest:
     onnx_path: Path
     contract: Contract
     precision: str
-    module: object | None = None
-    calibration: object | None = None
-    profile: object | None = None
+    module: torch.nn.Module | None = None
+    calibration: CalibrationSet | None = None
+    profile: Profile | None = None
     options: dict = field(default_factory=dict)
-    validation: object | None = None
+    validation: ValidationImages | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,9 @@ class Backend(ABC):
     name: str = ""
     package: str = ""  # pip distribution that provides the runtime
     precisions: frozenset[str] = frozenset()
+    # Precisions whose artifacts for another device this CPU can run closely (`simulation_runner`)
+    simulated_precisions: frozenset[str] = frozenset()
+    fp16_calibration: bool = False  # FP16 needs calibration images too (activation magnitudes)
 
     @abstractmethod
     def available(self) -> str | None:
@@ -123,7 +141,24 @@ class Backend(ABC):
     def convert(self, req: ConvertRequest, out: Path) -> Converted: ...
 
     @abstractmethod
-    def open(self, artifact_dir: Path, manifest: dict, threads: int | None = None) -> Runner: ...
+    def runner(self, model_path: Path, info: dict, threads: int | None = None) -> Runner:
+        """A not-yet-activated runner on `model_path`, a file this backend wrote, given the
+        backend facts it recorded (`Converted.info`, the manifest's `backend`): accuracy control
+        scores each attempt with it before any manifest exists."""
+
+    def open(self, artifact: Artifact, threads: int | None = None) -> Runner:
+        """A runner on an artifact, with its profile's thread count unless `threads` is given."""
+        threads = threads or (artifact.manifest.get("profile") or {}).get("threads")
+        return self.runner(artifact.model_file, artifact.manifest.get("backend") or {}, threads)
+
+    def artifact_extras(self, out: Path, manifest: dict, ref, ev) -> dict:
+        """Manifest entries for files the artifact ships beside the model (e.g. reference outputs
+        for an on-device re-check), written into `out`; none by default."""
+        return {}
+
+    def simulation_runner(self, model_path: Path, info: dict) -> Runner:
+        """A runner on this CPU for an artifact meant for another device (`simulated_precisions`)."""
+        raise UnavailableError(f"{self.name} artifacts for another device cannot run here")
 
     def quantizable_nodes(self, req: ConvertRequest) -> tuple[str, ...]:
         """Layers `options["exclude_nodes"]` can keep in float at req.precision, in graph order."""
@@ -156,9 +191,10 @@ def get_backend(name: str) -> Backend:
 DYNAMIC_EVAL_BATCH = 1
 
 
-def eval_batch(manifest: dict, default: int = 64) -> int:
-    """The batch an artifact's accuracy is measured at (export and bench alike)."""
-    mode = (manifest.get("backend") or {}).get("mode")
+def eval_batch(info: dict, default: int = 64) -> int:
+    """The batch an artifact's accuracy is measured at (export and bench alike), from its backend
+    facts (`Converted.info`, the manifest's `backend`)."""
+    mode = info.get("mode")
     return DYNAMIC_EVAL_BATCH if mode == "dynamic" else default
 
 

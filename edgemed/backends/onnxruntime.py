@@ -301,5 +301,5 @@ class OnnxRuntimeBackend(Backend):
             self._pre[digest] = oq.preprocess_for_quant(onnx_path, dst)
         return self._pre[digest]
 
-    def open(self, artifact_dir: Path, manifest: dict, threads: int | None = None) -> Runner:
-        return OnnxRuntimeRunner(Path(artifact_dir) / manifest["model_file"], threads)
+    def runner(self, model_path: Path, info: dict, threads: int | None = None) -> Runner:
+        return OnnxRuntimeRunner(Path(model_path), threads)

@@ -291,7 +291,6 @@ class OpenVINOBackend(Backend):
         ignored = [ops[n] for n in s.exclude_nodes]
         return oq.int8_from_ov(model, req, s, ignored, control)
 
-    def open(self, artifact_dir: Path, manifest: dict, threads: int | None = None) -> Runner:
-        hint = (manifest.get("backend") or {}).get("inference_precision_hint", "f32")
-        threads = threads or (manifest.get("profile") or {}).get("threads")
-        return OpenVINORunner(Path(artifact_dir) / manifest["model_file"], hint, threads)
+    def runner(self, model_path: Path, info: dict, threads: int | None = None) -> Runner:
+        hint = info.get("inference_precision_hint", "f32")
+        return OpenVINORunner(Path(model_path), hint, threads)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from edgemed.calibration import CalibrationSet
 from edgemed.errors import InputError
 from edgemed.fileio import write_json_atomic
 from edgemed.profiles import Profile
+
+if TYPE_CHECKING:
+    from edgemed.artifact import Artifact
 
 MODEL_FILE = "model.onnx"
 FP16_MODEL_FILE = "model-fp16.onnx"  # strongly typed FP16 (TensorRT 11); model.onnx for 10.x
@@ -54,7 +58,7 @@ class TensorRTBackend(Backend):
     # The export pipeline measures drift of targets that are not this CPU through these:
     simulation = SIMULATED
     # ORT on CPU reproduces FP32 and Q/DQ INT8 math, and FP16 rounding of weights and activations
-    simulated_precisions = ("fp32", "fp16", "int8")
+    simulated_precisions = frozenset({"fp32", "fp16", "int8"})
     fp16_calibration = True  # FP16 measures activation magnitudes on the calibration images
 
     def __init__(self) -> None:
@@ -206,7 +210,7 @@ class TensorRTBackend(Backend):
             self._pre[key] = preprocess_for_quant(Path(onnx_path), dst)
         return self._pre[key]
 
-    def simulation_runner(self, artifact_dir: Path, manifest: dict) -> Runner:
+    def simulation_runner(self, model_path: Path, info: dict) -> Runner:
         """ONNX Runtime on this CPU over the ONNX for TensorRT: a close simulation of the engine.
 
         Basic optimization only: the extended level fuses Q/DQ into ORT's own integer kernels,
@@ -215,9 +219,7 @@ class TensorRTBackend(Backend):
         """
         from edgemed.backends.onnxruntime import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(
-            Path(artifact_dir) / manifest["model_file"], optimization="ORT_ENABLE_BASIC"
-        )
+        return OnnxRuntimeRunner(Path(model_path), optimization="ORT_ENABLE_BASIC")
 
     def artifact_extras(self, out: Path, manifest: dict, ref: np.ndarray | None, ev) -> dict:
         """Ship FP32 reference outputs on validation images for the on-device re-check."""
@@ -228,7 +230,13 @@ class TensorRTBackend(Backend):
             )
         return {"reference": ship_reference(out, ev.images, ev.labels, ref, ev.ref)}
 
-    def open(self, artifact_dir: Path, manifest: dict, threads: int | None = None) -> Runner:
+    def runner(self, model_path: Path, info: dict, threads: int | None = None) -> Runner:
+        raise InputError(
+            f"{model_path} is the ONNX for TensorRT, not an engine: TensorRT runs engines built "
+            "on the device; run `edgemed build-engine ARTIFACT_DIR` there and use its output"
+        )
+
+    def open(self, artifact: Artifact, threads: int | None = None) -> Runner:
         """A runner on a built engine (an engine dir from `edgemed build-engine`)."""
         from edgemed.backends.trt_device import (
             check_engine_compatible,
@@ -238,6 +246,7 @@ class TensorRTBackend(Backend):
         from edgemed.backends.trt_engine import TensorRTEngineRunner
 
         self.require()
+        manifest, artifact_dir = artifact.manifest, artifact.path
         engine = manifest.get("engine")
         if not engine:
             raise InputError(
@@ -245,8 +254,9 @@ class TensorRTBackend(Backend):
                 f"`edgemed build-engine {artifact_dir}` on this device and use its output"
             )
         check_engine_compatible(engine, device_identity(), str(artifact_dir))
-        path = Path(artifact_dir) / manifest["model_file"]
-        data = read_engine_file(path, manifest.get("files", {}).get(manifest["model_file"]))
+        data = read_engine_file(
+            artifact.model_file, manifest.get("files", {}).get(manifest["model_file"])
+        )
         return TensorRTEngineRunner(
             data, engine["input_name"], engine["max_batch"], engine.get("dla_core")
         )

@@ -242,6 +242,5 @@ class TFLiteBackend(Backend):
         by_type = [n for c in s.exclude_op_types for n in classes[c]]
         return replace(s, exclude_nodes=tuple(dict.fromkeys([*s.exclude_nodes, *by_type])))
 
-    def open(self, artifact_dir: Path, manifest: dict, threads: int | None = None) -> Runner:
-        threads = threads or (manifest.get("profile") or {}).get("threads")
-        return TFLiteRunner(Path(artifact_dir) / manifest["model_file"], threads)
+    def runner(self, model_path: Path, info: dict, threads: int | None = None) -> Runner:
+        return TFLiteRunner(Path(model_path), threads)

@@ -57,7 +57,8 @@ def _eval_batch(job: dict) -> int:
     from edgemed.artifact import load_artifact
     from edgemed.backends import eval_batch
 
-    return eval_batch(load_artifact(Path(job["path"]), verify=False).manifest, EVAL_BATCH)
+    manifest = load_artifact(Path(job["path"]), verify=False).manifest
+    return eval_batch(manifest.get("backend") or {}, EVAL_BATCH)
 
 
 def _inject_fault(job: dict) -> None:

@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.artifact import write_manifest
-from edgemed.backends import ConvertRequest, eval_batch, get_backend, run_batches
+from edgemed.backends import (
+    Backend,
+    Converted,
+    ConvertRequest,
+    eval_batch,
+    get_backend,
+    run_batches,
+)
 from edgemed.contract import Contract
 from edgemed.errors import DriftError, InputError
 from edgemed.evaluation.drift import Drift, drift_from_logits
@@ -187,26 +194,31 @@ def check_parity(
     return drift
 
 
-def candidate_drift(backend, out: Path, manifest: dict, ref: np.ndarray, ev: EvalSet) -> Drift:
-    """Run the freshly written artifact with its own runtime and compare to the reference."""
-    contract = Contract.from_dict(manifest["contract"])
+def candidate_drift(
+    backend: Backend, out: Path, conv: Converted, profile: Profile, precision: str, ref, ev: EvalSet
+) -> Drift:
+    """Run a conversion just written to `out` with its own runtime (the backend's runner for it,
+    or its simulation of another device here) and compare to the reference on `ev`."""
+    model = Path(out) / conv.model_file
     runner = (
-        backend.simulation_runner(out, manifest)  # e.g. TensorRT Q/DQ run in ONNX Runtime on CPU
-        if _simulated(backend, manifest["profile"]["device"], manifest["precision"])
-        else backend.open(out, manifest)
+        backend.simulation_runner(model, conv.info)  # e.g. TensorRT Q/DQ run in ONNX Runtime
+        if _simulated(backend, profile.device, precision)
+        else backend.runner(model, conv.info, profile.threads)
     )
     with runner:
-        cand = run_batches(runner, contract, ev.images, eval_batch(manifest))
-    name = f"the {backend.name} {manifest['precision']} artifact"
+        cand = run_batches(runner, conv.contract, ev.images, eval_batch(conv.info))
+    name = f"the {backend.name} {precision} artifact"
     try:
-        return drift_from_logits(contract, ref, cand, ev.labels, names=("the FP32 reference", name))
+        return drift_from_logits(
+            conv.contract, ref, cand, ev.labels, names=("the FP32 reference", name)
+        )
     except OutputError as exc:  # the reference passed parity: the conversion broke the model
         raise DriftError(str(exc)) from None
 
 
 def _simulated(backend, device: str, precision: str) -> bool:
     """A target that is not this CPU, whose backend can simulate it here at this precision."""
-    return device != "cpu" and precision in getattr(backend, "simulated_precisions", ())
+    return device != "cpu" and precision in backend.simulated_precisions
 
 
 def run_export(req: ExportRequest) -> dict:
@@ -234,7 +246,7 @@ def run_export(req: ExportRequest) -> dict:
             if ev
             else None
         )
-        calibration = _calibration(req, loaded, getattr(backend, "fp16_calibration", False))
+        calibration = _calibration(req, loaded, backend.fp16_calibration)
         creq = ConvertRequest(
             onnx_path,
             loaded.contract,
@@ -248,8 +260,8 @@ def run_export(req: ExportRequest) -> dict:
         facts = (req, profile, backend, loaded)
         rest = (parity, simplified, ev, calibration)
 
-        def measure(d: Path, c) -> Drift:  # run an attempt on the validation split
-            return candidate_drift(backend, d, _manifest(*facts, c, *rest), ref, ev)
+        def measure(d: Path, c: Converted) -> Drift:  # run an attempt on the validation split
+            return candidate_drift(backend, d, c, profile, req.precision, ref, ev)
 
         runnable = ev is not None and (
             profile.device == "cpu" or _simulated(backend, profile.device, req.precision)
@@ -264,13 +276,12 @@ def run_export(req: ExportRequest) -> dict:
         if budget:
             manifest["accuracy_control"] = budget
         if drift is None and runnable:
-            drift = candidate_drift(backend, tmp, manifest, ref, ev)
+            drift = candidate_drift(backend, tmp, conv, profile, req.precision, ref, ev)
         if drift is not None:
-            manifest["drift"] = drift.to_dict() | {"eval_batch": eval_batch(manifest)}
+            manifest["drift"] = drift.to_dict() | {"eval_batch": eval_batch(conv.info)}
             if profile.device != "cpu":
                 manifest["drift"]["simulated"] = backend.simulation
-        if hasattr(backend, "artifact_extras"):  # e.g. TensorRT: reference outputs for the device
-            manifest.update(backend.artifact_extras(tmp, manifest, ref, ev))
+        manifest.update(backend.artifact_extras(tmp, manifest, ref, ev))  # e.g. TensorRT
         return write_manifest(tmp, manifest)
 
 

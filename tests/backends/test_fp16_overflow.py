@@ -48,7 +48,7 @@ def _outputs_on_test_split(artifact: Path) -> np.ndarray:
     test = load_dataset(CXR).split("test")
     backend = get_backend(art.runtime)
     runner = (
-        backend.simulation_runner(art.path, art.manifest)
+        backend.simulation_runner(art.model_file, art.manifest["backend"])
         if art.runtime == "tensorrt"
         else open_runner(art)
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgemed.artifact import load_artifact
 from edgemed.backends.trt_device import (
     DeviceIdentity,
     check_dla_request,
@@ -173,7 +174,9 @@ def test_simulated_int8_drift_meets_budget(int8_artifact, cxr_model, test_split)
     assert d["auc_drop"] <= MAX_AUC_DROP and d["flip_rate"] <= MAX_FLIP_RATE, d
     assert m["accuracy_control"]["checked"] is True
     contract, ref = _torch_logits(cxr_model, test_split.images)
-    with TensorRTBackend().simulation_runner(int8_artifact, m) as runner:
+    with TensorRTBackend().simulation_runner(
+        int8_artifact / m["model_file"], m["backend"]
+    ) as runner:
         cand = run_batches(runner, contract, test_split.images)
     t = drift_from_logits(contract, ref, cand, test_split.labels)
     assert t.max_abs_dp > 0  # really quantized
@@ -241,7 +244,9 @@ def test_simulated_fp16_drift_meets_budget(fp16_artifact, cxr_model, test_split)
     assert d["auc_drop"] <= MAX_AUC_DROP and d["flip_rate"] <= MAX_FLIP_RATE, d
     assert m["accuracy_control"]["checked"] is True
     contract, ref = _torch_logits(cxr_model, test_split.images)
-    with TensorRTBackend().simulation_runner(fp16_artifact, m) as runner:
+    with TensorRTBackend().simulation_runner(
+        fp16_artifact / m["model_file"], m["backend"]
+    ) as runner:
         cand = run_batches(runner, contract, test_split.images)
     t = drift_from_logits(contract, ref, cand, test_split.labels)
     assert 0 < t.max_abs_dp < 0.01  # really FP16 (rounded), and close
@@ -281,7 +286,7 @@ def test_open_without_tensorrt_is_unavailable(int8_artifact):
     if TRT_MISSING is None:
         pytest.skip("TensorRT is present here")
     with pytest.raises(UnavailableError) as exc:
-        TensorRTBackend().open(int8_artifact, _manifest(int8_artifact))
+        TensorRTBackend().open(load_artifact(int8_artifact, verify=False))
     assert "\n" not in str(exc.value) and "TensorRT is not installed" in str(exc.value)
 
 
