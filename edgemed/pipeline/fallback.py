@@ -5,9 +5,10 @@ FP32 reference. Over budget (AUC drop, flip rate) the export fails with the numb
 `--accuracy-control` was given: then each layer the backend can keep in float
 (`Backend.quantizable_nodes`) is tried on its own (exclude-one sensitivity: the drift left when
 only that layer stays in float), and the most sensitive layers are kept in float one by one
-until the budget holds. The layers are also ranked by quantize-alone sensitivity (the drift when
-only that layer is INT8) and that order grows side by side; the first step that holds wins, or
-the export fails with the table of what was tried.
+until the budget holds. Where exclude-one is blind (no single layer helps), the layers are also
+ranked by quantize-alone sensitivity (the drift when only that layer is INT8) and that order grows
+side by side; quantize-alone is also the last try before the export fails with the table of what
+was tried.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ BUDGET_OPTIONS = (*LIMIT_OPTIONS, "accuracy_control", "max_float_layers")
 
 Measure = Callable[[Path, Converted], Drift]
 GROW_STEP = {"exclude-one": "fallback", "quantize-alone": "alone-fallback"}  # attempt step names
+BLIND_FRACTION = 0.95  # exclude-one is blind when its best try keeps 95% of the excess
 MAX_LISTED = 10  # attempts named in a failure message (all of them are in the error's numbers)
 
 
@@ -99,9 +101,12 @@ class Attempt:
     broken: str | None = None
     int8: Int8Coverage | None = None  # INT8: compute ops counted in the attempt's artifact
 
-    def row(self) -> dict:
+    def row(self, budget: Budget | None = None) -> dict:
+        """The attempt for the manifest; with `budget`, also the fraction of it used (its rank)."""
         d = self.drift
         row = {"step": self.step, "excluded": list(self.excluded), "within_budget": self.within}
+        if budget is not None and d is not None:
+            row["budget_used"] = budget.excess(d)
         if self.int8 is not None:
             row["int8_ops"] = self.int8.words()
         if d is None:
@@ -222,6 +227,8 @@ class _Search:
         self.ranking: list[tuple[Attempt, str]] = []  # exclude-one, most sensitive first
         self.ranking_alone: list[tuple[Attempt, str]] = []  # quantize-alone, most harmful first
         self.grown: list[tuple[str, str, Attempt]] = []  # (order, "+layer", try) as grown
+        self.orders: list[tuple[str, list]] = []  # the rankings grown, in order
+        self.blind: bool | None = None
         self.bar: Progress | None = None
 
     def attempt(self, excluded: tuple[str, ...], step: str) -> Attempt:
@@ -262,11 +269,13 @@ class _Search:
     def fallback(self, first: Attempt) -> Attempt:
         """Keep the most sensitive layers in float, one more per step, until the budget holds.
 
-        Layers are ranked twice: by exclude-one sensitivity and by quantize-alone sensitivity (the
-        drift when only that layer is INT8); both orders grow side by side and the first step
-        that holds wins. Exclude-one alone is blind where several layers quantize one tensor: a
-        ViT's class token shares a per-tensor scale with the patch tokens at the Concat and both
-        of its consumers, so keeping any one of the three in float changes nothing.
+        Layers are ranked by exclude-one sensitivity. Where no single layer in float removes even
+        5% of the excess (exclude-one is blind: several layers quantize one tensor, as a ViT's
+        class token shares a per-tensor scale with the patch tokens at the Concat and both of
+        its consumers), they are also ranked by quantize-alone sensitivity (the drift when only
+        that layer is INT8) and both orders grow side by side; the first step that holds wins.
+        Quantize-alone is also the last try before failing. Each ranking costs one conversion
+        per layer, so it runs only where needed.
         """
         candidates = [
             n for n in self.backend.quantizable_nodes(self.req) if n not in first.excluded
@@ -277,19 +286,29 @@ class _Search:
                 f"{self.backend.name} cannot keep layers in float; use a higher precision",
                 first.row(),
             )
-        self.bar = Progress(3 * len(candidates), "accuracy control")
+        self.bar = Progress(2 * len(candidates), "accuracy control")
         self.ranking = self._rank(first, candidates, "exclude-one")
-        orders = [("exclude-one", self.ranking)]
-        if len(candidates) > 1:  # one layer: quantize-alone is the requested conversion again
-            self.ranking_alone = self._rank(first, candidates, "quantize-alone")
-            orders.append(("quantize-alone", self.ranking_alone))
+        orders = self.orders = [("exclude-one", self.ranking)]
+        alone = len(candidates) > 1  # one layer: quantize-alone is the requested try again
+        blind = self.blind = alone and _blind(first, self.ranking, self.budget)
+        if blind:
+            orders.append(self._alone(first, candidates))
         found = self._grow(first, orders)
+        if found is None and alone and not blind:
+            orders.append(self._alone(first, candidates))
+            found = self._grow(first, orders[1:])
         self.bar.close()
         if found is None:
             raise DriftError(
-                self._failure(first, orders), {"attempts": [a.row() for a in self.attempts]}
+                self._failure(first, orders),
+                {"attempts": [a.row(self.budget) for a in self.attempts]},
             )
         return found
+
+    def _alone(self, first: Attempt, candidates: list[str]) -> tuple[str, list]:
+        self.bar.total += len(candidates)
+        self.ranking_alone = self._rank(first, candidates, "quantize-alone")
+        return ("quantize-alone", self.ranking_alone)
 
     def _rank(self, first: Attempt, candidates: list[str], how: str) -> list[tuple[Attempt, str]]:
         """(attempt, layer), most sensitive first, one conversion per layer."""
@@ -353,7 +372,9 @@ class _Search:
             "accuracy_control": control,
             "validation_images": chosen.drift.n if chosen.drift else None,
             "excluded_nodes": list(chosen.excluded),
-            "attempts": [a.row() for a in self.attempts],
+            "attempts": [a.row(self.budget) for a in self.attempts],
+            "rankings": [how for how, _ in self.orders],
+            "exclude_one_blind": self.blind,  # see BLIND_FRACTION
             "sensitivity": [_sensitivity_row(a, n) for a, n in self.ranking],
             **(
                 {
@@ -377,6 +398,12 @@ def _sensitivity_row(a: Attempt, node: str) -> dict:
         "auc_drop": d.auc_drop,
         "mean_abs_dp": d.mean_abs_dp,
     }
+
+
+def _blind(first: Attempt, ranking: list[tuple[Attempt, str]], budget: Budget) -> bool:
+    """No single layer kept in float removes even 5% of the first try's budget excess."""
+    best = min(a.rank(budget)[0] for a, _ in ranking)
+    return best >= BLIND_FRACTION * first.rank(budget)[0]
 
 
 def _closest(steps: list[tuple[str, Attempt]], budget: Budget, k: int):
