@@ -147,6 +147,7 @@ def test_bench_worker_dies_with_its_parent(cxr_onnx, tmp_path, monkeypatch, how)
     left = sorted(x.name for x in tmp.glob("edgemed-bench-*"))
     if how == "SIGTERM":
         assert p.returncode == 130 and left == []
+        assert "--resume to continue" in p.stderr.read()
         return
     assert len(left) == 1  # kill -9 runs no cleanup; the next start removes the dead run's dir
     import tempfile

@@ -79,11 +79,26 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(error_line(exc.format_message()), err=True)
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("edgemed: interrupted; no partial output was kept", err=True)
+        click.echo(interrupted_line(sys.argv[1:] if argv is None else argv), err=True)
         sys.exit(130)
     finally:
         restore()
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+# Commands whose output directory keeps every finished row (JSONL) and resumes from it.
+RESUMABLE = frozenset({"bench", "study", "sweep"})
+
+
+def interrupted_line(argv: list[str]) -> str:
+    """What an interrupt left: nothing, or for a resumable command the rows finished so far."""
+    command = next((a for a in argv if not a.startswith("-")), "")
+    if command in RESUMABLE:
+        return (
+            "edgemed: interrupted; the rows finished so far are kept in the output directory: "
+            "run the same command with --resume to continue"
+        )
+    return "edgemed: interrupted; no partial output was kept"
 
 
 def handle_sigterm():
