@@ -120,7 +120,7 @@ def export(model_dir: Path, target: str, precision: str, out: Path, opts: dict, 
 def over_default_budget(manifest: dict) -> str:
     """'' when the validation drift fits the default budget, else what exceeds it."""
     from edgemed.evaluation.drift import Drift
-    from edgemed.pipeline.fallback import budget_from_options
+    from edgemed.pipeline.budget import budget_from_options
 
     if manifest["precision"] == "fp32" or not manifest.get("drift"):
         return ""

@@ -18,7 +18,7 @@ from edgemed.errors import DriftError
 from edgemed.evaluation.drift import drift_from_logits
 from edgemed.evaluation.limits import BENCH_DEFAULTS, limits_from
 from edgemed.harness.bench import gate_violations
-from edgemed.pipeline.fallback import budget_from_options
+from edgemed.pipeline.budget import budget_from_options
 
 BINARY = Contract(input_size=(28, 28), channels=1, class_names=("normal", "pneumonia"))
 THREE = Contract(input_size=(28, 28), channels=1, class_names=("a", "b", "c"), task="multiclass")

@@ -52,7 +52,8 @@ def test_accuracy_control_never_answers_with_the_fp32_model(cxr_onnx, tmp_path):
     from edgemed.backends.onnxruntime import OnnxRuntimeBackend
     from edgemed.calibration import calibration_for_export
     from edgemed.contract import Contract
-    from edgemed.pipeline.fallback import _Search, budget_from_options
+    from edgemed.pipeline.budget import budget_from_options
+    from edgemed.pipeline.fallback import _Search
 
     contract = Contract.from_dict(json.loads((cxr_onnx / "manifest.json").read_text())["contract"])
     opts = {"calib_count": 64, "accuracy_control": True}

@@ -22,21 +22,11 @@ from pathlib import Path
 
 from edgemed.backends import Backend, Converted, ConvertRequest
 from edgemed.backends.int8_ops import Int8Coverage, count_int8, refuse_float
-from edgemed.backends.quant import LIMIT_OPTIONS, parse_node_list
+from edgemed.backends.quant import parse_node_list
 from edgemed.errors import DriftError, InputError
 from edgemed.evaluation.drift import Drift
-from edgemed.evaluation.limits import (
-    EXPORT_DEFAULTS,
-    EXPORT_LIMITS,
-    METRICS,
-    Limits,
-    Verdict,
-    limits_from,
-    verdict,
-)
+from edgemed.pipeline.budget import Budget, budget_from_options
 from edgemed.progress import Progress
-
-BUDGET_OPTIONS = (*LIMIT_OPTIONS, "accuracy_control", "max_float_layers")
 
 Measure = Callable[[Path, Converted], Drift]
 GROW_STEP = {"exclude-one": "fallback", "quantize-alone": "alone-fallback"}  # attempt step names
@@ -45,54 +35,10 @@ MAX_LISTED = 10  # attempts named in a failure message (all of them are in the e
 
 
 @dataclass(frozen=True)
-class Budget:
-    """How far a reduced-precision artifact may drift from FP32 on the validation split."""
-
-    limits: Limits
-    max_float_layers: int | None = None  # accuracy control: at most this many layers in float
-
-    def verdict(self, d: Drift) -> Verdict:
-        return verdict(self.limits, d)
-
-    def holds(self, d: Drift) -> bool:
-        return self.verdict(d).passed
-
-    def excess(self, d: Drift) -> float:
-        """Largest fraction of a limit used (> 1 means over budget)."""
-        return self.verdict(d).excess()
-
-    def words(self) -> str:
-        return ", ".join(f"{METRICS[k].words} <= {v:g}" for k, v in self.limits.items)
-
-    def to_dict(self) -> dict:
-        return {**self.limits.to_dict(), "max_float_layers": self.max_float_layers}
-
-
-def budget_from_options(options: dict, precision: str) -> Budget | None:
-    """The drift budget for fp16/int8 (None for fp32, which is held to parity instead)."""
-    if precision == "fp32":
-        given = [f"--{k.replace('_', '-')}" for k in BUDGET_OPTIONS if options.get(k) is not None]
-        if given:
-            raise InputError(
-                f"{', '.join(given)} applies to fp16/int8 exports; fp32 is held to --parity-tol"
-            )
-        return None
-    given = {k: options.get(METRICS[k].flag[2:].replace("-", "_")) for k in EXPORT_LIMITS}
-    limits = limits_from(given, EXPORT_DEFAULTS)
-    cap = options.get("max_float_layers")
-    if cap is not None:
-        if not options.get("accuracy_control"):
-            raise InputError("--max-float-layers applies only with --accuracy-control; add it")
-        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
-            raise InputError(f"--max-float-layers must be a positive integer, got {cap!r}")
-    return Budget(limits, max_float_layers=cap)
-
-
-@dataclass(frozen=True)
 class Attempt:
     """One conversion tried: which layers stayed in float and the drift it produced."""
 
-    step: str  # "requested", "sensitivity" or "fallback"
+    step: str  # "requested", "sensitivity", "fallback", "alone" or "alone-fallback"
     excluded: tuple[str, ...]
     drift: Drift | None  # None: the attempt's outputs failed the sanity check (see `broken`)
     within: bool
