@@ -10,7 +10,7 @@ from pathlib import Path
 from edgemed.compress.method import Subject
 from edgemed.compress.request import CompressRequest, check_request
 from edgemed.contract import Contract
-from edgemed.data import Dataset, load_dataset, split_kwargs
+from edgemed.data import Dataset, model_dataset
 from edgemed.errors import InputError
 from edgemed.fileio import refuse_existing, staged_dir, write_json_atomic
 from edgemed.models import ModelSpec
@@ -85,18 +85,10 @@ def student_for(req: CompressRequest, teacher: Subject) -> Subject:
 
 def dataset_for(subject: Subject, data: str | None) -> Dataset:
     """The model's own data and split (from its card); `--data` overrides the path."""
-    card_data = (subject.card or {}).get("data") or {}
-    path = data or card_data.get("path")
-    if not path:
-        raise InputError("the model has no card.json naming its training data; pass --data PATH")
-    cfg = card_data.get("split") or {}
     c = subject.contract
-    ds = load_dataset(path, c.input_size, c.channels, **split_kwargs(cfg))
-    if not data and card_data.get("data_hash") not in (None, ds.data_hash):
-        raise InputError(
-            f"the training data at {path} changed since the model was trained (hash differs); "
-            "pass --data to choose the data explicitly"
-        )
+    ds = model_dataset(subject.card, data, c.input_size, c.channels, card_split=True)
+    if ds is None:
+        raise InputError("the model has no card.json naming its training data; pass --data PATH")
     return ds
 
 

@@ -123,6 +123,26 @@ def split_kwargs(split: dict | None) -> dict:
     return kwargs
 
 
+def model_dataset(
+    card: dict | None, data: str | None, size: tuple[int, int], channels: int, card_split: bool
+) -> Dataset | None:
+    """The model's own data as its card records it (path, split, content hash), or `data` when
+    given (then with the card's split settings only if `card_split`); None when neither names any.
+    A card's data whose hash changed is refused, so nothing is measured on other data silently."""
+    recorded = (card or {}).get("data") or {}
+    path = data or recorded.get("path")
+    if not path:
+        return None
+    cfg = recorded.get("split") if (card_split or not data) else None
+    ds = load_dataset(path, size, channels, **split_kwargs(cfg))
+    if not data and recorded.get("data_hash") not in (None, ds.data_hash):
+        raise InputError(
+            f"the training data at {path} changed since the model was trained (hash differs); "
+            "pass --data to choose the data explicitly"
+        )
+    return ds
+
+
 def card_split_config(data: str | Path, card: dict | None) -> dict:
     """The card's split settings when `data` is the model's own training data, else {} (defaults)."""
     d = (card or {}).get("data") or {}

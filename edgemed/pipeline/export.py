@@ -76,20 +76,12 @@ def evaluation_set(loaded: LoadedModel, data: str | None, split: str = "val") ->
 
     The card's data hash must still match, so parity is never measured on different data silently.
     """
-    from edgemed.data import load_dataset, split_kwargs
+    from edgemed.data import model_dataset
 
-    card_data = (loaded.card or {}).get("data") or {}
-    path = data or card_data.get("path")
-    if not path:
-        return None
-    cfg = card_data.get("split", {}) if not data else {}
     c = loaded.contract
-    ds = load_dataset(path, c.input_size, c.channels, **split_kwargs(cfg))
-    if not data and card_data.get("data_hash") not in (None, ds.data_hash):
-        raise InputError(
-            f"the training data at {path} changed since the model was trained (hash differs); "
-            "pass --data to choose evaluation data explicitly"
-        )
+    ds = model_dataset(loaded.card, data, c.input_size, c.channels, card_split=False)
+    if ds is None:
+        return None
     s = ds.split(split)
     idx = np.arange(min(len(s), MAX_EVAL_IMAGES))
     return EvalSet(
