@@ -34,6 +34,27 @@ def point_task(pt: GridPoint, ds: Dataset, cfg: StudyConfig, precision: str) -> 
         return {"row": row, "files": pack_dirs(Path(d), point_files(pt, precision))}
 
 
+def largest_first(points: list[GridPoint], ds: Dataset, channels: int) -> list[GridPoint]:
+    """The points by decreasing multiply-accumulates at the data's input size.
+
+    Workers take tasks in submission order; the grid lists the largest models last, and one of
+    them started last on an otherwise idle cluster sets the makespan.
+    """
+    from edgemed.models import ModelSpec, build_model
+    from edgemed.models.complexity import measure_complexity
+
+    size = ds.split("train").images.shape[1:3]
+    outputs = 1 if ds.task == "binary" else len(ds.class_names)
+
+    def macs(pt: GridPoint) -> int:
+        spec = ModelSpec(pt.model, dict(pt.kwargs))
+        # The grid is edgemed's own code, so its factory names are the ones allowed to load.
+        module = build_model(spec, channels, outputs, None if spec.is_zoo else pt.model)
+        return measure_complexity(module, (1, channels, *size)).macs
+
+    return sorted(points, key=macs, reverse=True)
+
+
 def run_points(
     executor: Executor,
     todo: list[GridPoint],
@@ -49,7 +70,7 @@ def run_points(
     ds_ref = executor.put(ds)  # one copy in the object store for every task
     jobs = [
         Job(pt.name, point_task, (pt, ds_ref, task_cfg, precision), cpus=task_cfg.threads)
-        for pt in todo
+        for pt in largest_first(todo, ds, cfg.channels)
     ]
 
     def done(key: str, value: dict, node: dict) -> None:
