@@ -70,7 +70,7 @@ def nncf_rows(model_dir: Path, loaded, ref, test, tmp: Path) -> list[list]:
     from edgemed.onnx_export import onnx_from_torch
 
     onnx_path = onnx_from_torch(loaded.module, loaded.contract, tmp / "ref.onnx")
-    cal = resolve_calibration(str(CXR), loaded.contract, loaded.card, {})
+    cal = resolve_calibration(str(CXR), loaded.contract, loaded.card)
     data = nncf.Dataset([cal.inputs(loaded.contract)[i : i + 1] for i in range(len(cal.images))])
     rows = []
     for label, overflow, estimator, bias in NNCF_VARIANTS:

@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._markdown import dataset, load_average, replace_section, table  # noqa: E402
 from edgemed.errors import DriftError  # noqa: E402
 from edgemed.models import ModelSpec  # noqa: E402
+from edgemed.pipeline.budget import UNGATED, BudgetOptions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = dataset("brain_mri").parent
 PRECISIONS = ("fp32", "fp16", "int8")
-PERMISSIVE = {"max_auc_drop": 1.0, "max_flip_rate": 1.0}
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,17 @@ def backends_here(names: list[str]) -> dict[str, object]:
     return out
 
 
-def export(model_dir: Path, target: str, precision: str, out: Path, opts: dict, run: ModelRun):
+def export(
+    model_dir: Path,
+    target: str,
+    precision: str,
+    out: Path,
+    opts: dict,
+    run: ModelRun,
+    budget: BudgetOptions | None = None,
+):
     """One artifact with `run_export`; raises DriftError when its budget refuses it."""
+    from edgemed.calibration import CalibrationOptions
     from edgemed.pipeline.export import ExportRequest, run_export
 
     base = dict(model=str(model_dir), target=target, precision=precision, force=True)
@@ -113,18 +122,21 @@ def export(model_dir: Path, target: str, precision: str, out: Path, opts: dict, 
     # TensorRT FP16 measures activation magnitudes on the calibration images too
     if static_int8 or (precision == "fp16" and target == "tensorrt"):
         base["calib"] = str(REPO / "calibration" / run.recipe)
-        opts = {**opts, "data_root": str(DATA)}
-    return run_export(ExportRequest(out=out, options=opts, **base))
+        base["calibration"] = CalibrationOptions(data_root=str(DATA))
+    budget = budget or BudgetOptions()
+    return run_export(ExportRequest(out=out, options=opts, budget=budget, **base))
 
 
 def over_default_budget(manifest: dict) -> str:
     """'' when the validation drift fits the default budget, else what exceeds it."""
     from edgemed.evaluation.drift import Drift
-    from edgemed.pipeline.budget import budget_from_options
+    from edgemed.pipeline.budget import budget_for
 
     if manifest["precision"] == "fp32" or not manifest.get("drift"):
         return ""
-    v = budget_from_options({}, manifest["precision"]).verdict(Drift.from_dict(manifest["drift"]))
+    v = budget_for(BudgetOptions(), manifest["precision"]).verdict(
+        Drift.from_dict(manifest["drift"])
+    )
     return (
         ""
         if v.passed
@@ -136,7 +148,9 @@ def controlled_row(run, model_dir, target, precision, opts, out, base, ref, test
     """The same export with --accuracy-control under the default budget (or why it failed)."""
     row = {**base, "variant": base["variant"] + " + accuracy control"}
     try:
-        m = export(model_dir, target, precision, out, {**opts, "accuracy_control": True}, run)
+        m = export(
+            model_dir, target, precision, out, opts, run, BudgetOptions(accuracy_control=True)
+        )
     except DriftError as exc:
         return {**row, "missing": "accuracy control failed: " + str(exc)[:160] + "..."}
     return {**row, **measure(out, m, ref, test), "note": ""}
@@ -189,7 +203,7 @@ def rows_for(run: ModelRun, work: Path, backends: dict) -> list[dict]:
             continue
         out = work / "artifacts" / run.key / f"{target}-{precision}-{variant or 'default'}"
         try:  # the plain artifact, measured whatever its drift (the budget is reported)
-            m = export(model_dir, target, precision, out, {**opts, **no_budget(precision)}, run)
+            m = export(model_dir, target, precision, out, opts, run, no_budget(precision))
         except Exception as exc:  # a backend failing is a result to print, not a crash
             rows.append({**base, "missing": f"export failed: {type(exc).__name__}: {exc}"[:200]})
             print(_line(rows[-1]), flush=True)
@@ -208,9 +222,9 @@ def rows_for(run: ModelRun, work: Path, backends: dict) -> list[dict]:
     return rows
 
 
-def no_budget(precision: str) -> dict:
-    """Options that switch the drift budget off (fp32 has none: it is held to parity)."""
-    return {} if precision == "fp32" else PERMISSIVE
+def no_budget(precision: str) -> BudgetOptions:
+    """Limits that switch the drift budget off (fp32 has none: it is held to parity)."""
+    return BudgetOptions() if precision == "fp32" else UNGATED
 
 
 def _line(r: dict) -> str:

@@ -32,12 +32,13 @@ TARGETS = (("tensorrt", "TensorRT FP16 ONNX (strongly typed, TensorRT 11)"),
 
 
 def export_fp16(model_dir: Path, target: str, out: Path, recipe: str) -> dict:
+    from edgemed.calibration import CalibrationOptions
     from edgemed.pipeline.export import ExportRequest, run_export
 
     calib = str(REPO / "calibration" / recipe) if target == "tensorrt" else None
-    opts = {"data_root": str(DATA)} if calib else {}
+    cal = CalibrationOptions(data_root=str(DATA) if calib else None)
     req = ExportRequest(model=str(model_dir), target=target, out=out, precision="fp16",
-                        calib=calib, options=opts, force=True)  # fmt: skip
+                        calib=calib, calibration=cal, force=True)  # fmt: skip
     return run_export(req)
 
 

@@ -29,6 +29,26 @@ DEFAULT_MIN_IMAGES = 32
 
 
 @dataclass(frozen=True)
+class CalibrationOptions:
+    """The flags that shape `--calib`: `--calib-count` (images when it is a data path) and
+    `--data-root` (what a recipe's 'data' is relative to)."""
+
+    count: int | None = None
+    data_root: str | None = None
+
+    def given(self) -> list[str]:
+        """The flags set, as the user wrote them."""
+        return [
+            f
+            for f, v in (("--calib-count", self.count), ("--data-root", self.data_root))
+            if v is not None
+        ]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class CalibrationRecipe:
     """Which images calibrate: data path, split, how many, class balance, seed."""
 
@@ -111,15 +131,16 @@ def _recipe_base(data_root: Path | str | None) -> Path:
     return datasets_root() or Path.cwd()
 
 
-def recipe_from_arg(calib: str, options: dict) -> tuple[CalibrationRecipe, str | None]:
+def recipe_from_arg(
+    calib: str, opts: CalibrationOptions = CalibrationOptions()
+) -> tuple[CalibrationRecipe, str | None]:
     """`--calib` is a recipe .toml or a data path (then: train split, default count, balanced, seed 0)."""
     from edgemed.data.locate import data_path
 
     p = data_path(calib)
     if p.suffix == ".toml":
-        return load_recipe(p, options.get("data_root")), str(p.resolve()) if p.exists() else None
-    count = options.get("calib_count")
-    count = DEFAULT_COUNT if count is None else count
+        return load_recipe(p, opts.data_root), str(p.resolve()) if p.exists() else None
+    count = DEFAULT_COUNT if opts.count is None else opts.count
     return CalibrationRecipe(data=str(p), count=count, name="data-path"), None
 
 
@@ -128,15 +149,18 @@ def calibration_for_export(
     precision: str,
     contract: Contract,
     card: dict | None,
-    options: dict,
+    opts: CalibrationOptions = CalibrationOptions(),
+    *,
+    static: bool = True,
     fp16_calibration: bool = False,
 ) -> CalibrationSet | None:
-    """The calibration set an export needs: static INT8, and FP16 where the backend measures
-    activation magnitudes (`fp16_calibration`, TensorRT); then `--calib` is required.
+    """The calibration set an export needs: static INT8 (`static`: not dynamic INT8), and FP16
+    where the backend measures activation magnitudes (`fp16_calibration`, TensorRT); then
+    `--calib` is required.
 
     Calibration flags given where nothing is calibrated (fp32, fp16, dynamic INT8) are refused.
     """
-    static_int8 = precision == "int8" and options.get("quant_mode", "static") == "static"
+    static_int8 = precision == "int8" and static
     if precision == "fp16" and fp16_calibration:
         if not calib:
             raise InputError(
@@ -144,7 +168,7 @@ def calibration_for_export(
                 "FP16, measured on calibration images: pass --calib RECIPE.toml or DATA_PATH"
             )
     elif not static_int8:
-        given = [f for f, v in (("--calib", calib), *_calib_flags(options)) if v is not None]
+        given = (["--calib"] if calib is not None else []) + opts.given()
         if given:
             what = "dynamic INT8" if precision == "int8" else precision
             raise InputError(
@@ -155,25 +179,21 @@ def calibration_for_export(
         raise InputError(
             "INT8 needs calibration images: pass --calib RECIPE.toml or --calib DATA_PATH"
         )
-    if options.get("calib_count") is not None and Path(calib).suffix == ".toml":
+    if opts.count is not None and Path(calib).suffix == ".toml":
         raise InputError("--calib-count applies to --calib DATA_PATH; a recipe sets 'count' itself")
-    return resolve_calibration(calib, contract, card, options)
-
-
-def _calib_flags(options: dict) -> tuple[tuple[str, object], ...]:
-    return (
-        ("--calib-count", options.get("calib_count")),
-        ("--data-root", options.get("data_root")),
-    )
+    return resolve_calibration(calib, contract, card, opts)
 
 
 def resolve_calibration(
-    calib: str, contract: Contract, card: dict | None, options: dict
+    calib: str,
+    contract: Contract,
+    card: dict | None,
+    opts: CalibrationOptions = CalibrationOptions(),
 ) -> CalibrationSet:
     """Resolve `--calib` to a checked CalibrationSet for this model's contract."""
     from edgemed.data import load_dataset
 
-    recipe, recipe_path = recipe_from_arg(calib, options)
+    recipe, recipe_path = recipe_from_arg(calib, opts)
     if not Path(recipe.data).exists():
         raise InputError(
             f"calibration data {recipe.data} does not exist; fix the recipe's 'data' or --data-root"

@@ -81,12 +81,13 @@ def drifted(cxr_onnx, tmp_path_factory) -> Path:
     return perturbed_copy(cxr_onnx, tmp_path_factory.mktemp("drift") / "onnx-noisy", 0.5)
 
 
-def export(model: Path, target: str, precision: str, out: Path, data=CXR, *option) -> Path:
+def export(model: Path, target: str, precision: str, out: Path, data=CXR, **limits) -> Path:
+    from edgemed.pipeline.budget import BudgetOptions
     from edgemed.pipeline.export import ExportRequest, run_export
 
     calib = str(data) if precision == "int8" else None
     req = ExportRequest(
-        str(model), target, out, precision=precision, calib=calib, options=dict(option)
+        str(model), target, out, precision=precision, calib=calib, budget=BudgetOptions(limits)
     )
     run_export(req)
     return out
@@ -244,7 +245,7 @@ def test_killed_and_hung_configurations_keep_the_other_rows(cxr_onnx, tmp_path, 
 
 def test_brain_mri_artifacts_on_their_own_test_split(brain_dir, brain_model, tmp_path):
     fp32 = export(brain_model, "onnx", "fp32", tmp_path / "fp32", brain_dir)
-    int8 = export(brain_model, "onnx", "int8", tmp_path / "int8", brain_dir, ("max_flip_rate", 1.0))
+    int8 = export(brain_model, "onnx", "int8", tmp_path / "int8", brain_dir, flip_rate=1.0)
     res = run_cli("bench", fp32, int8, "--data", brain_dir, *FAST, "--out", tmp_path / "b")
     assert res.code == 0, res.err
     results = json.loads((tmp_path / "b" / "results.json").read_text())

@@ -18,7 +18,7 @@ from edgemed.errors import DriftError
 from edgemed.evaluation.drift import drift_from_logits
 from edgemed.evaluation.limits import BENCH_DEFAULTS, limits_from
 from edgemed.harness.bench import gate_violations
-from edgemed.pipeline.budget import budget_from_options
+from edgemed.pipeline.budget import BudgetOptions, budget_for
 
 BINARY = Contract(input_size=(28, 28), channels=1, class_names=("normal", "pneumonia"))
 THREE = Contract(input_size=(28, 28), channels=1, class_names=("a", "b", "c"), task="multiclass")
@@ -63,8 +63,8 @@ def test_export_bench_and_bundle_agree(three, seed, noise, auc, flips, sens, spe
     ref, cand, y = _logits(contract, 120, seed, noise)
     drift = drift_from_logits(contract, ref, cand, y, n_boot=0)
     given_ = {"auc_drop": auc, "flip_rate": flips, "sens_drop": sens, "spec_drop": spec}
-    options = {f"max_{k}": v for k, v in given_.items()}
-    export_ok = budget_from_options(options, "int8").holds(drift)
+    given = BudgetOptions({k: v for k, v in given_.items() if v is not None})
+    export_ok = budget_for(given, "int8").holds(drift)
     doc = json.loads(json.dumps(drift.to_dict()))  # as bench writes it and bundle reads it
     bench_ok = not gate_violations(limits_from(given_, BENCH_DEFAULTS),
                                    [{"label": "cand", "status": "ok", "drift": doc}])  # fmt: skip

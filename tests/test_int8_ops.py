@@ -50,15 +50,14 @@ def test_accuracy_control_never_answers_with_the_fp32_model(cxr_onnx, tmp_path):
     scored as a failed attempt without being measured, so it can never be chosen."""
     from edgemed.backends import ConvertRequest
     from edgemed.backends.onnxruntime import OnnxRuntimeBackend
-    from edgemed.calibration import calibration_for_export
+    from edgemed.calibration import CalibrationOptions, calibration_for_export
     from edgemed.contract import Contract
-    from edgemed.pipeline.budget import budget_from_options
+    from edgemed.pipeline.budget import BudgetOptions, budget_for
     from edgemed.pipeline.fallback import _Search
 
     contract = Contract.from_dict(json.loads((cxr_onnx / "manifest.json").read_text())["contract"])
-    opts = {"calib_count": 64, "accuracy_control": True}
-    cal = calibration_for_export(str(CXR), "int8", contract, None, opts)
-    req = ConvertRequest(cxr_onnx / "model.onnx", contract, "int8", calibration=cal, options=opts)
+    cal = calibration_for_export(str(CXR), "int8", contract, None, CalibrationOptions(64))
+    req = ConvertRequest(cxr_onnx / "model.onnx", contract, "int8", calibration=cal)
     backend = OnnxRuntimeBackend()
     every = backend.quantizable_nodes(req)
     assert len(every) == 10  # 7 Conv, GlobalAveragePool, Flatten, Gemm: read from the QDQ graph
@@ -66,7 +65,8 @@ def test_accuracy_control_never_answers_with_the_fp32_model(cxr_onnx, tmp_path):
     def never(_dir, _conv):
         raise AssertionError("an all-float attempt must not be measured")
 
-    search = _Search(backend, req, tmp_path, never, budget_from_options(opts, "int8"))
+    budget = budget_for(BudgetOptions(accuracy_control=True), "int8")
+    search = _Search(backend, req, tmp_path, never, budget)
     a = search.attempt(every, "fallback")
     assert not a.within and a.drift is None
     assert a.broken == "all float: 0 of 8 compute ops in INT8"
@@ -131,13 +131,13 @@ def test_tflite_keeps_a_conv_before_a_relu6_float_without_a_crash(tmp_path):
     from edgemed.backends import litert_convert as lc
     from edgemed.backends.int8_ops import count_int8
     from edgemed.backends.quant import QuantSettings
-    from edgemed.calibration import calibration_for_export
+    from edgemed.calibration import CalibrationOptions, calibration_for_export
     from edgemed.contract import Contract
     from edgemed.models import ModelSpec, build_model
 
     module = build_model(ModelSpec("mobilenetv2-small"), 1, 1).eval()
     contract = Contract(input_size=(28, 28), channels=1, class_names=("normal", "pneumonia"))
-    cal = calibration_for_export(str(CXR), "int8", contract, None, {"calib_count": 32})
+    cal = calibration_for_export(str(CXR), "int8", contract, None, CalibrationOptions(32))
     kept = ("features.3.body.0",)  # an expansion conv inside a residual block
     s = QuantSettings("int8", "static", "minmax", "per-channel", kept)
     lc.tflite_int8(module, contract.with_layout("NHWC"), cal, s, tmp_path / "m.tflite")

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # types only: torch is imported lazily, profiles reads BACKEN
 
     from edgemed.artifact import Artifact
     from edgemed.calibration import CalibrationSet
+    from edgemed.evaluation.limits import Limits
     from edgemed.profiles import Profile
 
 
@@ -58,8 +59,10 @@ class ValidationImages(Protocol):
 @dataclass(frozen=True)
 class ConvertRequest:
     """What a backend converts: the FP32 reference ONNX (always), the torch module when there is
-    one, the contract, the precision, calibration (INT8), the target profile, free options, and
-    the validation images (uint8 `images` + `labels`) that backend-side accuracy control scores."""
+    one, the contract, the precision, calibration (INT8), the target profile, the backend's
+    options (quantization flags and `--option KEY=VALUE`, checked by `quant.quant_settings`), the
+    validation images (uint8 `images` + `labels`) that backend-side accuracy control scores, and
+    with `--accuracy-control` the drift limits it is held to (NNCF's own search reads them)."""
 
     onnx_path: Path
     contract: Contract
@@ -69,6 +72,7 @@ class ConvertRequest:
     profile: Profile | None = None
     options: dict = field(default_factory=dict)
     validation: ValidationImages | None = None
+    accuracy_control: Limits | None = None
 
 
 @dataclass(frozen=True)

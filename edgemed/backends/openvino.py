@@ -283,10 +283,10 @@ class OpenVINOBackend(Backend):
             types = oq.model_op_types(model)
             check_node_names(s.exclude_op_types, types, self.name, "exclude_op_types")
         control = None
-        if req.options.get("accuracy_control"):
+        if req.accuracy_control is not None:
             from edgemed.evaluation.limits import METRICS
 
-            given = req.options.get("max_auc_drop")
+            given = req.accuracy_control.get("auc_drop")
             control = METRICS["auc_drop"].default if given is None else given
         ignored = [ops[n] for n in s.exclude_nodes]
         return oq.int8_from_ov(model, req, s, ignored, control)

@@ -13,16 +13,9 @@ from pathlib import Path
 
 from edgemed.backends import ConvertRequest
 from edgemed.errors import InputError
-from edgemed.evaluation.limits import EXPORT_LIMITS, METRICS
 from edgemed.fileio import write_json_atomic
 
 CALIBRATION_FILE = "calibration.json"
-# Consumed by the export pipeline (calibration set, drift budget), never by a backend; the limit
-# keys are the evaluation core's export limits (a new export metric adds no line here).
-LIMIT_OPTIONS = tuple(METRICS[k].flag[2:].replace("-", "_") for k in EXPORT_LIMITS)
-PIPELINE_OPTIONS = frozenset(
-    {"data_root", "calib_count", "accuracy_control", "max_float_layers", *LIMIT_OPTIONS}
-)
 # Quantization options and the precisions they apply to (exclude_nodes: keep layers in float).
 QUANT_OPTIONS = {
     "calib_method": ("int8",),
@@ -116,7 +109,7 @@ def quant_settings(
 
 
 def _refuse_unknown(opts: dict, backend: str, extra_keys: dict) -> None:
-    known = PIPELINE_OPTIONS | set(QUANT_OPTIONS) | set(extra_keys)
+    known = set(QUANT_OPTIONS) | set(extra_keys)
     unknown = sorted(set(opts) - known)
     if unknown:
         allowed = ", ".join(sorted(set(extra_keys) | {"exclude_nodes", "exclude_op_types"}))

@@ -17,7 +17,7 @@ from edgemed.cli.options import (
     output_choice,
     output_options,
 )
-from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS, METRICS
+from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS
 
 
 @click.command()
@@ -135,20 +135,13 @@ def export(
     force,
 ) -> None:
     """Export MODEL to TARGET at PRECISION, check it against FP32 on real images, write DIR."""
+    from edgemed.calibration import CalibrationOptions
     from edgemed.models import parse_model_args
+    from edgemed.pipeline.budget import BudgetOptions
     from edgemed.pipeline.export import ExportRequest, run_export
 
-    given = {
-        "data_root": data_root,
-        "calib_count": calib_count,
-        "calib_method": calib_method,
-        "granularity": granularity,
-        "quant_mode": quant_mode,
-        "accuracy_control": accuracy_control,
-        **{METRICS[k].flag[2:].replace("-", "_"): v for k, v in limits_given.items()},
-        "max_float_layers": max_float_layers,
-    }
-    options = {k: v for k, v in given.items() if v is not None}
+    quant = {"calib_method": calib_method, "granularity": granularity, "quant_mode": quant_mode}
+    options = {k: v for k, v in quant.items() if v is not None}
     options.update(parse_model_args(backend_options, "--option"))
     req = ExportRequest(
         model=model,
@@ -164,6 +157,12 @@ def export(
         opset=opset,
         simplify=simplify,
         parity_tol=parity_tol,
+        calibration=CalibrationOptions(calib_count, data_root),
+        budget=BudgetOptions(
+            {k: v for k, v in limits_given.items() if v is not None},
+            bool(accuracy_control),
+            max_float_layers,
+        ),
         options=options,
         output=output_choice(output_name, output_index),
     )

@@ -1,11 +1,12 @@
 """The drift budget an FP16/INT8 export is held to (FP32 is held to --parity-tol instead): the
-evaluation core's export limits plus accuracy control's own settings, from the export options."""
+evaluation core's export limits plus accuracy control's own settings, as the user gave them
+(`BudgetOptions`, built once at the CLI edge) and resolved against the defaults (`Budget`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from edgemed.backends.quant import LIMIT_OPTIONS
 from edgemed.errors import InputError
 from edgemed.evaluation.drift import Drift
 from edgemed.evaluation.limits import (
@@ -18,7 +19,35 @@ from edgemed.evaluation.limits import (
     verdict,
 )
 
-BUDGET_OPTIONS = (*LIMIT_OPTIONS, "accuracy_control", "max_float_layers")
+
+@dataclass(frozen=True)
+class BudgetOptions:
+    """`--max-auc-drop`, `--max-flip-rate`, ... (metric key -> limit, only those given),
+    `--accuracy-control` and `--max-float-layers`."""
+
+    limits: Mapping[str, float] = field(default_factory=dict)
+    accuracy_control: bool = False
+    max_float_layers: int | None = None
+
+    def given(self) -> list[str]:
+        """The flags set, as the user wrote them."""
+        flags = [m.flag for k, m in METRICS.items() if k in self.limits]
+        if self.accuracy_control:
+            flags.append("--accuracy-control")
+        if self.max_float_layers is not None:
+            flags.append("--max-float-layers")
+        return flags
+
+    def to_dict(self) -> dict:
+        return {
+            "limits": dict(self.limits),
+            "accuracy_control": self.accuracy_control,
+            "max_float_layers": self.max_float_layers,
+        }
+
+
+# Limits nothing can exceed: the study and the sweep report drift per row instead of gating on it.
+UNGATED = BudgetOptions({"auc_drop": 1.0, "flip_rate": 1.0})
 
 
 @dataclass(frozen=True)
@@ -27,6 +56,7 @@ class Budget:
 
     limits: Limits
     max_float_layers: int | None = None  # accuracy control: at most this many layers in float
+    accuracy_control: bool = False  # over budget, keep the most sensitive layers in float
 
     def verdict(self, d: Drift) -> Verdict:
         return verdict(self.limits, d)
@@ -45,21 +75,23 @@ class Budget:
         return {**self.limits.to_dict(), "max_float_layers": self.max_float_layers}
 
 
-def budget_from_options(options: dict, precision: str) -> Budget | None:
+def budget_for(opts: BudgetOptions, precision: str) -> Budget | None:
     """The drift budget for fp16/int8 (None for fp32, which is held to parity instead)."""
     if precision == "fp32":
-        given = [f"--{k.replace('_', '-')}" for k in BUDGET_OPTIONS if options.get(k) is not None]
-        if given:
+        if opts.given():
             raise InputError(
-                f"{', '.join(given)} applies to fp16/int8 exports; fp32 is held to --parity-tol"
+                f"{', '.join(opts.given())} applies to fp16/int8 exports; fp32 is held to "
+                "--parity-tol"
             )
         return None
-    given = {k: options.get(METRICS[k].flag[2:].replace("-", "_")) for k in EXPORT_LIMITS}
-    limits = limits_from(given, EXPORT_DEFAULTS)
-    cap = options.get("max_float_layers")
+    unknown = sorted(set(opts.limits) - set(EXPORT_LIMITS))
+    if unknown:
+        raise InputError(f"export takes no limit on {', '.join(unknown)}")
+    limits = limits_from(dict(opts.limits), EXPORT_DEFAULTS)
+    cap = opts.max_float_layers
     if cap is not None:
-        if not options.get("accuracy_control"):
+        if not opts.accuracy_control:
             raise InputError("--max-float-layers applies only with --accuracy-control; add it")
         if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
             raise InputError(f"--max-float-layers must be a positive integer, got {cap!r}")
-    return Budget(limits, max_float_layers=cap)
+    return Budget(limits, max_float_layers=cap, accuracy_control=opts.accuracy_control)

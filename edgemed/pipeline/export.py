@@ -21,12 +21,14 @@ from edgemed.backends import (
     get_backend,
     run_batches,
 )
+from edgemed.calibration import CalibrationOptions
 from edgemed.contract import Contract
 from edgemed.errors import DriftError, InputError
 from edgemed.evaluation.drift import Drift, drift_from_logits
 from edgemed.evaluation.sanity import OutputError
 from edgemed.fileio import staged_dir, write_json_atomic
 from edgemed.models.source import LoadedModel, load_model_source
+from edgemed.pipeline.budget import BudgetOptions, budget_for
 from edgemed.pipeline.fallback import convert_within_budget
 from edgemed.profiles import Profile, resolve_target
 from edgemed.provenance import provenance
@@ -51,7 +53,9 @@ class ExportRequest:
     opset: int = 17
     simplify: bool = False
     parity_tol: float = 1e-4
-    options: dict = field(default_factory=dict)
+    calibration: CalibrationOptions = CalibrationOptions()  # --calib-count, --data-root
+    budget: BudgetOptions = BudgetOptions()  # --max-*-drop/-rate, --accuracy-control
+    options: dict = field(default_factory=dict)  # the backend's: --calib-method, --option K=V
     output: str | int | None = (
         None  # --output-name/--output-index: the logits of a multi-output model
     )
@@ -59,6 +63,8 @@ class ExportRequest:
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["out"] = str(self.out)
+        d["calibration"] = self.calibration.to_dict()
+        d["budget"] = self.budget.to_dict()
         return d
 
 
@@ -219,6 +225,7 @@ def run_export(req: ExportRequest) -> dict:
     profile.allow(req.precision)
     backend = get_backend(profile.runtime)
     backend.check_precision(req.precision)
+    drift_budget = budget_for(req.budget, req.precision)
     loaded = load_model_source(req.model, req.checkpoint, req.model_args, req.contract, req.output)
     check_onnx_source(loaded, backend.name)
     probe_source(loaded, req.precision)
@@ -239,6 +246,7 @@ def run_export(req: ExportRequest) -> dict:
             else None
         )
         calibration = _calibration(req, loaded, backend.fp16_calibration)
+        control = drift_budget.limits if drift_budget and drift_budget.accuracy_control else None
         creq = ConvertRequest(
             onnx_path,
             loaded.contract,
@@ -248,6 +256,7 @@ def run_export(req: ExportRequest) -> dict:
             profile,
             req.options,
             ev,
+            control,
         )
         facts = (req, profile, backend, loaded)
         rest = (parity, simplified, ev, calibration)
@@ -259,7 +268,7 @@ def run_export(req: ExportRequest) -> dict:
             profile.device == "cpu" or _simulated(backend, profile.device, req.precision)
         )
         conv, drift, budget = convert_within_budget(
-            backend, creq, tmp, work / "attempts", measure if runnable else None
+            backend, creq, drift_budget, tmp, work / "attempts", measure if runnable else None
         )
         shutil.rmtree(work)
         if loaded.card:
@@ -291,7 +300,13 @@ def _calibration(req: ExportRequest, loaded: LoadedModel, fp16_calibration: bool
     from edgemed.calibration import calibration_for_export
 
     return calibration_for_export(
-        req.calib, req.precision, loaded.contract, loaded.card, req.options, fp16_calibration
+        req.calib,
+        req.precision,
+        loaded.contract,
+        loaded.card,
+        req.calibration,
+        static=req.options.get("quant_mode", "static") == "static",
+        fp16_calibration=fp16_calibration,
     )
 
 

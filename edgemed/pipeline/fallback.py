@@ -25,7 +25,7 @@ from edgemed.backends.int8_ops import Int8Coverage, count_int8, refuse_float
 from edgemed.backends.quant import parse_node_list
 from edgemed.errors import DriftError, InputError
 from edgemed.evaluation.drift import Drift
-from edgemed.pipeline.budget import Budget, budget_from_options
+from edgemed.pipeline.budget import Budget
 from edgemed.progress import Progress
 
 Measure = Callable[[Path, Converted], Drift]
@@ -85,18 +85,22 @@ def _fmt(d: Drift) -> str:
 
 
 def convert_within_budget(
-    backend: Backend, req: ConvertRequest, out: Path, scratch: Path, measure: Measure | None
+    backend: Backend,
+    req: ConvertRequest,
+    budget: Budget | None,
+    out: Path,
+    scratch: Path,
+    measure: Measure | None,
 ) -> tuple[Converted, Drift | None, dict | None]:
-    """Convert `req` into `out`, holding fp16/int8 to the drift budget (see module docstring).
+    """Convert `req` into `out`, holding fp16/int8 to `budget` (see module docstring; None: fp32).
 
     `measure(dir, converted)` runs an artifact written to `dir` on the validation split; None when
     it cannot run here (no evaluation images, or a device this machine lacks). Returns the
     conversion, its measured drift (None when not measured) and the budget report for the manifest.
     """
-    budget = budget_from_options(req.options, req.precision)
-    control = bool(req.options.get("accuracy_control"))
     if budget is None:
         return convert_counted(backend, req, out)[0], None, None
+    control = budget.accuracy_control
     if measure is None:
         if control:
             raise InputError(
@@ -184,7 +188,7 @@ class _Search:
         try:
             conv, cov = convert_counted(self.backend, req, d, refuse=False)
         except DriftError as exc:  # e.g. a layer the quantizer cannot split off: a failed try
-            if step == "requested" or not self.req.options.get("accuracy_control"):
+            if step == "requested" or not self.budget.accuracy_control:
                 raise
             conv, cov = Converted((), "", self.req.contract), None
             drift, broken = None, f"conversion failed: {exc}"
@@ -208,7 +212,7 @@ class _Search:
         try:
             return self.measure(d, conv), None
         except DriftError as exc:  # NaN/constant/saturated outputs: a failed try, not the end
-            if not self.req.options.get("accuracy_control"):
+            if not self.budget.accuracy_control:
                 raise
             return None, str(exc)
 

@@ -15,6 +15,7 @@ LATENCY_PRECISION = "int8"  # every point is timed as its ONNX Runtime static IN
 def run_point(pt: GridPoint, ds: Dataset, cfg: StudyConfig, work: Path, precision: str) -> dict:
     """Train one grid point, export it to ONNX Runtime at `precision`, time it; the result row."""
     from edgemed.models import ModelSpec
+    from edgemed.pipeline.budget import UNGATED, BudgetOptions
     from edgemed.pipeline.export import ExportRequest, run_export
     from edgemed.pipeline.training import TrainConfig, train, write_training_dir
 
@@ -36,7 +37,7 @@ def run_point(pt: GridPoint, ds: Dataset, cfg: StudyConfig, work: Path, precisio
     write_training_dir(result, tcfg.model, model_dir, force=True)
     art = work / "artifacts" / f"{pt.name}-onnx-{precision}"
     # The study measures INT8 drift (reported per row) rather than gating on it.
-    budget = {"max_auc_drop": 1.0, "max_flip_rate": 1.0} if precision != "fp32" else {}
+    budget = UNGATED if precision != "fp32" else BudgetOptions()
     manifest = run_export(
         ExportRequest(
             model=str(model_dir),
@@ -45,7 +46,7 @@ def run_point(pt: GridPoint, ds: Dataset, cfg: StudyConfig, work: Path, precisio
             precision=precision,
             calib=ds.path if precision == "int8" else None,
             force=True,
-            options=budget,
+            budget=budget,
         )
     )
     timing = time_artifact(art, ds, cfg.latency_seconds)

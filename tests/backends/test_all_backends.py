@@ -32,6 +32,7 @@ def test_every_backend_runs_in_one_environment(cxr_model, tmp_path):
 
     from edgemed.artifact import load_artifact, open_runner
     from edgemed.backends import get_backend, run_batches
+    from edgemed.calibration import CalibrationOptions
     from edgemed.data import load_dataset
     from edgemed.evaluation.drift import drift_from_logits
     from edgemed.models.source import load_model_source
@@ -50,7 +51,7 @@ def test_every_backend_runs_in_one_environment(cxr_model, tmp_path):
     for target in TARGETS:
         assert get_backend(target).available() is None, target
         # OpenVINO at INT8: NNCF quantizes in the same process that imported litert-torch.
-        int8 = {"precision": "int8", "calib": str(CXR), "options": {"calib_count": 64}}
+        int8 = {"precision": "int8", "calib": str(CXR), "calibration": CalibrationOptions(64)}
         out = tmp_path / target
         run_export(
             ExportRequest(model=str(cxr_model), target=target, out=out,

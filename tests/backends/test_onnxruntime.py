@@ -120,7 +120,7 @@ def calibration_ranges(cxr_model, tmp_path_factory) -> dict:
     """Activation ranges of the real model from the three calibration methods."""
     from edgemed.backends import ort_quant as oq
     from edgemed.backends.quant import QuantSettings
-    from edgemed.calibration import resolve_calibration
+    from edgemed.calibration import CalibrationOptions, resolve_calibration
     from edgemed.models.source import load_model_source
     from edgemed.onnx_export import onnx_from_torch
 
@@ -128,7 +128,7 @@ def calibration_ranges(cxr_model, tmp_path_factory) -> dict:
     loaded = load_model_source(str(cxr_model))
     ref = onnx_from_torch(loaded.module, loaded.contract, d / "ref.onnx")
     pre = oq.preprocess_for_quant(ref, d / "pre.onnx")
-    cal = resolve_calibration(str(CXR), loaded.contract, loaded.card, {"calib_count": 128})
+    cal = resolve_calibration(str(CXR), loaded.contract, loaded.card, CalibrationOptions(128))
     out = {}
     for method in oq.METHODS:
         opts = oq.calib_options(QuantSettings("int8", "static", method))
@@ -173,7 +173,9 @@ def test_calibration_methods_give_different_scales(calibration_ranges, tmp_path)
 
 
 def test_int8_file_is_under_30_percent_of_fp32_on_a_1m_param_model(tmp_path):
+    from edgemed.calibration import CalibrationOptions
     from edgemed.contract import Contract
+    from edgemed.pipeline.budget import UNGATED
     from edgemed.pipeline.export import ExportRequest, run_export
 
     contract = Contract((28, 28), 1, ("normal", "pneumonia"), mean=(0.5,), std=(0.25,))
@@ -192,7 +194,8 @@ def test_int8_file_is_under_30_percent_of_fp32_on_a_1m_param_model(tmp_path):
             precision="int8",
             calib=str(CXR),
             # an untrained network: this test measures file size, not drift
-            options={"calib_count": 32, "max_auc_drop": 1.0, "max_flip_rate": 1.0},
+            calibration=CalibrationOptions(32),
+            budget=UNGATED,
             **common,
         )
     )

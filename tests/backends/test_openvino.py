@@ -120,13 +120,12 @@ def test_layer_candidates_are_every_op_nncf_quantized(cxr_onnx, cxr_model, tmp_p
     from edgemed.backends import ConvertRequest
     from edgemed.backends.onnxruntime import OnnxRuntimeBackend
     from edgemed.backends.openvino import OpenVINOBackend
-    from edgemed.calibration import calibration_for_export
+    from edgemed.calibration import CalibrationOptions, calibration_for_export
     from edgemed.contract import Contract
 
     contract = Contract.from_dict(json.loads((cxr_onnx / "manifest.json").read_text())["contract"])
-    opts = {"calib_count": 64}
-    cal = calibration_for_export(str(CXR), "int8", contract, None, opts)
-    req = ConvertRequest(cxr_onnx / "model.onnx", contract, "int8", calibration=cal, options=opts)
+    cal = calibration_for_export(str(CXR), "int8", contract, None, CalibrationOptions(64))
+    req = ConvertRequest(cxr_onnx / "model.onnx", contract, "int8", calibration=cal)
     every = OpenVINOBackend().quantizable_nodes(req)
     assert {"/pool/GlobalAveragePool", "/Flatten", "/head/Gemm"} <= set(every)
     assert set(every) == set(OnnxRuntimeBackend().quantizable_nodes(req))
@@ -147,13 +146,13 @@ def test_percentile_and_minmax_ranges_differ(cxr_model, tmp_path):
     from edgemed.backends import ConvertRequest
     from edgemed.backends import ov_quant as oq
     from edgemed.backends.openvino import OpenVINOBackend, ov_model_from_onnx
-    from edgemed.calibration import resolve_calibration
+    from edgemed.calibration import CalibrationOptions, resolve_calibration
     from edgemed.models.source import load_model_source
     from edgemed.onnx_export import onnx_from_torch
 
     loaded = load_model_source(str(cxr_model))
     onnx_path = onnx_from_torch(loaded.module, loaded.contract, tmp_path / "ref.onnx")
-    cal = resolve_calibration(str(CXR), loaded.contract, loaded.card, {"calib_count": 32})
+    cal = resolve_calibration(str(CXR), loaded.contract, loaded.card, CalibrationOptions(32))
     limits = {}
     for method in ("minmax", "percentile"):
         req = ConvertRequest(onnx_path, loaded.contract, "int8", calibration=cal,
@@ -179,14 +178,14 @@ def test_nncf_accuracy_control_without_validation_images_is_refused(cxr_model, t
     from edgemed.backends import ConvertRequest
     from edgemed.backends import ov_quant as oq
     from edgemed.backends.openvino import OpenVINOBackend, ov_model_from_onnx
-    from edgemed.calibration import resolve_calibration
+    from edgemed.calibration import CalibrationOptions, resolve_calibration
     from edgemed.errors import InputError
     from edgemed.models.source import load_model_source
     from edgemed.onnx_export import onnx_from_torch
 
     loaded = load_model_source(str(cxr_model))
     onnx_path = onnx_from_torch(loaded.module, loaded.contract, tmp_path / "ref.onnx")
-    cal = resolve_calibration(str(CXR), loaded.contract, loaded.card, {"calib_count": 32})
+    cal = resolve_calibration(str(CXR), loaded.contract, loaded.card, CalibrationOptions(32))
     req = ConvertRequest(onnx_path, loaded.contract, "int8", calibration=cal)
     s = OpenVINOBackend().settings(req)
     with pytest.raises(InputError, match="validation images"):
