@@ -65,7 +65,7 @@ def nncf_rows(model_dir: Path, loaded, ref, test, tmp: Path) -> list[list]:
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     from edgemed.backends.openvino import OpenVINORunner, ov_model_from_onnx
-    from edgemed.backends.ov_quant import nncf_output
+    from edgemed.backends.openvino.quant import nncf_output
     from edgemed.calibration import resolve_calibration
     from edgemed.onnx_export import onnx_from_torch
 

@@ -71,7 +71,7 @@ def simulate(out: Path, manifest: dict, ref, test):
 def conformance(out: Path, manifest: dict) -> str:
     import onnx
 
-    from edgemed.backends.trt_qdq import qdq_problems, qdq_summary
+    from edgemed.backends.tensorrt.qdq import qdq_problems, qdq_summary
 
     model = onnx.load(str(out / manifest["model_file"]))
     if not any(n.op_type == "QuantizeLinear" for n in model.graph.node):

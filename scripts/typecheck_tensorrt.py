@@ -38,11 +38,11 @@ STUBS = (
 )
 REPO = Path(__file__).resolve().parents[1]
 FILES = [
-    "edgemed/backends/tensorrt.py",
-    "edgemed/backends/trt_device.py",
-    "edgemed/backends/trt_engine.py",
-    "edgemed/backends/trt_qdq.py",
-    "edgemed/backends/trt_precision.py",
+    "edgemed/backends/tensorrt/__init__.py",
+    "edgemed/backends/tensorrt/device.py",
+    "edgemed/backends/tensorrt/engine.py",
+    "edgemed/backends/tensorrt/qdq.py",
+    "edgemed/backends/tensorrt/precision.py",
     "edgemed/backends/fp16.py",
     "edgemed/pipeline/engine_build.py",
     "edgemed/harness/gpu_memory.py",

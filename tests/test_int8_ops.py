@@ -128,9 +128,9 @@ def test_tflite_exclude_op_types_are_torch_module_classes(cxr_model, tmp_path):
 def test_tflite_keeps_a_conv_before_a_relu6_float_without_a_crash(tmp_path):
     """mobilenetv2-small at 28 px: keeping one conv of a conv-bn-relu6 pattern float crashed
     torchao's PT2E prepare (KeyError: conv2d); the shared specs now follow it into float."""
-    from edgemed.backends import litert_convert as lc
     from edgemed.backends.int8_ops import count_int8
     from edgemed.backends.quant import QuantSettings
+    from edgemed.backends.tflite import convert as lc
     from edgemed.calibration import CalibrationOptions, calibration_for_export
     from edgemed.contract import Contract
     from edgemed.models import ModelSpec, build_model

@@ -109,3 +109,19 @@ def test_backends_and_models_do_not_import_the_pipeline():
         if d.startswith(("edgemed.pipeline", "edgemed.cli", "edgemed.harness"))
     }
     assert not upward, f"upward imports: {sorted(upward)}"
+
+
+def test_a_backend_with_several_modules_is_a_sub_package():
+    """A module loose in backends/ is shared: none is used by one backend's package alone."""
+    from edgemed.backends import BACKENDS
+
+    graph = _graph()
+    homes = {r.entry.partition(":")[0] for r in BACKENDS.values()}
+    assert all(h.count(".") == 2 for h in homes), homes  # edgemed.backends.<name>
+    loose = [p.stem for p in (PKG / "backends").glob("*.py") if p.stem != "__init__"]
+    for stem in loose:
+        mod = f"edgemed.backends.{stem}"
+        users = {m for m, deps in graph.items() if mod in deps}
+        owners = {h for h in homes for u in users if u == h or u.startswith(h + ".")}
+        alone = len(owners) == 1 and all(u.startswith(tuple(owners)) for u in users)
+        assert not alone, f"{mod} is used only by {owners.pop()}: move it into that package"

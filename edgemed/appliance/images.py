@@ -63,7 +63,7 @@ class InputSpec:
 
 def read_input(path: str | Path, spec: InputSpec) -> np.ndarray:
     """Decode, check and resize one input file to uint8 (H, W, C) by the contract."""
-    from edgemed.appliance.dicom import dicom_pixels, is_dicom
+    from edgemed.data.dicom import dicom_pixels, is_dicom
     from edgemed.data.images import resize_array
 
     path = Path(path)

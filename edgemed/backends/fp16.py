@@ -73,7 +73,7 @@ class KeptNode:
 
 def activation_magnitudes(onnx_path: Path, calibration, contract: Contract) -> dict[str, float]:
     """max |x| of every float tensor (graph input, node inputs/outputs) over the calibration images."""
-    from edgemed.backends.ort_quant import ranges_from_calibration
+    from edgemed.backends.onnxruntime.quant import ranges_from_calibration
 
     ranges = ranges_from_calibration(Path(onnx_path), calibration, contract, "minmax", {})
     out = {}

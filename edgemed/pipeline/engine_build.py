@@ -101,7 +101,7 @@ def engine_precision(art: Artifact, profile: Profile, asked: str | None) -> str:
 
 def engine_plan(req: BuildEngineRequest, art: Artifact, profile: Profile, precision: str):
     """Resolve flags over profile settings (flags win; each is recorded in the manifest)."""
-    from edgemed.backends.trt_engine import EnginePlan
+    from edgemed.backends.tensorrt.engine import EnginePlan
 
     workspace = req.workspace_mb if req.workspace_mb is not None else profile.workspace_mb
     dla = req.dla_core if req.dla_core is not None else profile.dla_core
@@ -149,8 +149,12 @@ def check_target_gpu(profile: Profile, here) -> None:
 
 def build_engine(req: BuildEngineRequest) -> dict:
     """Build, check and write one engine artifact; returns its manifest."""
-    from edgemed.backends.trt_device import check_dla_request, device_identity, tensorrt_unavailable
-    from edgemed.backends.trt_precision import build_path
+    from edgemed.backends.tensorrt.device import (
+        check_dla_request,
+        device_identity,
+        tensorrt_unavailable,
+    )
+    from edgemed.backends.tensorrt.precision import build_path
 
     art = tensorrt_artifact(req.artifact)
     profile = profile_from_manifest(art.manifest["profile"])
@@ -173,8 +177,8 @@ def build_engine(req: BuildEngineRequest) -> dict:
 
 
 def _build_and_write(req, art, profile, plan, path, here, out: Path) -> dict:
-    from edgemed.backends.trt_engine import engine_from_onnx
-    from edgemed.backends.trt_precision import check_engine_precision, inspect_engine
+    from edgemed.backends.tensorrt.engine import engine_from_onnx
+    from edgemed.backends.tensorrt.precision import check_engine_precision, inspect_engine
     from edgemed.progress import Progress
 
     bar = Progress(3, "build-engine")
@@ -212,7 +216,7 @@ def _fp32_nodes(art: Artifact) -> tuple[str, ...]:
 def _device_drift(engine: bytes, plan, art: Artifact, req: BuildEngineRequest):
     """Run the engine on the artifact's reference images; drift vs FP32 and GPU memory peak."""
     from edgemed.backends import run_batches
-    from edgemed.backends.trt_engine import TensorRTEngineRunner
+    from edgemed.backends.tensorrt.engine import TensorRTEngineRunner
     from edgemed.evaluation.drift import drift_from_logits
     from edgemed.evaluation.limits import EXPORT_DEFAULTS, limits_from, verdict
 

@@ -118,7 +118,7 @@ def test_fp16_keeps_fp32_io(cxr_model, tmp_path):
 @pytest.fixture(scope="module")
 def calibration_ranges(cxr_model, tmp_path_factory) -> dict:
     """Activation ranges of the real model from the three calibration methods."""
-    from edgemed.backends import ort_quant as oq
+    from edgemed.backends.onnxruntime import quant as oq
     from edgemed.backends.quant import QuantSettings
     from edgemed.calibration import CalibrationOptions, resolve_calibration
     from edgemed.models.source import load_model_source
@@ -157,7 +157,7 @@ def test_calibration_methods_give_different_ranges(calibration_ranges):
 def test_calibration_methods_give_different_scales(calibration_ranges, tmp_path):
     from onnx import numpy_helper
 
-    from edgemed.backends import ort_quant as oq
+    from edgemed.backends.onnxruntime import quant as oq
     from edgemed.backends.quant import QuantSettings
 
     scales = {}

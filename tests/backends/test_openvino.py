@@ -144,8 +144,8 @@ def test_layer_candidates_are_every_op_nncf_quantized(cxr_onnx, cxr_model, tmp_p
 def test_percentile_and_minmax_ranges_differ(cxr_model, tmp_path):
     """Each range estimator offered really does what its name says (different ranges)."""
     from edgemed.backends import ConvertRequest
-    from edgemed.backends import ov_quant as oq
     from edgemed.backends.openvino import OpenVINOBackend, ov_model_from_onnx
+    from edgemed.backends.openvino import quant as oq
     from edgemed.calibration import CalibrationOptions, resolve_calibration
     from edgemed.models.source import load_model_source
     from edgemed.onnx_export import onnx_from_torch
@@ -176,8 +176,8 @@ def test_explicit_bias_correction_is_used_as_given(cxr_model, tmp_path):
 def test_nncf_accuracy_control_without_validation_images_is_refused(cxr_model, tmp_path):
     """NNCF's accuracy control never falls back to scoring on the calibration images."""
     from edgemed.backends import ConvertRequest
-    from edgemed.backends import ov_quant as oq
     from edgemed.backends.openvino import OpenVINOBackend, ov_model_from_onnx
+    from edgemed.backends.openvino import quant as oq
     from edgemed.calibration import CalibrationOptions, resolve_calibration
     from edgemed.errors import InputError
     from edgemed.models.source import load_model_source

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from edgemed.artifact import load_artifact
-from edgemed.backends.trt_device import (
+from edgemed.backends.tensorrt.device import (
     DeviceIdentity,
     check_dla_request,
     check_engine_compatible,
@@ -135,7 +135,7 @@ def test_conformance_check_rejects_onnxruntime_default_qdq(fp32_artifact, tmp_pa
         quantize_static,
     )
 
-    from edgemed.backends.trt_qdq import qdq_problems
+    from edgemed.backends.tensorrt.qdq import qdq_problems
     from edgemed.contract import Contract
     from edgemed.data import load_dataset
 
@@ -421,7 +421,7 @@ def test_target_gpu_must_match():
 
 
 def test_build_path_by_tensorrt_generation(fp16_artifact, int8_artifact, fp32_artifact):
-    from edgemed.backends.trt_precision import build_path
+    from edgemed.backends.tensorrt.precision import build_path
 
     m16 = _manifest(fp16_artifact)
     p10 = build_path(m16, "fp16", "10.3.0")
@@ -442,7 +442,7 @@ def test_build_path_by_tensorrt_generation(fp16_artifact, int8_artifact, fp32_ar
 
 
 def test_build_path_refuses_old_fp16_artifacts_and_other_generations(fp16_artifact):
-    from edgemed.backends.trt_precision import build_path
+    from edgemed.backends.tensorrt.precision import build_path
 
     old = {**_manifest(fp16_artifact), "model_file": "model.onnx", "backend": {"fp16": "FP32 ONNX"}}
     for version in ("10.3.0", "11.4.0"):
@@ -481,7 +481,7 @@ SAMPLES = json.loads((Path(__file__).parent / "data" / "trt_inspector_samples.js
     ],
 )
 def test_engine_precision_accepts_what_the_artifact_says(sample, expected):
-    from edgemed.backends.trt_precision import check_engine_precision
+    from edgemed.backends.tensorrt.precision import check_engine_precision
 
     summary = check_engine_precision(SAMPLES[sample], expected, ())
     assert summary["compute_layers_by_precision"][expected] >= 1 and summary["layers"] >= 2
@@ -504,7 +504,7 @@ def test_engine_precision_accepts_what_the_artifact_says(sample, expected):
     ],
 )  # fmt: skip
 def test_engine_precision_refuses_another_precision(sample, expected, kept, needle):
-    from edgemed.backends.trt_precision import check_engine_precision
+    from edgemed.backends.tensorrt.precision import check_engine_precision
 
     with pytest.raises(InputError) as exc:
         check_engine_precision(SAMPLES[sample], expected, kept)
@@ -513,7 +513,7 @@ def test_engine_precision_refuses_another_precision(sample, expected, kept, need
 
 
 def test_inspector_type_strings_of_both_generations():
-    from edgemed.backends.trt_precision import dtype_of, parse_engine_info
+    from edgemed.backends.tensorrt.precision import dtype_of, parse_engine_info
 
     assert dtype_of("Channel major FP16 format where channel % 8 == 0") == "fp16"
     assert dtype_of("Thirty-two wide channel vectorized row major Int8 format.") == "int8"
@@ -603,7 +603,7 @@ def test_engine_from_another_device_or_corrupt_is_refused_on_device(int8_artifac
 @pytest.mark.gpu
 @needs_trt
 def test_dla_on_a_gpu_without_dla_is_refused(int8_artifact, tmp_path):
-    from edgemed.backends.trt_device import device_identity
+    from edgemed.backends.tensorrt.device import device_identity
 
     if device_identity().dla_cores:
         pytest.skip("this device has DLA cores")
@@ -685,7 +685,7 @@ def _conv_with_weight_qdq(weight_scale: np.ndarray):
 
 
 def test_conformance_accepts_float_weight_q_dq_and_flags_per_tensor_weights():
-    from edgemed.backends.trt_qdq import qdq_problems
+    from edgemed.backends.tensorrt.qdq import qdq_problems
 
     assert qdq_problems(_conv_with_weight_qdq(np.full(4, 0.01))) == []
     problems = qdq_problems(_conv_with_weight_qdq(np.array(0.01)))

@@ -17,12 +17,13 @@ import io
 import logging
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from edgemed.backends.quant import QuantSettings
 from edgemed.contract import Contract
 from edgemed.errors import InputError
+from edgemed.fileio import sha256_file
 from edgemed.progress import Progress
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -78,6 +79,23 @@ def preprocess_for_quant(src: Path, dst: Path) -> Path:
     with _quiet():
         quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
     return dst
+
+
+class Preprocessed:
+    """`preprocess_for_quant` of each source ONNX once per backend instance, keyed by content
+    (accuracy control converts the same reference once per attempt); the ONNX Runtime and the
+    TensorRT backends share it. `scratch()` gives the backend's temporary directory."""
+
+    def __init__(self, scratch: Callable[[], Path]) -> None:
+        self._scratch = scratch
+        self._done: dict[str, Path] = {}
+
+    def __call__(self, onnx_path: Path) -> Path:
+        digest = sha256_file(onnx_path)
+        if digest not in self._done:
+            dst = self._scratch() / f"pre-{digest[:16]}.onnx"
+            self._done[digest] = preprocess_for_quant(Path(onnx_path), dst)
+        return self._done[digest]
 
 
 def nodes_of_types(onnx_path: Path, op_types: tuple[str, ...]) -> tuple[str, ...]:

@@ -2,7 +2,7 @@
 
 FP32 copies the reference ONNX; FP16 converts with onnxconverter-common (FP32 inputs/outputs);
 INT8 is static QDQ calibrated on the user's images (MinMax by default: measured best here) or
-dynamic. The quantization itself lives in `ort_quant`.
+dynamic. The quantization itself lives in `onnxruntime.quant`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.backends import Backend, Converted, ConvertRequest, Runner
-from edgemed.backends import ort_quant as oq
 from edgemed.backends.fp16 import fp16_from_onnx
+from edgemed.backends.onnxruntime import quant as oq
 from edgemed.backends.quant import (
     QuantSettings,
     calibration_info,
@@ -141,7 +141,7 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self) -> None:
         # Caches for the accuracy-aware fallback, which converts the same model many times.
         self._tmp: tempfile.TemporaryDirectory | None = None
-        self._pre: dict[str, Path] = {}
+        self._preprocessed = oq.Preprocessed(self._scratch)
         self._ranges: dict[tuple, object] = {}
         self._quantized: dict[tuple, tuple[str, ...]] = {}
 
@@ -185,8 +185,7 @@ class OnnxRuntimeBackend(Backend):
             getattr(req.calibration, "manifest_sha256", ""),
         )
         if key not in self._quantized:
-            self._tmp = self._tmp or tempfile.TemporaryDirectory(prefix="edgemed-ort-")
-            target = Path(self._tmp.name) / f"full-{len(self._quantized)}.onnx"
+            target = self._scratch() / f"full-{len(self._quantized)}.onnx"
             if s.mode == "dynamic":
                 self._dynamic(req, target, full)
             else:
@@ -293,13 +292,9 @@ class OnnxRuntimeBackend(Backend):
         info = oq.dynamic_int8_from_onnx(self._preprocessed(req.onnx_path), target, s)
         return {**info, "preprocess": "quant_pre_process(skip_symbolic_shape=True)"}
 
-    def _preprocessed(self, onnx_path: Path) -> Path:
-        digest = sha256_file(onnx_path)
-        if digest not in self._pre:
-            self._tmp = self._tmp or tempfile.TemporaryDirectory(prefix="edgemed-ort-")
-            dst = Path(self._tmp.name) / f"{digest[:16]}.onnx"
-            self._pre[digest] = oq.preprocess_for_quant(onnx_path, dst)
-        return self._pre[digest]
+    def _scratch(self) -> Path:
+        self._tmp = self._tmp or tempfile.TemporaryDirectory(prefix="edgemed-ort-")
+        return Path(self._tmp.name)
 
     def runner(self, model_path: Path, info: dict, threads: int | None = None) -> Runner:
         return OnnxRuntimeRunner(Path(model_path), threads)

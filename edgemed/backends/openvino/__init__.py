@@ -8,7 +8,7 @@ apply it by itself, see `embed_runtime_options`); the precision a plain `compile
 on the exporting CPU is recorded as `plain_compile_precision` and warned about when it differs. The precision read back from the compiled model is recorded in the manifest
 and checked every time a runner loads. FP16 = FP16-compressed weights, executed in f32 unless
 `--option inference_precision=bf16|f16` asks otherwise. INT8 = NNCF post-training quantization
-(settings and why in `ov_quant`), accuracy-controlled with `--accuracy-control`.
+(settings and why in `openvino.quant`), accuracy-controlled with `--accuracy-control`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.backends import Backend, Converted, ConvertRequest, Runner
-from edgemed.backends import ov_quant as oq
-from edgemed.backends.ov_quant import compile_config
+from edgemed.backends.openvino import quant as oq
+from edgemed.backends.openvino.quant import compile_config
 from edgemed.backends.quant import (
     QuantSettings,
     check_node_names,

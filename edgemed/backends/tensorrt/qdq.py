@@ -41,7 +41,7 @@ def trt_qdq_from_onnx(pre_path: Path, out_path: Path, ranges, settings: QuantSet
     """
     from onnxruntime.quantization import QuantType
 
-    from edgemed.backends.ort_quant import quantize_with_ranges
+    from edgemed.backends.onnxruntime.quant import quantize_with_ranges
 
     quantize_with_ranges(
         pre_path,

@@ -33,6 +33,7 @@ from edgemed.profiles import Profile
 
 if TYPE_CHECKING:
     from edgemed.artifact import Artifact
+    from edgemed.backends.onnxruntime.quant import Preprocessed
 
 MODEL_FILE = "model.onnx"
 FP16_MODEL_FILE = "model-fp16.onnx"  # strongly typed FP16 (TensorRT 11); model.onnx for 10.x
@@ -64,12 +65,12 @@ class TensorRTBackend(Backend):
     def __init__(self) -> None:
         # Caches for the accuracy-aware fallback, which converts the same model many times.
         self._tmp: tempfile.TemporaryDirectory | None = None
-        self._pre: dict[str, Path] = {}
+        self._pre: Preprocessed | None = None
         self._ranges: dict[tuple, object] = {}
         self._magnitudes: dict[tuple, dict[str, float]] = {}
 
     def available(self) -> str | None:
-        from edgemed.backends.trt_device import tensorrt_unavailable
+        from edgemed.backends.tensorrt.device import tensorrt_unavailable
 
         return tensorrt_unavailable()
 
@@ -77,7 +78,7 @@ class TensorRTBackend(Backend):
         """Validated options: static INT8 only, per-channel weights, ORT's calibration methods;
         FP16: the thresholds above which a layer stays FP32 (`fp16_data_max`, `fp16_init_max`)."""
         from edgemed.backends.fp16 import THRESHOLD_OPTIONS, fp16_thresholds
-        from edgemed.backends.trt_qdq import METHODS
+        from edgemed.backends.tensorrt.qdq import METHODS
 
         self.check_precision(req.precision)
         s = quant_settings(
@@ -94,8 +95,8 @@ class TensorRTBackend(Backend):
         return s
 
     def quantizable_nodes(self, req: ConvertRequest) -> tuple[str, ...]:
-        from edgemed.backends.ort_quant import FP16_CANDIDATES, nodes_of_types
-        from edgemed.backends.trt_qdq import WEIGHTED_OPS
+        from edgemed.backends.onnxruntime.quant import FP16_CANDIDATES, nodes_of_types
+        from edgemed.backends.tensorrt.qdq import WEIGHTED_OPS
 
         precision = self.settings(req).precision
         if precision == "fp16":  # nodes of the reference ONNX the FP16 ONNX can keep FP32
@@ -134,7 +135,7 @@ class TensorRTBackend(Backend):
 
         from edgemed.backends import fp16
         from edgemed.backends.onnxruntime import OnnxRuntimeRunner
-        from edgemed.backends.ort_quant import ensure_contract
+        from edgemed.backends.onnxruntime.quant import ensure_contract
 
         cal = req.calibration
         if not isinstance(cal, CalibrationSet):
@@ -176,8 +177,8 @@ class TensorRTBackend(Backend):
         }
 
     def _int8(self, req: ConvertRequest, target: Path, s: QuantSettings) -> dict:
-        from edgemed.backends import ort_quant as oq
-        from edgemed.backends.trt_qdq import trt_qdq_from_onnx
+        from edgemed.backends.onnxruntime import quant as oq
+        from edgemed.backends.tensorrt.qdq import trt_qdq_from_onnx
 
         cal = req.calibration
         if not isinstance(cal, CalibrationSet):
@@ -200,15 +201,15 @@ class TensorRTBackend(Backend):
         }
 
     def _preprocessed(self, onnx_path: Path) -> Path:
-        from edgemed.backends.ort_quant import preprocess_for_quant
+        if self._pre is None:  # ONNX Runtime's quantization tools, imported only when used
+            from edgemed.backends.onnxruntime.quant import Preprocessed
 
-        key = str(onnx_path)
-        if key not in self._pre:
-            if self._tmp is None:
-                self._tmp = tempfile.TemporaryDirectory(prefix="edgemed-trt-")
-            dst = Path(self._tmp.name) / f"pre-{len(self._pre)}.onnx"
-            self._pre[key] = preprocess_for_quant(Path(onnx_path), dst)
-        return self._pre[key]
+            self._pre = Preprocessed(self._scratch)
+        return self._pre(onnx_path)
+
+    def _scratch(self) -> Path:
+        self._tmp = self._tmp or tempfile.TemporaryDirectory(prefix="edgemed-trt-")
+        return Path(self._tmp.name)
 
     def simulation_runner(self, model_path: Path, info: dict) -> Runner:
         """ONNX Runtime on this CPU over the ONNX for TensorRT: a close simulation of the engine.
@@ -238,12 +239,12 @@ class TensorRTBackend(Backend):
 
     def open(self, artifact: Artifact, threads: int | None = None) -> Runner:
         """A runner on a built engine (an engine dir from `edgemed build-engine`)."""
-        from edgemed.backends.trt_device import (
+        from edgemed.backends.tensorrt.device import (
             check_engine_compatible,
             device_identity,
             read_engine_file,
         )
-        from edgemed.backends.trt_engine import TensorRTEngineRunner
+        from edgemed.backends.tensorrt.engine import TensorRTEngineRunner
 
         self.require()
         manifest, artifact_dir = artifact.manifest, artifact.path

@@ -1,7 +1,7 @@
 """TensorRT engines on the device: ONNX -> engine (Polygraphy loaders) and a runner on engine bytes.
 
 Needs `tensorrt` and a CUDA GPU; everything here imports them inside functions. Which ONNX, typing
-and flags a build uses is decided in `trt_precision.build_path`: TensorRT 10.x (JetPack 6, desktop
+and flags a build uses is decided in `precision.build_path`: TensorRT 10.x (JetPack 6, desktop
 10.x) builds weakly typed with precision flags (FP16: the FP32 ONNX, the nodes the export kept FP32
 pinned by precision constraints); TensorRT 11 removed the flags and builds strongly typed (FP16:
 the artifact's FP16 ONNX; INT8: the Q/DQ nodes say what runs in INT8). Engines are built with
@@ -24,7 +24,7 @@ from edgemed.errors import InputError
 if TYPE_CHECKING:  # type-checked against the tensorrt stubs (scripts/typecheck_tensorrt.py)
     import tensorrt as trt
 
-    from edgemed.backends.trt_precision import BuildPath
+    from edgemed.backends.tensorrt.precision import BuildPath
 
 
 @dataclass(frozen=True)

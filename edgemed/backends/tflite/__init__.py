@@ -4,7 +4,7 @@ The artifact takes NHWC input (recorded as the contract's layout) at a fixed bat
 an int8 input: the runner quantizes the contract-normalized float input with the input tensor's
 scale/zero point, and dequantizes int8 logits where the model has them (`integer_output=true`),
 so `infer()` is float in, float out like every runner. Conversion details and why litert-torch
-(not onnx2tf) are in `litert_convert`.
+(not onnx2tf) are in `tflite.convert`.
 
 Runtime choice: `ai_edge_litert.interpreter` (LiteRT, works with numpy 2); where only
 `tflite_runtime` is installed (Jetson/ARM images) its interpreter runs the same file. Which one
@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.backends import Backend, Converted, ConvertRequest, Runner
-from edgemed.backends import litert_convert as lc
 from edgemed.backends.quant import (
     QuantSettings,
     calibration_info,
@@ -29,6 +28,7 @@ from edgemed.backends.quant import (
     quant_settings,
     write_calibration_manifest,
 )
+from edgemed.backends.tflite import convert as lc
 from edgemed.errors import InputError, UnavailableError
 from edgemed.provenance import package_version
 
