@@ -5,6 +5,7 @@ every metric is computed per group with CIs, a group too small for a metric fail
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -227,7 +228,10 @@ def test_bench_refuses_a_bad_groups_file_before_writing_anything(cxr_onnx, tmp_p
     assert_user_error(res, "--gate-per-group needs --groups")
     res = run_cli("bench", cxr_onnx, "--data", CXR, "--groups", "dicom:Manufacturer",
                   "--out", tmp_path / "o")  # fmt: skip
-    assert_user_error(res, "write the groups as a CSV")
+    assert_user_error(res, "an .npz keeps no header")
+    res = run_cli("bench", cxr_onnx, "--data", CXR, "--groups", "dicom:Scanner",
+                  "--out", tmp_path / "o")  # fmt: skip
+    assert_user_error(res, "Scanner is not a DICOM attribute keyword")
     assert tree_snapshot(tmp_path) == before
 
 
@@ -250,3 +254,79 @@ def test_brain_mri_grouped_by_source_format_and_resolution(brain_model, brain_di
     assert set(sizes["source_format"]) <= {"JPEG color", "JPEG grayscale", "PNG"}
     assert sum(sizes["resolution_band"].values()) == results["data"]["n"]
     assert results["rows"][0]["worst_groups"]["resolution_band"] in sizes["resolution_band"]
+
+
+# ---------------------------------------------------------------- DICOM data and DICOM groups
+
+VENDORS = ("GE", "Siemens", "Philips")
+
+
+@pytest.fixture(scope="module")
+def brain_dicom_dir(brain_dir, tmp_path_factory) -> Path:
+    """The real brain MRI images as a class-folder tree of DICOM files (grayscale pixels as the
+    PNG/JPEG decode them), with header attributes a PACS export carries set per image."""
+    from PIL import Image
+
+    from edgemed.data.folder import list_class_files
+    from tests.bundle_support import write_dicom
+
+    root = tmp_path_factory.mktemp("dicom") / "brain_mri_dicom"
+    for i, (f, _) in enumerate(list_class_files(brain_dir)[1]):
+        dst = root / f"{f.relative_to(brain_dir)}.dcm"  # "1 no.jpg" and "1 no.jpeg" both exist
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(f) as im:
+            pixels = np.asarray(im.convert("L"))
+        sex, age = ("F", "M")[i % 2], f"{20 + (i * 7) % 60:03d}Y"
+        write_dicom(dst, pixels, Manufacturer=VENDORS[i % 3], PatientSex=sex, PatientAge=age,
+                    Modality="MR")  # fmt: skip
+    return root
+
+
+def test_a_dicom_folder_reads_as_the_pixels_a_viewer_shows(brain_dir, brain_dicom_dir):
+    from edgemed.data.folder import content_hash, list_class_files
+    from edgemed.data.images import read_image
+    from tests.bundle_support import write_dicom
+
+    files = list_class_files(brain_dicom_dir)[1]
+    assert len(files) == len(list_class_files(brain_dir)[1])
+    for f, _ in files[:: len(files) // 5]:
+        src = (brain_dir / f.relative_to(brain_dicom_dir)).with_suffix("")
+        np.testing.assert_array_equal(read_image(f, (64, 64), 1), read_image(src, (64, 64), 1))
+    # two exports of one image (new UIDs, other header) are one image for the split
+    pixels = read_image(files[0][0], (40, 30), 1)[:, :, 0]
+    a = write_dicom(brain_dicom_dir.parent / "a.dcm", pixels, Manufacturer="GE")
+    b = write_dicom(brain_dicom_dir.parent / "b.dcm", pixels, Manufacturer="Siemens")
+    assert a.read_bytes() != b.read_bytes() and content_hash(a) == content_hash(b)
+
+
+def test_bench_takes_groups_from_each_dicom_header(brain_model, brain_dicom_dir, tmp_path):
+    from edgemed.pipeline.export import ExportRequest, run_export
+
+    art = tmp_path / "onnx"
+    run_export(ExportRequest(model=str(brain_model), target="onnx", out=art))
+    out = tmp_path / "b"
+    spec = "dicom:Manufacturer,PatientSex,AgeBand"
+    res = run_cli("bench", art, "--data", brain_dicom_dir, "--groups", spec, *FAST, "--out", out)
+    assert res.code == 0, res.err
+    results = json.loads((out / "results.json").read_text())
+    assert results["subgroups"]["path"] == spec
+    sizes = results["subgroups"]["sizes"]
+    assert set(sizes) == {"Manufacturer", "PatientSex", "AgeBand"}
+    assert set(sizes["Manufacturer"]) == set(VENDORS) and set(sizes["PatientSex"]) == {"F", "M"}
+    assert all(sum(v.values()) == results["data"]["n"] for v in sizes.values())
+    assert "by Manufacturer" in res.out
+
+
+def test_dicom_groups_need_dicom_files(brain_dicom_dir, tmp_path):
+    from edgemed.evaluation.group_sources import dicom_group_table
+    from tests.bundle_support import write_png
+
+    shutil.copytree(brain_dicom_dir / "no", tmp_path / "d" / "no")
+    write_png(tmp_path / "d" / "no" / "extra.png", np.full((64, 64), 128, np.uint8))
+    dcm = next((tmp_path / "d" / "no").glob("*.dcm")).name
+    keys = ImageKeys((f"no/{dcm}", "no/extra.png"), ("a" * 64, "b" * 64), frozenset())
+    with pytest.raises(InputError, match="no/extra.png in .* is not a DICOM file"):
+        dicom_group_table("dicom:Manufacturer", str(tmp_path / "d"), keys)
+    one = ImageKeys((f"no/{dcm}",), ("a" * 64,), frozenset({f"no/{dcm}"}))
+    table = dicom_group_table("dicom:Manufacturer,AgeBand", str(tmp_path / "d"), one)
+    assert table.columns == ("Manufacturer", "AgeBand") and table.values[0][0] in VENDORS

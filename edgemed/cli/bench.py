@@ -47,10 +47,12 @@ from edgemed.evaluation.limits import BENCH_DEFAULTS
 )
 @click.option(
     "--groups",
-    metavar="FILE.csv",
+    metavar="FILE.csv|dicom:ATTR,...",
     help="Subgroups: a CSV whose first column names each image (its path relative to the data "
     "folder, SPLIT/INDEX for an npz, or its content SHA-256) and whose other columns are groups "
-    "(site, scanner, sex, age band); every metric is reported per group.",
+    "(site, scanner, sex, age band); or, for a folder of DICOM files, dicom:Manufacturer,"
+    "PatientSex,AgeBand (attributes read from each image's header). Every metric is reported "
+    "per group.",
 )
 @click.option(
     "--gate-per-group", is_flag=True, help="Apply the gates to each group of --groups as well."

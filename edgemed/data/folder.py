@@ -1,4 +1,5 @@
-"""One-folder-per-class image trees (JPEG/PNG of any mode, names with spaces), split duplicate-aware."""
+"""One-folder-per-class image trees (JPEG/PNG of any mode, single-frame DICOM, names with spaces),
+split duplicate-aware."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.data import Dataset, Split
+from edgemed.data.dicom import DICOM_SUFFIXES, dicom_pixels
 from edgemed.data.images import IMAGE_SUFFIXES, read_image
 from edgemed.data.split import (
     DuplicateReport,
@@ -37,7 +39,7 @@ def list_class_files(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]
     counts = {c: sum(1 for _, ci in files if ci == i) for i, c in enumerate(classes)}
     if not files:
         raise InputError(
-            f"{root} holds no images; expected one sub-folder per class with PNG/JPEG files"
+            f"{root} holds no images; expected one sub-folder per class with PNG/JPEG/TIFF or DICOM files"
         )
     populated = [c for c, n in counts.items() if n]
     if len(populated) < 2:
@@ -46,6 +48,15 @@ def list_class_files(root: Path) -> tuple[tuple[str, ...], list[tuple[Path, int]
             "a classifier needs at least two class folders with images"
         )
     return classes, files
+
+
+def content_hash(f: Path) -> str:
+    """SHA-256 of a file's bytes; of a DICOM image's decoded pixels (and shape), because two
+    exports of one image differ in their UIDs and dates, and are still one image for a split."""
+    if f.suffix.lower() not in DICOM_SUFFIXES:
+        return hashlib.sha256(f.read_bytes()).hexdigest()
+    arr = dicom_pixels(f)
+    return hashlib.sha256(f"dicom-pixels {arr.shape}\n".encode() + arr.tobytes()).hexdigest()
 
 
 def load_folder(
@@ -59,8 +70,7 @@ def load_folder(
     """Read every image, hash its bytes, group duplicates, and split whole groups."""
     size = tuple(image_size) if image_size else DEFAULT_FOLDER_SIZE
     classes, files = list_class_files(root)
-    raw = [f.read_bytes() for f, _ in files]
-    hashes = [hashlib.sha256(b).hexdigest() for b in raw]
+    hashes = [content_hash(f) for f, _ in files]
     images = np.stack([read_image(f, size, channels) for f, _ in files])
     labels = np.array([ci for _, ci in files], dtype=np.int64)
     ids = tuple(str(f.relative_to(root)) for f, _ in files)

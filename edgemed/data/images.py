@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemed.data.dicom import DICOM_SUFFIXES, dicom_pixels
 from edgemed.errors import InputError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# Files a class-folder tree may hold: common image formats and single-frame DICOM images.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *DICOM_SUFFIXES)
 
 
 def to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -66,6 +68,10 @@ def read_image(
 
     from edgemed.imagecheck import check_content, decode_errors, open_image
 
+    if Path(path).suffix.lower() in DICOM_SUFFIXES:
+        arr = dicom_array(Path(path), channels)
+        check_content(arr, f"image {path}")
+        return resize_array(arr, size, resample)
     try:
         with open_image(path) as img:
             img.load()
@@ -76,3 +82,15 @@ def read_image(
         raise InputError(f"cannot read image {path}: {exc}; remove or replace the file") from None
     check_content(arr, f"image {path}")
     return resize_array(arr, size, resample)
+
+
+def dicom_array(path: Path, channels: int) -> np.ndarray:
+    """A single-frame DICOM image, display-mapped as a viewer shows it (edgemed.data.dicom:
+    modality LUT, VOI window, MONOCHROME1 inverted) -> uint8 (H, W, channels)."""
+    from PIL import Image
+
+    if not Path(path).is_file():
+        raise InputError(f"image {path} does not exist")
+    arr = dicom_pixels(Path(path))
+    out = np.asarray(pil_to_array(Image.fromarray(arr), channels))
+    return out.reshape(*arr.shape[:2], channels)

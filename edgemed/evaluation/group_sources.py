@@ -1,10 +1,10 @@
-"""Groups files for `bench --groups`, built from the images' sources: DICOM attributes
-(Manufacturer, PatientSex, an age band from PatientAge) or properties of the image files
-themselves (source format and resolution band).
+"""Groups for `bench --groups`, built from the images' sources: DICOM attributes (Manufacturer,
+PatientSex, an age band from PatientAge) or properties of the image files themselves (source
+format and resolution band).
 
-`edgemed bench --data` reads npz files and class-folder trees of PNG/JPEG/TIFF images, not DICOM,
-so bench cannot read these attributes itself yet; `dicom_groups_csv` writes the groups file that
-`bench --groups` takes, from the DICOM files the images were made from.
+`bench --data FOLDER --groups dicom:Manufacturer,PatientSex,AgeBand` reads the attributes from
+the headers of the evaluated images' own DICOM files (`dicom_group_table`); `dicom_groups_csv`
+writes the same groups as a CSV, for DICOM files the images were converted from.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import io
 import re
 from pathlib import Path
 
+from edgemed.data.images import DICOM_SUFFIXES
 from edgemed.errors import InputError
+from edgemed.evaluation.groups import GroupTable, ImageKeys, groups_from_csv
 
 AGE_BAND = "AgeBand"  # derived from PatientAge: decades, "0-9", "10-19", ..., "90+"
 MISSING = "missing"  # an attribute absent or empty in a file: its own, visible group
@@ -74,6 +76,31 @@ def dicom_groups_csv(files: dict[str, Path], attributes: tuple[str, ...]) -> str
             raise InputError(f"cannot read {path} as DICOM ({exc})") from None
         w.writerow([image_id, *dicom_group_values(ds, attributes)])
     return buf.getvalue()
+
+
+def dicom_group_table(spec: str, data: str, keys: ImageKeys) -> GroupTable:
+    """`--groups dicom:ATTR,...`: each evaluated image's groups from its own DICOM header, for a
+    class-folder tree of DICOM files at `data`."""
+    attributes = parse_dicom_spec(spec)
+    root = Path(data)
+    if not root.is_dir():
+        raise InputError(
+            f"--groups {spec} reads DICOM attributes from the image files, and --data {data} is "
+            "not a folder of DICOM files (an .npz keeps no header); pass the DICOM folder, or the "
+            "groups as a CSV"
+        )
+    files = {}
+    for image_id in keys.ids:
+        f = root / image_id
+        if f.suffix.lower() not in DICOM_SUFFIXES:
+            raise InputError(
+                f"--groups {spec}: {image_id} in {root} is not a DICOM file; every evaluated image "
+                f"must be DICOM ({', '.join(DICOM_SUFFIXES)}) to take groups from its header, or "
+                "pass the groups as a CSV"
+            )
+        files[image_id] = f
+    text = dicom_groups_csv(files, attributes)
+    return groups_from_csv(text.encode(), f"--groups {spec}", spec, keys)
 
 
 # Resolution bands in stored pixels (width x height): small / medium / large source images.

@@ -4,8 +4,9 @@ scanner, sex, age band, ...); every drift number is then computed again on each 
 The groups file is a CSV with a header row. Its first column names an image, in either form:
 - the image's id in the dataset: for a class-folder tree its path relative to the data folder
   (``yes/Y1.jpg``, forward slashes), for an npz ``SPLIT/INDEX`` (``test/12``);
-- the SHA-256 of its content (64 hex digits): of the file's bytes for a folder tree, of the
-  stored uint8 array for an npz (the hashes `edgemed.data` computes).
+- the SHA-256 of its content (64 hex digits): of the file's bytes for a folder tree (of the
+  decoded pixels for a DICOM file), of the stored uint8 array for an npz (the hashes
+  `edgemed.data` computes).
 Every other column is a group column. Every evaluated image needs a row; a row may name an image
 of another split (one file serves the whole dataset) but must name an image of the dataset.
 """
@@ -79,7 +80,12 @@ def read_groups_csv(path: str | Path, keys: ImageKeys) -> GroupTable:
             f"groups file {p} is {p.stat().st_size} bytes, over the {MAX_BYTES} byte limit; "
             "keep one row per image and only the group columns"
         )
-    raw = p.read_bytes()
+    return groups_from_csv(p.read_bytes(), p, str(p.resolve()), keys)
+
+
+def groups_from_csv(raw: bytes, name: Path | str, source: str, keys: ImageKeys) -> GroupTable:
+    """Parse and check groups CSV bytes (`name` in messages, `source` recorded in the table)."""
+    p = name
     try:
         rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
     except (UnicodeDecodeError, csv.Error) as exc:
@@ -87,7 +93,7 @@ def read_groups_csv(path: str | Path, keys: ImageKeys) -> GroupTable:
     columns = _header(p, rows)
     by_key = _rows_by_key(p, rows[1:], len(columns) + 1, keys)
     values = _assign(p, by_key, keys)
-    table = GroupTable(str(p.resolve()), hashlib.sha256(raw).hexdigest(), columns, values)
+    table = GroupTable(source, hashlib.sha256(raw).hexdigest(), columns, values)
     for c, column in enumerate(columns):
         n = len({v[c] for v in values})
         if n > MAX_VALUES:
@@ -98,7 +104,7 @@ def read_groups_csv(path: str | Path, keys: ImageKeys) -> GroupTable:
     return table
 
 
-def _header(p: Path, rows: list[list[str]]) -> tuple[str, ...]:
+def _header(p: Path | str, rows: list[list[str]]) -> tuple[str, ...]:
     if not rows:
         raise InputError(f"groups file {p} is empty; write a header row: image,site,scanner,...")
     names = [h.strip() for h in rows[0]]
@@ -115,7 +121,7 @@ def _header(p: Path, rows: list[list[str]]) -> tuple[str, ...]:
     return tuple(names[1:])
 
 
-def _rows_by_key(p: Path, rows: list[list[str]], width: int, keys: ImageKeys) -> dict:
+def _rows_by_key(p: Path | str, rows: list[list[str]], width: int, keys: ImageKeys) -> dict:
     """key -> (line, values); refuses short/long rows, empty cells, duplicates and unknown ids."""
     out: dict[str, tuple[int, tuple[str, ...]]] = {}
     unknown = []
@@ -146,7 +152,7 @@ def _rows_by_key(p: Path, rows: list[list[str]], width: int, keys: ImageKeys) ->
     return out
 
 
-def _assign(p: Path, by_key: dict, keys: ImageKeys) -> tuple[tuple[str, ...], ...]:
+def _assign(p: Path | str, by_key: dict, keys: ImageKeys) -> tuple[tuple[str, ...], ...]:
     values, missing = [], []
     for image_id, sha in zip(keys.ids, keys.hashes, strict=True):
         found = [by_key[k] for k in (image_id, sha) if k in by_key]

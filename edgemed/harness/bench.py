@@ -81,11 +81,9 @@ class BenchRequest:
                 "--min-sens, ...) to apply to each group"
             )
         if self.groups and self.groups.startswith("dicom:"):
-            raise InputError(
-                f"--groups {self.groups}: bench reads DICOM attributes only from DICOM inputs, and "
-                "--data is an .npz or a folder of PNG/JPEG/TIFF images; write the groups as a CSV "
-                "(edgemed.evaluation.group_sources.dicom_groups_csv reads them from DICOM files)"
-            )
+            from edgemed.evaluation.group_sources import parse_dicom_spec
+
+            parse_dicom_spec(self.groups)  # an unknown attribute keyword is refused now
 
     def executor_spec(self):
         from edgemed.executors import check_available, parse_executor
