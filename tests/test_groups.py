@@ -330,3 +330,15 @@ def test_dicom_groups_need_dicom_files(brain_dicom_dir, tmp_path):
     one = ImageKeys((f"no/{dcm}",), ("a" * 64,), frozenset({f"no/{dcm}"}))
     table = dicom_group_table("dicom:Manufacturer,AgeBand", str(tmp_path / "d"), one)
     assert table.columns == ("Manufacturer", "AgeBand") and table.values[0][0] in VENDORS
+
+
+def test_a_damaged_dicom_header_is_one_line(tmp_path):
+    from edgemed.evaluation.group_sources import dicom_groups_csv
+    from tests.bundle_support import write_dicom
+
+    good = write_dicom(tmp_path / "a.dcm", np.full((8, 8), 7, np.uint8), Manufacturer="GE")
+    bad = tmp_path / "b.dcm"
+    for torn in (good.read_bytes()[:200], good.read_bytes()[:132] + bytes(range(256)) * 4):
+        bad.write_bytes(torn)  # pydicom reads both leniently
+        with pytest.raises(InputError, match="b.dcm holds no SOP Class UID"):
+            dicom_groups_csv({"a": good, "b": bad}, ("Manufacturer",))

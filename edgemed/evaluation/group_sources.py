@@ -64,17 +64,24 @@ def dicom_group_values(ds, attributes: tuple[str, ...]) -> tuple[str, ...]:
 def dicom_groups_csv(files: dict[str, Path], attributes: tuple[str, ...]) -> str:
     """The CSV text for `bench --groups`: image id -> one column per attribute, read from each
     image's DICOM file (header only, pixel data not loaded)."""
-    import pydicom
+    from edgemed.data.dicom import read_dicom
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["image", *attributes])
     for image_id, path in files.items():
+        ds = read_dicom(Path(path))  # large values deferred; damaged files are one line
+        if "SOPClassUID" not in ds:  # pydicom reads a torn file leniently, as (nearly) empty
+            raise InputError(
+                f"DICOM {path} holds no SOP Class UID (truncated or damaged); re-export it"
+            )
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (OSError, pydicom.errors.InvalidDicomError) as exc:
-            raise InputError(f"cannot read {path} as DICOM ({exc})") from None
-        w.writerow([image_id, *dicom_group_values(ds, attributes)])
+            values = dicom_group_values(ds, attributes)
+        except Exception as exc:  # pydicom parses values on access: a damaged element
+            raise InputError(
+                f"DICOM {path} has a damaged header ({type(exc).__name__}); re-export it"
+            ) from None
+        w.writerow([image_id, *values])
     return buf.getvalue()
 
 
