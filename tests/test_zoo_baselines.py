@@ -41,31 +41,35 @@ def test_baseline_exports_to_every_cpu_target(trained, target, tmp_path):
     assert m["drift"]["decisive_flips"] == 0  # FP32 in each runtime matches torch
 
 
-# Measured refusals (one line, with the cause), kept as facts a change must revisit:
-# ViT on OpenVINO: NNCF INT8 gives 19 decisive flips of 270 (budget 1%); --accuracy-control
-# keeps 4 layers in float and passes (1 flip, 172 s), too slow for this suite. Inception on
+# Measured refusals (one line, with the cause), kept as facts a change must revisit. Inception on
 # TFLite: the LiteRT converter refuses a Concat whose inputs carry different INT8 scales, which
-# the PT2E quantizer gives the branches.
-INT8_REFUSED = {
-    ("vit", "openvino"): "drifted beyond the budget",
-    ("inception", "tflite"): "litert-torch could not conv",
-}
+# the PT2E quantizer gives the branches (on every CPU).
+INT8_REFUSED = {("inception", "tflite"): "litert-torch could not conv"}
+# Refused on some CPUs only: ViT on OpenVINO, NNCF INT8 gave 19 decisive flips of 270 on an
+# AVX2-only EPYC (budget 1%; --accuracy-control keeps 4 layers in float and passes, 172 s) and
+# 1 of 270 on an AVX-512 VNNI EPYC, whose INT8 kernels differ. Either outcome is checked: a
+# one-line refusal naming the budget, or an artifact within it.
+INT8_CPU_DEPENDENT = {("vit", "openvino"): "drifted beyond the budget"}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", TARGETS)
 def test_baseline_int8_on_every_cpu_target(trained, target, tmp_path):
     """Static INT8 calibrated on the training images: within the default drift budget, or
-    refused in one line with the measured cause (INT8_REFUSED)."""
+    refused in one line with the measured cause (INT8_REFUSED, INT8_CPU_DEPENDENT)."""
     name, model = trained
     res = run_cli(
         "export", "--model", model, "--target", target, "--precision", "int8",
         "--calib", CXR, "--calib-count", "128", "--out", tmp_path / target,
     )  # fmt: skip
-    if (name, target) in INT8_REFUSED:
-        assert_user_error(res, INT8_REFUSED[name, target])
+    cause = INT8_REFUSED.get((name, target))
+    if cause is None and res.code != 0:
+        cause = INT8_CPU_DEPENDENT.get((name, target))
+    if cause is not None:
+        assert_user_error(res, cause)
         assert not (tmp_path / target).exists()
         return
     assert res.code == 0, (name, res.err)
     m = json.loads((tmp_path / target / "manifest.json").read_text())
     assert m["precision"] == "int8" and m["drift"]["n"] > 0
+    assert m["drift"]["decisive_flips"] <= 0.01 * m["drift"]["n"]  # the default budget held
