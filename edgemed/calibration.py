@@ -30,19 +30,18 @@ DEFAULT_MIN_IMAGES = 32
 
 @dataclass(frozen=True)
 class CalibrationOptions:
-    """The flags that shape `--calib`: `--calib-count` (images when it is a data path) and
-    `--data-root` (what a recipe's 'data' is relative to)."""
+    """The flags that shape `--calib`: `--calib-count` and `--calib-seed` (how many images, and
+    which, when it is a data path) and `--data-root` (what a recipe's 'data' is relative to)."""
 
     count: int | None = None
     data_root: str | None = None
+    seed: int | None = None
 
     def given(self) -> list[str]:
         """The flags set, as the user wrote them."""
-        return [
-            f
-            for f, v in (("--calib-count", self.count), ("--data-root", self.data_root))
-            if v is not None
-        ]
+        flags = (("--calib-count", self.count), ("--data-root", self.data_root),
+                 ("--calib-seed", self.seed))  # fmt: skip
+        return [f for f, v in flags if v is not None]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,14 +133,16 @@ def _recipe_base(data_root: Path | str | None) -> Path:
 def recipe_from_arg(
     calib: str, opts: CalibrationOptions = CalibrationOptions()
 ) -> tuple[CalibrationRecipe, str | None]:
-    """`--calib` is a recipe .toml or a data path (then: train split, default count, balanced, seed 0)."""
+    """`--calib` is a recipe .toml or a data path (then: train split, default count, balanced,
+    seed 0 unless `--calib-seed`)."""
     from edgemed.data.locate import data_path
 
     p = data_path(calib)
     if p.suffix == ".toml":
         return load_recipe(p, opts.data_root), str(p.resolve()) if p.exists() else None
     count = DEFAULT_COUNT if opts.count is None else opts.count
-    return CalibrationRecipe(data=str(p), count=count, name="data-path"), None
+    seed = 0 if opts.seed is None else opts.seed
+    return CalibrationRecipe(data=str(p), count=count, seed=seed, name="data-path"), None
 
 
 def calibration_for_export(
@@ -179,8 +180,12 @@ def calibration_for_export(
         raise InputError(
             "INT8 needs calibration images: pass --calib RECIPE.toml or --calib DATA_PATH"
         )
-    if opts.count is not None and Path(calib).suffix == ".toml":
-        raise InputError("--calib-count applies to --calib DATA_PATH; a recipe sets 'count' itself")
+    for flag, value, key in (
+        ("--calib-count", opts.count, "count"),
+        ("--calib-seed", opts.seed, "seed"),
+    ):
+        if value is not None and Path(calib).suffix == ".toml":
+            raise InputError(f"{flag} applies to --calib DATA_PATH; a recipe sets '{key}' itself")
     return resolve_calibration(calib, contract, card, opts)
 
 

@@ -137,6 +137,28 @@ def test_calib_count_with_a_recipe(cxr_model, tmp_path):
         cxr_model, tmp_path, "--precision", "int8", "--calib", recipe, "--calib-count", "64",
         needles=("--calib-count", "recipe"),
     )  # fmt: skip
+    _refused(
+        cxr_model, tmp_path, "--precision", "int8", "--calib", recipe, "--calib-seed", "3",
+        needles=("--calib-seed", "recipe sets 'seed'"),
+    )  # fmt: skip
+    _refused(cxr_model, tmp_path, "--calib-seed", "3", needles=("--calib-seed", "not fp32"))
+
+
+def test_calib_seed_draws_other_images_and_is_recorded(cxr_model, tmp_path):
+    def samples(seed: str | None) -> tuple[dict, list[str]]:
+        out = tmp_path / f"s{len(list(tmp_path.iterdir()))}"
+        res = run_cli(
+            "export", "--model", cxr_model, "--target", "onnx", "--precision", "int8",
+            "--calib", CXR, "--calib-count", "32", "--max-flip-rate", "1", "--max-auc-drop", "1",
+            *(("--calib-seed", seed) if seed else ()), "--out", out,
+        )  # fmt: skip
+        assert res.code == 0, res.err
+        cal = json.loads((out / "calibration.json").read_text())
+        return cal["recipe"], [s["sha256"] for s in cal["samples"]]
+
+    (default, a), (seeded, b), (_, c) = samples(None), samples("7"), samples("7")
+    assert default["seed"] == 0 and seeded["seed"] == 7
+    assert a != b and b == c  # another draw, and the same one again
 
 
 def test_pixel_statistics_far_off_is_a_recorded_warning(cxr_model, tmp_path, data_dir):

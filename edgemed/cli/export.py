@@ -72,6 +72,11 @@ from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS
     help="Calibration images when --calib is a data path (default 256).",
 )
 @click.option(
+    "--calib-seed",
+    type=click.IntRange(min=0),
+    help="Which calibration images are drawn when --calib is a data path (default 0).",
+)
+@click.option(
     "--calib-method",
     type=click.Choice(["minmax", "entropy", "percentile"]),
     help="INT8 range estimation (default: the backend's measured best).",
@@ -124,6 +129,7 @@ def export(
     parity_tol,
     data_root,
     calib_count,
+    calib_seed,
     calib_method,
     granularity,
     quant_mode,
@@ -157,7 +163,7 @@ def export(
         opset=opset,
         simplify=simplify,
         parity_tol=parity_tol,
-        calibration=CalibrationOptions(calib_count, data_root),
+        calibration=CalibrationOptions(calib_count, data_root, calib_seed),
         budget=BudgetOptions(
             {k: v for k, v in limits_given.items() if v is not None},
             bool(accuracy_control),
