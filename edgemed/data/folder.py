@@ -10,7 +10,7 @@ import numpy as np
 
 from edgemed.data import Dataset, Split
 from edgemed.data.dicom import DICOM_SUFFIXES, dicom_pixels
-from edgemed.data.images import IMAGE_SUFFIXES, read_image
+from edgemed.data.images import IMAGE_SUFFIXES, image_from_pixels, read_image
 from edgemed.data.split import (
     DuplicateReport,
     conflicting_label_groups,
@@ -55,8 +55,19 @@ def content_hash(f: Path) -> str:
     exports of one image differ in their UIDs and dates, and are still one image for a split."""
     if f.suffix.lower() not in DICOM_SUFFIXES:
         return hashlib.sha256(f.read_bytes()).hexdigest()
-    arr = dicom_pixels(f)
+    return _pixel_hash(dicom_pixels(f))
+
+
+def _pixel_hash(arr: np.ndarray) -> str:
     return hashlib.sha256(f"dicom-pixels {arr.shape}\n".encode() + arr.tobytes()).hexdigest()
+
+
+def _hashed_image(f: Path, size: tuple[int, int], channels: int) -> tuple[str, np.ndarray]:
+    """(content hash, image) with one decode of a DICOM file."""
+    if f.suffix.lower() not in DICOM_SUFFIXES:
+        return content_hash(f), read_image(f, size, channels)
+    arr = dicom_pixels(f)
+    return _pixel_hash(arr), image_from_pixels(arr, f, size, channels)
 
 
 def load_folder(
@@ -70,8 +81,9 @@ def load_folder(
     """Read every image, hash its bytes, group duplicates, and split whole groups."""
     size = tuple(image_size) if image_size else DEFAULT_FOLDER_SIZE
     classes, files = list_class_files(root)
-    hashes = [content_hash(f) for f, _ in files]
-    images = np.stack([read_image(f, size, channels) for f, _ in files])
+    pairs = [_hashed_image(f, size, channels) for f, _ in files]
+    hashes = [h for h, _ in pairs]
+    images = np.stack([im for _, im in pairs])
     labels = np.array([ci for _, ci in files], dtype=np.int64)
     ids = tuple(str(f.relative_to(root)) for f, _ in files)
     bits = NEAR_DUPLICATE_BITS if near_duplicates else -1

@@ -69,9 +69,9 @@ def read_image(
     from edgemed.imagecheck import check_content, decode_errors, open_image
 
     if Path(path).suffix.lower() in DICOM_SUFFIXES:
-        arr = dicom_array(Path(path), channels)
-        check_content(arr, f"image {path}")
-        return resize_array(arr, size, resample)
+        if not Path(path).is_file():
+            raise InputError(f"image {path} does not exist")
+        return image_from_pixels(dicom_pixels(Path(path)), path, size, channels, resample)
     try:
         with open_image(path) as img:
             img.load()
@@ -84,13 +84,15 @@ def read_image(
     return resize_array(arr, size, resample)
 
 
-def dicom_array(path: Path, channels: int) -> np.ndarray:
-    """A single-frame DICOM image, display-mapped as a viewer shows it (edgemed.data.dicom:
-    modality LUT, VOI window, MONOCHROME1 inverted) -> uint8 (H, W, channels)."""
+def image_from_pixels(
+    arr: np.ndarray, path: Path, size: tuple[int, int], channels: int, resample: str = "bilinear"
+) -> np.ndarray:
+    """Decoded uint8 (H, W) or (H, W, 3) pixels (e.g. a DICOM image as a viewer shows it,
+    edgemed.data.dicom) -> checked uint8 (h, w, channels) at `size`."""
     from PIL import Image
 
-    if not Path(path).is_file():
-        raise InputError(f"image {path} does not exist")
-    arr = dicom_pixels(Path(path))
-    out = np.asarray(pil_to_array(Image.fromarray(arr), channels))
-    return out.reshape(*arr.shape[:2], channels)
+    from edgemed.imagecheck import check_content
+
+    out = np.asarray(pil_to_array(Image.fromarray(arr), channels)).reshape(*arr.shape[:2], channels)
+    check_content(out, f"image {path}")
+    return resize_array(out, size, resample)
