@@ -17,32 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._markdown import load_average, replace_section, table  # noqa: E402
 from edgemed.data.locate import find_dataset  # noqa: E402
-
-VENDORS = ("GE", "Siemens", "Philips")
-
-
-def dicom_tree(src: Path, root: Path) -> int:
-    """Write every image of `src` as a DICOM under `root` (same relative path + .dcm)."""
-    from PIL import Image
-
-    from edgemed.data.folder import list_class_files
-    from tests.bundle_support import write_dicom
-
-    files = list_class_files(src)[1]
-    for i, (f, _) in enumerate(files):
-        dst = root / f"{f.relative_to(src)}.dcm"
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(f) as im:
-            pixels = np.asarray(im.convert("L"))
-        write_dicom(dst, pixels, Manufacturer=VENDORS[i % 3], PatientSex="FM"[i % 2],
-                    PatientAge=f"{20 + (i * 7) % 60:03d}Y", Modality="MR")  # fmt: skip
-    return len(files)
+from tests.bundle_support import dicom_tree  # noqa: E402
 
 
 def timed_load(root: Path) -> tuple[float, object]:

@@ -234,3 +234,25 @@ def write_png(path: Path, pixels: np.ndarray) -> Path:
 
     Image.fromarray(pixels).save(path)
     return path
+
+
+DICOM_VENDORS = ("GE", "Siemens", "Philips")
+
+
+def dicom_tree(src: Path, root: Path) -> int:
+    """Each image of the class-folder tree `src` as an 8-bit MONOCHROME2 DICOM of the grayscale
+    pixels it decodes to (same relative path + .dcm: "1 no.jpg" and "1 no.jpeg" both exist),
+    with Manufacturer, PatientSex and PatientAge set per image as a PACS export carries them."""
+    from PIL import Image
+
+    from edgemed.data.folder import list_class_files
+
+    files = list_class_files(src)[1]
+    for i, (f, _) in enumerate(files):
+        dst = root / f"{f.relative_to(src)}.dcm"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(f) as im:
+            pixels = np.asarray(im.convert("L"))
+        write_dicom(dst, pixels, Manufacturer=DICOM_VENDORS[i % 3], PatientSex="FM"[i % 2],
+                    PatientAge=f"{20 + (i * 7) % 60:03d}Y", Modality="MR")  # fmt: skip
+    return len(files)

@@ -21,6 +21,7 @@ from edgemed.evaluation.groups import (
     worst_groups,
 )
 from edgemed.evaluation.limits import limits_from
+from tests.bundle_support import DICOM_VENDORS as VENDORS
 from tests.conftest import CXR, assert_user_error, run_cli, tree_snapshot
 
 BINARY = Contract(input_size=(28, 28), channels=1, class_names=("normal", "pneumonia"))
@@ -258,27 +259,14 @@ def test_brain_mri_grouped_by_source_format_and_resolution(brain_model, brain_di
 
 # ---------------------------------------------------------------- DICOM data and DICOM groups
 
-VENDORS = ("GE", "Siemens", "Philips")
-
 
 @pytest.fixture(scope="module")
 def brain_dicom_dir(brain_dir, tmp_path_factory) -> Path:
-    """The real brain MRI images as a class-folder tree of DICOM files (grayscale pixels as the
-    PNG/JPEG decode them), with header attributes a PACS export carries set per image."""
-    from PIL import Image
-
-    from edgemed.data.folder import list_class_files
-    from tests.bundle_support import write_dicom
+    """The real brain MRI images as a class-folder tree of DICOM files."""
+    from tests.bundle_support import dicom_tree
 
     root = tmp_path_factory.mktemp("dicom") / "brain_mri_dicom"
-    for i, (f, _) in enumerate(list_class_files(brain_dir)[1]):
-        dst = root / f"{f.relative_to(brain_dir)}.dcm"  # "1 no.jpg" and "1 no.jpeg" both exist
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(f) as im:
-            pixels = np.asarray(im.convert("L"))
-        sex, age = ("F", "M")[i % 2], f"{20 + (i * 7) % 60:03d}Y"
-        write_dicom(dst, pixels, Manufacturer=VENDORS[i % 3], PatientSex=sex, PatientAge=age,
-                    Modality="MR")  # fmt: skip
+    dicom_tree(brain_dir, root)
     return root
 
 
