@@ -330,3 +330,23 @@ def test_a_damaged_dicom_header_is_one_line(tmp_path):
         bad.write_bytes(torn)  # pydicom reads both leniently
         with pytest.raises(InputError, match="b.dcm holds no SOP Class UID"):
             dicom_groups_csv({"a": good, "b": bad}, ("Manufacturer",))
+
+
+def test_train_and_export_read_a_dicom_folder(brain_dir, brain_dicom_dir, tmp_path):
+    from edgemed.data import load_dataset
+
+    model, art = tmp_path / "m", tmp_path / "a"
+    res = run_cli("train", "--data", brain_dicom_dir, "--model", "cnn", "--width", "0.25",
+                  "--epochs", "1", "--image-size", "32", "--out", model)  # fmt: skip
+    assert res.code == 0, res.err
+    card = json.loads((model / "card.json").read_text())
+    assert sum(card["data"]["sizes"].values()) == 253
+    # the same duplicate groups as the shipped tree (its copies are byte-identical files)
+    shipped = load_dataset(str(brain_dir), (32, 32), 1, 0, False).duplicates
+    assert card["data"]["duplicates"] == shipped.to_dict()
+    res = run_cli("export", "--model", model, "--target", "onnx", "--precision", "int8",
+                  "--calib", brain_dicom_dir, "--max-flip-rate", "1", "--max-auc-drop", "1",
+                  "--out", art)  # fmt: skip
+    assert res.code == 0, res.err
+    cal = json.loads((art / "calibration.json").read_text())
+    assert all(s["id"].endswith(".dcm") for s in cal["samples"])
