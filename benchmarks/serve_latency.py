@@ -141,14 +141,22 @@ def _epoch(stamp: str) -> float:
 
 
 class Sender:
-    """One modality: its own association, C-STORE one dataset at a time."""
+    """One modality: its own association, C-STORE one dataset at a time. With TCP_NODELAY, as
+    DCMTK-based senders open their sockets by default (dcmnet disables Nagle's algorithm unless
+    built with DONT_DISABLE_NAGLE_ALGORITHM): without it pynetdicom's request waits ~40 ms for the
+    service's delayed ACK, a sender-side delay measured before as service overhead."""
 
     def __init__(self, port: int) -> None:
         from pynetdicom import AE
 
         ae = AE(ae_title=SENDER_AET)
         ae.add_requested_context("1.2.840.10008.5.1.4.1.1.7")  # Secondary Capture (tests' files)
-        self.assoc = ae.associate("127.0.0.1", port, ae_title="EDGEMED")
+        from pynetdicom import evt
+
+        from edgemed.serve.dicom_scp import no_delay
+
+        self.assoc = ae.associate("127.0.0.1", port, ae_title="EDGEMED",
+                                  evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)])  # fmt: skip
         assert self.assoc.is_established, "association refused"
 
     def store(self, ds) -> float:
