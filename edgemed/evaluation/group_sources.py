@@ -14,7 +14,7 @@ import io
 import re
 from pathlib import Path
 
-from edgemed.data.images import DICOM_SUFFIXES
+from edgemed.data.dicom import DICOM_SUFFIXES, read_dicom
 from edgemed.errors import InputError
 from edgemed.evaluation.groups import GroupTable, ImageKeys, groups_from_csv
 
@@ -64,8 +64,6 @@ def dicom_group_values(ds, attributes: tuple[str, ...]) -> tuple[str, ...]:
 def dicom_groups_csv(files: dict[str, Path], attributes: tuple[str, ...]) -> str:
     """The CSV text for `bench --groups`: image id -> one column per attribute, read from each
     image's DICOM file (header only, pixel data not loaded)."""
-    from edgemed.data.dicom import read_dicom
-
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["image", *attributes])

@@ -17,17 +17,16 @@ def read_groups(groups: str | None, plan: Plan) -> dict:
 
     if not groups:
         return {}
-    if groups.startswith("dicom:"):  # from each evaluated image's own DICOM header
-        from edgemed.evaluation.group_sources import dicom_group_table
 
-        return {
-            key: dicom_group_table(groups, ev.ref["path"], ImageKeys(ev.ids, ev.hashes, ev.known))
-            for key, ev in plan.data.items()
-        }
-    return {
-        key: read_groups_csv(groups, ImageKeys(ev.ids, ev.hashes, ev.known))
-        for key, ev in plan.data.items()
-    }
+    def table(ev):
+        keys = ImageKeys(ev.ids, ev.hashes, ev.known)
+        if groups.startswith("dicom:"):  # from each evaluated image's own DICOM header
+            from edgemed.evaluation.group_sources import dicom_group_table
+
+            return dicom_group_table(groups, ev.ref["path"], keys)
+        return read_groups_csv(groups, keys)
+
+    return {key: table(ev) for key, ev in plan.data.items()}
 
 
 def add_subgroups(req, plan: Plan, rows: list[dict], tables: dict) -> list[str]:

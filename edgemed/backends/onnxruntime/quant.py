@@ -89,9 +89,14 @@ class Preprocessed:
     def __init__(self, scratch: Callable[[], Path]) -> None:
         self._scratch = scratch
         self._done: dict[str, Path] = {}
+        self._digests: dict[tuple, str] = {}  # (path, mtime, size) -> sha256: hashed once
 
     def __call__(self, onnx_path: Path) -> Path:
-        digest = sha256_file(onnx_path)
+        st = Path(onnx_path).stat()
+        stamp = (str(onnx_path), st.st_mtime_ns, st.st_size)
+        if stamp not in self._digests:
+            self._digests[stamp] = sha256_file(onnx_path)
+        digest = self._digests[stamp]
         if digest not in self._done:
             dst = self._scratch() / f"pre-{digest[:16]}.onnx"
             self._done[digest] = preprocess_for_quant(Path(onnx_path), dst)
