@@ -321,3 +321,19 @@ def parse_metrics(text: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
+
+
+def stow_body(parts: list[bytes]) -> tuple[bytes, str]:
+    """A multipart/related STOW-RS body of application/dicom parts, and its Content-Type."""
+    boundary = "edgemed-test-boundary-7f3a"
+    body = b"".join(
+        b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n"
+        for p in parts
+    )
+    body += b"--" + boundary.encode() + b"--\r\n"
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def readyz(port: int) -> tuple[int, dict]:
+    code, body = http_get(f"http://{LOOPBACK}:{port}/readyz", timeout=5)
+    return code, json.loads(body)

@@ -8,6 +8,7 @@ reordered line is found (its `prev` no longer matches the line above, or its own
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -63,9 +64,21 @@ class AuditLog:
             entry["prev"] = self._prev
             entry["sha256"] = body_hash(entry)
             line = json.dumps(entry, sort_keys=True).encode()
-            os.write(self._fd, line + b"\n")
-            os.fsync(self._fd)
+            self._write_whole(line + b"\n")
             self._prev, self._seq = line_hash(line), entry["seq"]
+
+    def _write_whole(self, data: bytes) -> None:
+        """Append `data` and fsync, or leave the file as it was (a full disk must not leave half
+        a line, which would end the chain) and raise the OSError."""
+        size = os.fstat(self._fd).st_size
+        try:
+            if os.write(self._fd, data) != len(data):
+                raise OSError(28, "short write to the audit log (disk full?)")
+            os.fsync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, size)
+            raise
 
     def close(self) -> None:
         with self._lock:

@@ -86,9 +86,11 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/healthz":
             self._json(200, {"status": "ok"})
         elif path == "/readyz":
-            ready = svc.ready.is_set()
-            doc = {"ready": ready, "bundle_id": svc.model.algorithm.bundle_id}
-            self._json(200 if ready else 503, doc)
+            reason = svc.not_ready_reason()
+            doc = {"ready": reason is None, "bundle_id": svc.model.algorithm.bundle_id}
+            self._json(
+                200 if reason is None else 503, doc if reason is None else {**doc, "reason": reason}
+            )
         elif path == "/metrics":
             self._send(200, svc.metrics.render().encode(), "text/plain; version=0.0.4")
         elif path.startswith("/v1/results/"):
@@ -144,14 +146,29 @@ class Handler(BaseHTTPRequestHandler):
                 uid = sop_instance_uid(data)
                 self.service.admit(uid, [data], f"stow:{self.client_address[0]}")
                 stored.append(uid)
-            except (EdgemedError, OSError) as exc:
+            except EdgemedError as exc:
                 failed.append(str(exc))
+            except OSError as exc:  # the spool cannot take it now: nothing more is tried
+                self._unavailable(stored, f"the spool cannot store instances now ({exc})")
+                return
         code = 200 if not failed else (202 if stored else 409)
         doc = {
             "00081199": {"vr": "SQ", "Value": [_ref(uid) for uid in stored]},
             "edgemed:failed": failed,
         }
         self._json(code, doc, "application/dicom+json")
+
+    def _unavailable(self, stored: list[str], reason: str) -> None:
+        """503 + Retry-After; the instances stored before the failure are listed (kept)."""
+        body = json.dumps(
+            {"error": reason, "00081199": {"vr": "SQ", "Value": [_ref(u) for u in stored]}}
+        ).encode()
+        self.send_response(503)
+        self.send_header("Retry-After", "10")
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _reload(self) -> None:
         if self.service.token is None:

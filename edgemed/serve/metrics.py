@@ -15,6 +15,7 @@ COUNTERS = {
     "failed": "Instances whose processing failed with an unexpected error (no SR)",
     "sent": "SRs acknowledged by a destination",
     "dead_lettered": "SRs a destination did not take within the retry budget",
+    "spool_write_errors": "Spool or audit writes that failed (ENOSPC, EIO, read-only); retried",
     "bundle_swaps": "Bundles swapped in after verification",
     "bundle_swaps_refused": "Bundles refused on swap (the old one kept serving)",
 }

@@ -22,6 +22,7 @@ from edgemed.errors import EdgemedError, InputError
 from edgemed.serve.audit import AuditLog
 from edgemed.serve.config import ServeConfig
 from edgemed.serve.forwarder import Forwarder, dest_key
+from edgemed.serve.health import SpoolFailing, SpoolHealth, retry_delay
 from edgemed.serve.metrics import Metrics
 from edgemed.serve.spool import Spool
 from edgemed.serve.sr import Algorithm, build_sr
@@ -69,6 +70,7 @@ class Service:
         self.spool = Spool(cfg.spool)
         self.audit = AuditLog(cfg.audit_path)
         self.metrics = Metrics(self.spool.depth)
+        self.health = SpoolHealth(self.spool.root / "tmp", self._spool_state_changed)
         self.forwarder = Forwarder(cfg.ae_title, cfg.retries, cfg.retry_backoff)
         self._infer_lock = threading.Lock()
         self._swap_lock = threading.Lock()
@@ -103,6 +105,15 @@ class Service:
         self.http = start_http(self, self.cfg.http_bind, self.cfg.http_port)
         self.ready.set()
 
+    def not_ready_reason(self) -> str | None:
+        """Why the service cannot take work now (GET /readyz), or None when it can."""
+        if not self.ready.is_set():
+            return "starting or stopping"
+        if self.health.reason is not None:
+            return self.health.reason
+        dead = [t.name for t in self._workers if not t.is_alive()]
+        return f"worker threads ended: {', '.join(dead)}" if dead else None
+
     @property
     def dicom_port(self) -> int:
         return self.scp.server_address[1]
@@ -124,25 +135,40 @@ class Service:
         for t in self._workers:
             t.join(timeout=30)
         self.forwarder.close()
+        self.health.close()
         self.model.predictor.close()
-        self.audit.append("stopped")
+        self._audit_quietly("stopped")
         self.audit.close()
         self.stopped.set()
 
     # ---- intake -------------------------------------------------------------------------------
     def admit(self, uid: str, chunks: list[bytes], source: str) -> bool:
-        """Spool one instance (durable before return); False for a duplicate SOP Instance UID."""
+        """Spool one instance (durable before return); False for a duplicate SOP Instance UID.
+
+        OSError (SpoolFailing while the spool is known not to accept writes): nothing is kept,
+        the sender is told to retry (C-STORE 0xA700, STOW-RS 503)."""
+        if self.health.reason is not None:
+            raise SpoolFailing(self.health.reason)
         digest = hashlib.sha256()
         for chunk in chunks:
             digest.update(chunk)
-        if not self.spool.admit(uid, chunks):
-            self.metrics.inc("duplicates")
-            self.audit.append("duplicate", sop_instance_uid=uid, source=source)
-            return False
+        try:
+            if not self.spool.admit(uid, chunks):
+                self.metrics.inc("duplicates")
+                self.audit.append("duplicate", sop_instance_uid=uid, source=source)
+                return False
+        except OSError as exc:
+            self._spool_failed("receive", exc)
+            raise
+        try:
+            self.audit.append(
+                "received", sop_instance_uid=uid, source=source, sha256=digest.hexdigest()
+            )
+        except OSError as exc:  # not acknowledged, so not kept: the sender retries
+            self.spool.finish(uid)
+            self._spool_failed("audit", exc)
+            raise
         self._received_at[uid] = time.perf_counter()
-        self.audit.append(
-            "received", sop_instance_uid=uid, source=source, sha256=digest.hexdigest()
-        )
         self.metrics.inc("received")
         self._queue.put(uid)
         return True
@@ -160,11 +186,44 @@ class Service:
             uid = self._queue.get()
             if uid is None:
                 return
+            self._handle(uid)
+
+    def _handle(self, uid: str) -> None:
+        """Process `uid` until it has an SR or a refusal record; a spool write error is retried
+        with capped backoff (the instance stays in queue/ meanwhile, so a restart resumes it)."""
+        attempt = 0
+        while True:
             try:
-                self.process(uid)
-            except Exception as exc:  # one bad instance must not take a worker down
-                log.exception("processing %s failed", uid)
-                self._give_up(uid, "failed", f"{type(exc).__name__}: {exc}")
+                try:
+                    self.process(uid)
+                except OSError:
+                    raise
+                except Exception as exc:  # one bad instance must not take a worker down
+                    log.exception("processing %s failed", uid)
+                    self._give_up(uid, "failed", f"{type(exc).__name__}: {exc}")
+                return
+            except OSError as exc:
+                self._spool_failed(f"processing {uid}", exc)
+                if self.forwarder.stopping.wait(retry_delay(attempt)):
+                    return  # shutting down: the instance is still in queue/
+                attempt += 1
+
+    def _spool_failed(self, what: str, exc: OSError) -> None:
+        if isinstance(exc, SpoolFailing):
+            return
+        log.error("spool write failed (%s): %s", what, exc)
+        self.metrics.inc("spool_write_errors")
+        self.health.failed(what, exc)
+
+    def _spool_state_changed(self, failing: bool, reason: str) -> None:
+        self._audit_quietly("spool_failing" if failing else "spool_recovered", reason=reason[:500])
+
+    def _audit_quietly(self, event: str, **fields: object) -> None:
+        """An audit entry about the spool itself, which may sit on the failing disk."""
+        try:
+            self.audit.append(event, **fields)
+        except OSError as exc:
+            log.error("audit entry %s not written: %s", event, exc)
 
     def process(self, uid: str) -> None:
         sr = self._cached_sr(uid)
