@@ -4,7 +4,10 @@ uploads, idle connections, oversized and malformed DICOM, ports in use."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -112,3 +115,79 @@ def test_a_failing_spool_disk_refuses_intake_keeps_workers_and_loses_nothing(
         svc.stop()
     report = verify_log(small_disk / "spool" / "audit.jsonl")  # no half line from the full disk
     assert report.events["processed"] == 2
+
+
+# ---- HTTP: truncated, stalled and idle connections ---------------------------------------------
+
+
+def _raw_post(port: int, path: str, body: bytes, ctype: str, declared: int | None = None):
+    """A socket that sent a POST's headers (with `declared` as Content-Length) and `body`."""
+    s = socket.create_connection((LOOPBACK, port), timeout=30)
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+        f"Content-Length: {len(body) if declared is None else declared}\r\n\r\n"
+    )
+    s.sendall(head.encode() + body)
+    return s
+
+
+def _read_all(s: socket.socket) -> bytes:
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    return out
+
+
+def test_a_short_stow_body_is_a_400_and_the_complete_retry_is_stored(tmp_path, cxr_bundle, pubkey):
+    svc = in_process(tmp_path, cxr_bundle, pubkey, 0)
+    try:
+        path = cxr_dicoms(tmp_path / "in", 1)[0]
+        body, ctype = stow_body([path.read_bytes()])
+        s = _raw_post(svc.http_port, "/studies", body[:-200], ctype, declared=len(body))
+        s.shutdown(socket.SHUT_WR)  # the upload is cut off
+        reply = _read_all(s)
+        s.close()
+        assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+        assert b"nothing stored" in reply
+        assert not svc.spool.seen(sop_uid(path)) and not list((svc.spool.root / "tmp").iterdir())
+        code, resp = http_post(f"http://{LOOPBACK}:{svc.http_port}/studies", body, ctype)
+        assert code == 200, resp
+        wait_for(lambda: svc.result(sop_uid(path)), 30, "the result of the complete retry")
+        assert svc.metrics.snapshot()["duplicates"] == 0
+    finally:
+        svc.stop()
+
+
+def test_stalled_uploads_and_idle_connections_are_closed_and_capped(tmp_path, cxr_bundle, pubkey):
+    svc = in_process(tmp_path, cxr_bundle, pubkey, 0, **{"http-timeout": 2.0})
+    try:
+        time.sleep(0.5)
+        idle_threads = threading.active_count()
+        t0 = time.monotonic()
+        stalled = _raw_post(svc.http_port, "/studies", b"x" * 1024, "x/y", declared=500 << 20)
+        idle = []
+        for _ in range(100):
+            c = socket.create_connection((LOOPBACK, svc.http_port), timeout=30)
+            c.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+            idle.append(c)
+        # Another client address is still served while 127.0.0.1 is at its cap.
+        other = socket.create_connection((LOOPBACK, svc.http_port), 10, ("127.0.0.2", 0))
+        other.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert _read_all(other).startswith(b"HTTP/1.1 200")
+        assert svc.http.active_connections() <= 16
+        replies = [_read_all(c) for c in [stalled, *idle]]
+        elapsed = time.monotonic() - t0
+        busy = sum(r.startswith(b"HTTP/1.1 503") for r in replies)
+        closed = sum(r == b"" for r in replies)  # closed by the header or body timeout
+        # Past the per-client cap a connection is refused at once (how many is timing: a slow
+        # accept loop lets an early one time out before a later one arrives).
+        assert busy + closed == 101 and busy >= 50 and closed >= 16, (busy, closed)
+        assert elapsed < 2.0 + 10, elapsed
+        wait_for(lambda: threading.active_count() <= idle_threads, 5, "the idle thread count")
+        assert readyz(svc.http_port)[0] == 200
+        assert svc.metrics.snapshot()["http_refused"] == busy
+        assert not list((svc.spool.root / "tmp").iterdir())  # the stalled upload's part is gone
+    finally:
+        for c in [stalled, *idle]:
+            c.close()
+        svc.stop()

@@ -31,6 +31,13 @@ def _opt(name: str, **kw):
 @_opt("retries", type=int, help="C-STORE retries per destination before dead-letter (default 5).")
 @_opt("retry-backoff", type=float, help="First retry delay in seconds, doubling (default 0.5).")
 @_opt("max-upload-mb", type=int, help="Largest instance (C-STORE or HTTP) in MiB (default 512).")
+@_opt("http-timeout", type=float, help="HTTP header deadline and body stall limit, s (default 10).")
+@_opt("http-max-connections", type=int, help="Open HTTP connections at most (default 64).")
+@_opt(
+    "http-max-per-client", type=int, help="Open HTTP connections per client address (default 16)."
+)
+@_opt("dicom-timeout", type=float, help="DICOM ARTIM/ACSE/DIMSE/network timeout, s (default 30).")
+@_opt("max-associations", type=int, help="Concurrent DICOM associations at most (default 16).")
 @_opt("audit-log", type=click.Path(), help="Audit JSONL (default SPOOL/audit.jsonl).")
 def serve(bundle_path, pubkey, config_path, **flags) -> None:
     """Run BUNDLE as a hospital service: DICOM C-STORE and STOW-RS in, DICOM SR out to PACS.

@@ -65,6 +65,11 @@ class ServeConfig:
     retry_backoff: float = 0.5
     audit_log: Path | None = None
     max_upload_mb: int = 512
+    http_timeout: float = 10.0
+    http_max_connections: int = 64
+    http_max_per_client: int = 16
+    dicom_timeout: float = 30.0
+    max_associations: int = 16
 
     @property
     def audit_path(self) -> Path:
@@ -108,6 +113,12 @@ def _nonneg_int(name: str, v: object) -> int:
 def _seconds(name: str, v: object) -> float:
     if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 3600:
         raise InputError(f"{name} = {v!r}: expected seconds between 0 and 3600")
+    return float(v)
+
+
+def _timeout(name: str, v: object) -> float:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 3600:
+        raise InputError(f"{name} = {v!r}: expected a timeout in seconds, above 0 and <= 3600")
     return float(v)
 
 
@@ -157,6 +168,11 @@ KEYS = {
     "retry-backoff": _seconds,
     "audit-log": _path,
     "max-upload-mb": _positive,
+    "http-timeout": _timeout,
+    "http-max-connections": _positive,
+    "http-max-per-client": _positive,
+    "dicom-timeout": _timeout,
+    "max-associations": _positive,
 }
 
 

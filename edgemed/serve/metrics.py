@@ -16,6 +16,7 @@ COUNTERS = {
     "sent": "SRs acknowledged by a destination",
     "dead_lettered": "SRs a destination did not take within the retry budget",
     "spool_write_errors": "Spool or audit writes that failed (ENOSPC, EIO, read-only); retried",
+    "http_refused": "HTTP connections refused at the connection cap (503, no thread)",
     "bundle_swaps": "Bundles swapped in after verification",
     "bundle_swaps_refused": "Bundles refused on swap (the old one kept serving)",
 }
