@@ -26,6 +26,7 @@ from tests.serve_support import (
 )
 
 OUT_OF_RESOURCES = 0xA700
+STORESCU = "/usr/bin/storescu"  # DCMTK's (pynetdicom installs a Python `storescu` too)
 
 
 @pytest.fixture(scope="module")
@@ -190,4 +191,113 @@ def test_stalled_uploads_and_idle_connections_are_closed_and_capped(tmp_path, cx
     finally:
         for c in [stalled, *idle]:
             c.close()
+        svc.stop()
+
+
+# ---- DICOM: oversized, overlong and stalled -----------------------------------------------------
+
+
+def test_an_oversized_c_store_is_aborted_while_it_arrives(tmp_path, cxr_bundle, pubkey):
+    from tests.serve_support import large_dicom
+
+    svc = in_process(tmp_path, cxr_bundle, pubkey, 0, **{"max-upload-mb": 1})
+    try:
+        big = large_dicom(tmp_path / "big.dcm")  # 8 MiB of pixel data
+        small = cxr_dicoms(tmp_path / "in", 1)[0]
+        t0 = time.monotonic()
+        res = _storescu(svc.dicom_port, big)
+        assert res.returncode != 0 and "Store Failed" in res.stderr, res  # cut off mid-transfer
+        assert time.monotonic() - t0 < 10  # not left to the sender's timeout
+        assert send([small], svc.dicom_port) == {sop_uid(small): 0}
+        assert not svc.spool.seen(sop_uid(big)) and svc.metrics.snapshot()["received"] == 1
+    finally:
+        svc.stop()
+
+
+def _storescu(port: int, *paths: Path) -> subprocess.CompletedProcess:
+    cmd = [STORESCU, "-v", "-aet", "MODALITY", "-aec", "EDGEMED", LOOPBACK, str(port)]
+    return subprocess.run([*cmd, *map(str, paths)], capture_output=True, text=True, timeout=60)
+
+
+def _overlong_uid_file(tmp_path: Path) -> Path:
+    import pydicom
+
+    ds = pydicom.dcmread(cxr_dicoms(tmp_path / "in", 1)[0])
+    ds.SOPInstanceUID = "1.2." + "7" * 196
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    out = tmp_path / "long-uid.dcm"
+    with pytest.warns(UserWarning):
+        ds.save_as(out)
+    return out
+
+
+def _send_overlong(path: Path, port: int) -> int | None:
+    """pynetdicom, told to let the 200-character UID through, puts it in the C-STORE command."""
+    from pynetdicom import _config
+
+    from edgemed.serve.dicom_scp import overlong_uids_reach_the_handler
+
+    saved = _config.VALIDATORS["UI"]
+    _config.VALIDATORS["UI"] = overlong_uids_reach_the_handler(saved)
+    try:
+        with pytest.warns(UserWarning):
+            return next(iter(send([path], port).values()))
+    finally:
+        _config.VALIDATORS["UI"] = saved
+
+
+def test_a_200_character_uid_is_a_failed_c_store_and_no_traceback(tmp_path, cxr_bundle, pubkey):
+    from tests.serve_support import ServeProcess, free_port
+
+    path = _overlong_uid_file(tmp_path)
+    dicom_port = free_port()
+    args = [str(cxr_bundle), "--pubkey", str(pubkey), "--spool", str(tmp_path / "spool")]
+    args += ["--allowed-aets", "MODALITY", "--dicom-port", str(dicom_port)]
+    proc = ServeProcess(args, tmp_path / "serve.log", free_port()).start()
+    try:
+        assert _send_overlong(path, dicom_port) == 0x0117
+        # DCMTK's storescu cuts the UID to 64 characters in the command, not in the dataset.
+        res = subprocess.run(
+            [
+                STORESCU,
+                "-v",
+                "-aet",
+                "MODALITY",
+                "-aec",
+                "EDGEMED",
+                LOOPBACK,
+                str(dicom_port),
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "Received Store Response (Unknown Status: 0x117)" in res.stdout + res.stderr, res
+        assert proc.metrics()["edgemed_serve_received_total"] == 0
+    finally:
+        proc.stop()
+    log = (tmp_path / "serve.log").read_text()
+    assert "Traceback" not in log and log.count("refused") >= 2, log[-3000:]
+
+
+def test_stalled_associations_are_closed_by_the_timeouts(tmp_path, cxr_bundle, pubkey):
+    svc = in_process(tmp_path, cxr_bundle, pubkey, 0, **{"dicom-timeout": 2.0})
+    try:
+        time.sleep(0.5)
+        idle_threads = threading.active_count()
+        small = cxr_dicoms(tmp_path / "in", 1)[0]
+        stalled = [socket.create_connection((LOOPBACK, svc.dicom_port), 10) for _ in range(100)]
+        t0 = time.monotonic()
+        assert send([small], svc.dicom_port) == {sop_uid(small): 0}  # still served meanwhile
+        served_s = time.monotonic() - t0
+        for s in stalled:  # ARTIM: no A-ASSOCIATE-RQ within dicom-timeout -> closed
+            s.settimeout(30)
+            assert s.recv(1) == b""
+        closed_s = time.monotonic() - t0
+        wait_for(lambda: threading.active_count() <= idle_threads, 10, "the idle thread count")
+        assert served_s < 10 and closed_s < 2.0 + 15, (served_s, closed_s)
+    finally:
+        for s in stalled:
+            s.close()
         svc.stop()

@@ -376,16 +376,3 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path, pacs, cxr
     assert len(sources) == len(set(sources)), f"seed {seed}: an image got two SRs"
     res = run_cli("audit", "verify", tmp_path / "spool" / "audit.jsonl")
     assert res.code == 0 and "chain intact" in res.out, res
-
-
-def test_an_instance_over_the_size_limit_is_refused_before_spooling(tmp_path, cxr_bundle, pubkey):
-    svc = in_process(tmp_path, cxr_bundle, pubkey, 0, **{"max-upload-mb": 1})
-    try:
-        big = large_dicom(tmp_path / "big.dcm")  # 8 MiB of pixel data
-        small = cxr_dicoms(tmp_path / "in", 1)
-        statuses = send([big, *small], svc.dicom_port)
-        assert statuses[sop_uid(big)] == 0xA700 and statuses[sop_uid(small[0])] == 0
-        assert not svc.spool.seen(sop_uid(big))
-        assert svc.metrics.snapshot()["received"] == 1
-    finally:
-        svc.stop()

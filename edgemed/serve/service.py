@@ -15,6 +15,7 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +101,7 @@ class Service:
             self.cfg.dicom_port,
             self.cfg.allowed_aets,
             self.admit,
-            self.cfg.max_upload_mb * 1024 * 1024,
+            self.cfg,
         )
         self.http = start_http(self, self.cfg.http_bind, self.cfg.http_port)
         self.ready.set()
@@ -142,7 +143,7 @@ class Service:
         self.stopped.set()
 
     # ---- intake -------------------------------------------------------------------------------
-    def admit(self, uid: str, chunks: list[bytes], source: str) -> bool:
+    def admit(self, uid: str, chunks: Iterable[bytes], source: str) -> bool:
         """Spool one instance (durable before return); False for a duplicate SOP Instance UID.
 
         OSError (SpoolFailing while the spool is known not to accept writes): nothing is kept,
@@ -150,10 +151,8 @@ class Service:
         if self.health.reason is not None:
             raise SpoolFailing(self.health.reason)
         digest = hashlib.sha256()
-        for chunk in chunks:
-            digest.update(chunk)
         try:
-            if not self.spool.admit(uid, chunks):
+            if not self.spool.admit(uid, _hashing(chunks, digest)):
                 self.metrics.inc("duplicates")
                 self.audit.append("duplicate", sop_instance_uid=uid, source=source)
                 return False
@@ -368,6 +367,13 @@ class Service:
             self.metrics.inc("bundle_swaps")
             log.info("now serving bundle %s", a.bundle_id)
             return True
+
+
+def _hashing(chunks: Iterable[bytes], digest) -> Iterator[bytes]:
+    """`chunks`, fed to `digest` on the way (the instance is read once, never held whole)."""
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
 
 
 def _encode(ds) -> bytes:
