@@ -301,3 +301,23 @@ def test_stalled_associations_are_closed_by_the_timeouts(tmp_path, cxr_bundle, p
         for s in stalled:
             s.close()
         svc.stop()
+
+
+# ---- one line, nothing written ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["--dicom-port", "--http-port"])
+def test_a_port_in_use_is_one_line_and_nothing_is_written(tmp_path, cxr_bundle, pubkey, which):
+    from tests.conftest import assert_user_error, run_cli
+    from tests.serve_support import free_port
+
+    with socket.socket() as holder:
+        holder.bind((LOOPBACK, 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        ports = {"--dicom-port": free_port(), "--http-port": free_port(), which: busy}
+        spool = tmp_path / "spool"
+        args = [cxr_bundle, "--pubkey", pubkey, "--spool", spool, "--allowed-aets", "CT1"]
+        res = run_cli("serve", *args, *[x for kv in ports.items() for x in kv])
+    assert_user_error(res, "in use", which)
+    assert not spool.exists()

@@ -46,6 +46,7 @@ def serve(bundle_path, pubkey, config_path, **flags) -> None:
     verifies the bundle file again and swaps it in only if it is completely good."""
     import logging
     import signal
+    import tempfile
     import threading
 
     from edgemed.errors import InputError
@@ -63,6 +64,9 @@ def serve(bundle_path, pubkey, config_path, **flags) -> None:
             "(--allowed-aets AET, repeatable, or allowed-aets = [...] in the config)"
         )
     svc = Service(cfg, Path(bundle_path), Path(pubkey))
+    # pynetdicom writes each incoming dataset to a temporary file; in spool/tmp a transfer cut
+    # off by a kill is removed at the next start.
+    tempfile.tempdir = str(cfg.spool / "tmp")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

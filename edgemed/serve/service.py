@@ -62,11 +62,33 @@ def open_model(bundle: Path, pubkey: Path, cfg: ServeConfig) -> Model:
     return Model(predictor, algo, mods)
 
 
+def check_port_free(what: str, bind: str, port: int, flag: str) -> None:
+    """Refuse, with one line, a listen address that is in use or not this machine's (checked
+    before anything is written; the listener binds it again moments later)."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(infos[0][4])
+    except OSError as exc:
+        raise InputError(
+            f"cannot listen for {what} on {bind}:{port} ({exc.strerror or exc}); another "
+            f"service holds it or the address is not this machine's: pick another {flag} or "
+            "stop the other service"
+        ) from None
+
+
 class Service:
     def __init__(self, cfg: ServeConfig, bundle: Path, pubkey: Path) -> None:
         self.cfg, self.bundle_path, self.pubkey = cfg, Path(bundle), Path(pubkey)
         self.token = cfg.token()
-        # The bundle is verified before the spool is created: a bad bundle leaves nothing behind.
+        # The ports and the bundle are checked before the spool is created: nothing is left behind.
+        check_port_free("DICOM", cfg.dicom_bind, cfg.dicom_port, "--dicom-port")
+        check_port_free("HTTP", cfg.http_bind, cfg.http_port, "--http-port")
         self.model = open_model(self.bundle_path, self.pubkey, cfg)
         self.spool = Spool(cfg.spool)
         self.audit = AuditLog(cfg.audit_path)
