@@ -38,6 +38,8 @@ def _opt(name: str, **kw):
 )
 @_opt("dicom-timeout", type=float, help="DICOM ARTIM/ACSE/DIMSE/network timeout, s (default 30).")
 @_opt("max-associations", type=int, help="Concurrent DICOM associations at most (default 16).")
+@_opt("audit-key", type=click.Path(), help="Appliance's Ed25519 key: signs the audit chain's head.")
+@_opt("audit-sign-interval", type=float, help="Seconds between signed audit heads (default 10).")
 @_opt("audit-log", type=click.Path(), help="Audit JSONL (default SPOOL/audit.jsonl).")
 def serve(bundle_path, pubkey, config_path, **flags) -> None:
     """Run BUNDLE as a hospital service: DICOM C-STORE and STOW-RS in, DICOM SR out to PACS.
@@ -90,10 +92,26 @@ def audit() -> None:
 
 @audit.command("verify")
 @click.argument("log_path", metavar="LOG", type=click.Path())
-def audit_verify(log_path) -> None:
-    """Check that no entry of LOG was edited, removed, inserted or reordered."""
+@click.option("--pubkey", type=click.Path(), help="The appliance's public key: check LOG.head.")
+def audit_verify(log_path, pubkey) -> None:
+    """Check that no entry of LOG was edited, removed, inserted or reordered; with --pubkey also
+    against the head the appliance signed (LOG.head), which catches truncation and recomputed
+    hashes. Without a copy kept off the box (syslog), entries after the last signed head and a
+    log rolled back together with its head cannot be checked."""
     from edgemed.serve.audit import verify_log
+    from edgemed.serve.audit_head import check_head
 
     report = verify_log(Path(log_path))
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.events.items()))
     click.echo(f"audit log {log_path}: {report.entries} entries, chain intact ({counts})")
+    if pubkey is None:
+        click.echo(
+            "not checked: truncation and recomputed hashes (pass --pubkey with the appliance's "
+            "key to check the signed head)"
+        )
+        return
+    head = check_head(Path(log_path), Path(pubkey), list(report.line_hashes))
+    click.echo(
+        f"signed head: entry {head.seq} at {head.time} matches; {head.unsigned_after} later "
+        "entries are not yet covered by a signature (compare them with the syslog copy)"
+    )

@@ -67,6 +67,11 @@ class AuditLog:
             self._write_whole(line + b"\n")
             self._prev, self._seq = line_hash(line), entry["seq"]
 
+    def head(self) -> tuple[int, str]:
+        """(sequence number, line hash) of the last entry written."""
+        with self._lock:
+            return self._seq, self._prev
+
     def _write_whole(self, data: bytes) -> None:
         """Append `data` and fsync, or leave the file as it was (a full disk must not leave half
         a line, which would end the chain) and raise the OSError."""
@@ -91,6 +96,7 @@ class AuditLog:
 class AuditReport:
     entries: int
     events: dict[str, int]
+    line_hashes: tuple[str, ...] = ()
 
 
 def verify_log(path: Path) -> AuditReport:
@@ -102,7 +108,7 @@ def verify_log(path: Path) -> AuditReport:
         raise InputError(f"cannot read audit log {path} ({exc})") from None
     if lines and lines[-1] == b"":
         lines.pop()
-    prev, events = GENESIS, {}
+    prev, events, hashes = GENESIS, {}, []
     for n, line in enumerate(lines, 1):
         entry = _parse(line, path, n)
         if entry.get("seq") != n:
@@ -120,10 +126,11 @@ def verify_log(path: Path) -> AuditReport:
                 f"audit log {path} line {n}: its content does not match its hash (edited)"
             )
         prev = line_hash(line)
+        hashes.append(prev)
         events[entry["event"]] = events.get(entry["event"], 0) + 1
     if not lines:
         raise InputError(f"audit log {path} is empty; nothing to verify")
-    return AuditReport(len(lines), events)
+    return AuditReport(len(lines), events, tuple(hashes))
 
 
 def _parse(line: bytes, path: Path, n: int) -> dict:

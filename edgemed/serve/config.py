@@ -70,6 +70,8 @@ class ServeConfig:
     http_max_per_client: int = 16
     dicom_timeout: float = 30.0
     max_associations: int = 16
+    audit_key: Path | None = None
+    audit_sign_interval: float = 10.0
 
     @property
     def audit_path(self) -> Path:
@@ -173,6 +175,8 @@ KEYS = {
     "http-max-per-client": _positive,
     "dicom-timeout": _timeout,
     "max-associations": _positive,
+    "audit-key": _path,
+    "audit-sign-interval": _timeout,
 }
 
 

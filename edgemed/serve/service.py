@@ -21,12 +21,14 @@ from pathlib import Path
 
 from edgemed.errors import EdgemedError, InputError
 from edgemed.serve.audit import AuditLog
+from edgemed.serve.audit_head import HeadSigner
 from edgemed.serve.config import ServeConfig
 from edgemed.serve.forwarder import Forwarder, dest_key
 from edgemed.serve.health import SpoolFailing, SpoolHealth, retry_delay
 from edgemed.serve.metrics import Metrics
 from edgemed.serve.spool import Spool
 from edgemed.serve.sr import Algorithm, build_sr
+from edgemed.signing import load_private_key
 
 log = logging.getLogger("edgemed.serve")
 
@@ -89,9 +91,13 @@ class Service:
         # The ports and the bundle are checked before the spool is created: nothing is left behind.
         check_port_free("DICOM", cfg.dicom_bind, cfg.dicom_port, "--dicom-port")
         check_port_free("HTTP", cfg.http_bind, cfg.http_port, "--http-port")
+        audit_key = load_private_key(cfg.audit_key) if cfg.audit_key else None
         self.model = open_model(self.bundle_path, self.pubkey, cfg)
         self.spool = Spool(cfg.spool)
         self.audit = AuditLog(cfg.audit_path)
+        self.head_signer = (
+            HeadSigner(self.audit, audit_key, cfg.audit_sign_interval) if audit_key else None
+        )
         self.metrics = Metrics(self.spool.depth)
         self.health = SpoolHealth(self.spool.root / "tmp", self._spool_state_changed)
         self.forwarder = Forwarder(cfg.ae_title, cfg.retries, cfg.retry_backoff)
@@ -111,6 +117,8 @@ class Service:
 
         a = self.model.algorithm
         self.audit.append("started", bundle_id=a.bundle_id, bundle_sha256=a.bundle_sha256)
+        if self.head_signer is not None:
+            self.head_signer.start()
         for uid in self.spool.pending():
             self._queue.put(uid)
         for i in range(self.cfg.workers):
@@ -161,6 +169,8 @@ class Service:
         self.health.close()
         self.model.predictor.close()
         self._audit_quietly("stopped")
+        if self.head_signer is not None:
+            self.head_signer.close()
         self.audit.close()
         self.stopped.set()
 
