@@ -386,3 +386,43 @@ def test_audit_verify_with_the_signed_head(tmp_path, tmp_path_factory, tamper):
         assert res.code == 0 and "signed head: entry 6" in res.out, res
     else:
         assert_user_error(res, needle)
+
+
+# ---- the README's appliance config, run ------------------------------------------------------------
+
+
+def test_the_readme_appliance_config_runs_with_a_signed_audit_head(
+    tmp_path, cxr_bundle, pubkey, tmp_path_factory
+):
+    """The README's toml block (the limits and audit-key included) drives a real service; only
+    the machine-specific keys (ports, spool, key path, forward) are replaced."""
+    import re
+
+    from edgemed.serve.config import build_config, tomllib
+    from edgemed.serve.service import Service
+    from tests.conftest import REPO, run_cli
+
+    section = (REPO / "README.md").read_text().split("## Appliance service", 1)[1]
+    values = tomllib.loads(re.findall(r"```toml\n(.*?)```", section, re.S)[0])
+    assert {"http-timeout", "max-associations", "audit-sign-interval"} <= set(values)
+    key, pub = keypair(tmp_path_factory, "appliance")
+    values.update(
+        {
+            "spool": str(tmp_path / "spool"),
+            "dicom-port": 0,
+            "http-port": 0,
+            "forward": [],
+            "allowed-aets": ["MODALITY"],
+            "audit-key": str(key),
+        }
+    )
+    svc = Service(build_config(values, {}), cxr_bundle, pubkey)
+    svc.start()
+    try:
+        path = cxr_dicoms(tmp_path / "in", 1)[0]
+        assert send([path], svc.dicom_port) == {sop_uid(path): 0}
+        wait_for(lambda: svc.result(sop_uid(path)), 30, "the result")
+    finally:
+        svc.stop()
+    res = run_cli("audit", "verify", tmp_path / "spool" / "audit.jsonl", "--pubkey", pub)
+    assert res.code == 0 and "signed head: entry" in res.out and "0 later entries" in res.out, res
