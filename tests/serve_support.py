@@ -33,10 +33,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_get(url: str, timeout: float = 10.0, headers: dict | None = None) -> tuple[int, bytes]:
+def http_get(
+    url: str, timeout: float = 10.0, headers: dict | None = None, context=None
+) -> tuple[int, bytes]:
     req = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -263,6 +265,7 @@ class ServeProcess:
     args: list[str]
     log_path: Path
     http_port: int
+    tls: object = None  # a TlsMaterial: HTTPS with the client certificate
 
     def start(self) -> ServeProcess:
         # TMPDIR: what a SIGKILL leaves behind (the extracted bundle) stays in the test's tmp dir.
@@ -284,19 +287,28 @@ class ServeProcess:
         if self.proc.poll() is not None:
             raise AssertionError(f"edgemed serve exited: {self.log_path.read_text()[-3000:]}")
         try:
-            return http_get(f"{self.url}/readyz", timeout=2)[0] == 200
+            return self.get("/readyz", timeout=2)[0] == 200
         except OSError:
             return False
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.http_port}"
+        return f"{'https' if self.tls else 'http'}://{LOOPBACK}:{self.http_port}"
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+        context = None
+        if self.tls is not None:
+            import ssl
+
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
+        return http_get(f"{self.url}{path}", timeout=timeout, context=context)
 
     def readyz(self) -> dict:
-        return json.loads(http_get(f"{self.url}/readyz")[1])
+        return json.loads(self.get("/readyz")[1])
 
     def metrics(self) -> dict[str, float]:
-        return parse_metrics(http_get(f"{self.url}/metrics")[1].decode())
+        return parse_metrics(self.get("/metrics")[1].decode())
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -337,3 +349,90 @@ def stow_body(parts: list[bytes]) -> tuple[bytes, str]:
 def readyz(port: int) -> tuple[int, dict]:
     code, body = http_get(f"http://{LOOPBACK}:{port}/readyz", timeout=5)
     return code, json.loads(body)
+
+
+# ---- TLS test certificates (made with `cryptography`, never shipped) ----------------------------
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_cert: Path  # a client certificate from the same CA with a subject not allowed
+    other_key: Path
+    client_subject: str = "CN=modality1,O=edgemed-test"
+
+
+def tls_material(out: Path) -> TlsMaterial:
+    """A test CA, a server certificate for 127.0.0.1 and two client certificates (EC P-256)."""
+    out.mkdir(parents=True, exist_ok=True)
+    ca_key = _ec_key()
+    ca_cert = _cert("edgemed-test-ca", ca_key, ca_key, None, ca=True)
+    files = {"ca": _pem(out / "ca.crt", ca_cert)}
+    _pem(out / "ca.key", ca_key)  # kept beside it only so a test can renew a certificate
+    for name, cn in (("server", "127.0.0.1"), ("client", "modality1"), ("other", "intruder")):
+        key = _ec_key()
+        cert = _cert(cn, key, ca_key, ca_cert, server=name == "server")
+        files[f"{name}_cert"] = _pem(out / f"{name}.crt", cert)
+        files[f"{name}_key"] = _pem(out / f"{name}.key", key)
+    return TlsMaterial(**files)
+
+
+def _ec_key():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _cert(cn: str, key, issuer_key, issuer_cert, ca: bool = False, server: bool = False):
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgemed-test"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+    now = datetime.datetime.now(datetime.timezone.utc)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_cert.subject if issuer_cert else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if server:
+        b = b.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]),
+            critical=False,
+        )
+    if not ca:
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+def _pem(path: Path, obj) -> Path:
+    from cryptography.hazmat.primitives import serialization
+
+    if hasattr(obj, "private_bytes"):
+        data = obj.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    else:
+        data = obj.public_bytes(serialization.Encoding.PEM)
+    path.write_bytes(data)
+    return path

@@ -426,3 +426,168 @@ def test_the_readme_appliance_config_runs_with_a_signed_audit_head(
         svc.stop()
     res = run_cli("audit", "verify", tmp_path / "spool" / "audit.jsonl", "--pubkey", pub)
     assert res.code == 0 and "signed head: entry" in res.out and "0 later entries" in res.out, res
+
+
+# ---- TLS: DCMTK storescu +tls, curl --cacert, one-line errors for bad files ---------------------
+
+
+def _tls_settings(m) -> dict:
+    return {
+        "tls-cert": str(m.server_cert),
+        "tls-key": str(m.server_key),
+        "tls-ca": str(m.ca),
+        "tls-allowed-subjects": [m.client_subject],
+    }
+
+
+def _storescu_tls(port: int, cert: Path, key: Path, ca: Path, path: Path):
+    cmd = [STORESCU, "-v", "+tls", str(key), str(cert), "+cf", str(ca)]
+    cmd += ["-aet", "MODALITY", "-aec", "EDGEMED", LOOPBACK, str(port), str(path)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def _curl(url: str, *args: object) -> subprocess.CompletedProcess:
+    cmd = ["curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", *map(str, args)]
+    return subprocess.run([*cmd, url], capture_output=True, text=True, timeout=30)
+
+
+def test_tls_with_mutual_authentication_on_dicom_and_http(tmp_path, cxr_bundle, pubkey):
+    import ssl
+
+    from tests.serve_support import tls_material
+
+    m = tls_material(tmp_path / "tls")
+    svc = in_process(tmp_path, cxr_bundle, pubkey, 0, **_tls_settings(m))
+    try:
+        path, other = cxr_dicoms(tmp_path / "in", 2)
+        res = _storescu_tls(svc.dicom_port, m.client_cert, m.client_key, m.ca, path)
+        assert res.returncode == 0 and "Received Store Response (Success)" in res.stderr, res
+        wait_for(lambda: svc.result(sop_uid(path)), 30, "the result of the TLS C-STORE")
+        res = _storescu_tls(svc.dicom_port, m.other_cert, m.other_key, m.ca, other)
+        assert res.returncode != 0, res  # a client subject not on the allow-list
+        assert _storescu(svc.dicom_port, other).returncode != 0  # clear text to a TLS port
+        url = f"https://{LOOPBACK}:{svc.http_port}/readyz"
+        ok = _curl(url, "--cacert", m.ca, "--cert", m.client_cert, "--key", m.client_key)
+        assert ok.stdout.endswith("\n200"), ok
+        assert _curl(url, "--cacert", m.ca).returncode != 0  # no client certificate
+        assert _curl(url.replace("https", "http")).returncode != 0  # clear text
+        old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        old.load_verify_locations(m.ca)
+        old.load_cert_chain(m.client_cert, m.client_key)
+        old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+        with (
+            pytest.raises(ssl.SSLError),
+            socket.create_connection((LOOPBACK, svc.http_port), 10) as raw,
+            old.wrap_socket(raw, server_hostname=LOOPBACK),
+        ):
+            pass
+        assert readyz_tls(svc.http_port, m)[0] == 200  # still serving after all of that
+        assert svc.metrics.snapshot()["received"] == 1
+    finally:
+        svc.stop()
+
+
+def readyz_tls(port: int, m) -> tuple[int, str]:
+    res = _curl(
+        f"https://{LOOPBACK}:{port}/readyz",
+        "--cacert",
+        m.ca,
+        "--cert",
+        m.client_cert,
+        "--key",
+        m.client_key,
+    )
+    body, _, code = res.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("key-mismatch", "does not match"),
+        ("garbage-cert", "unusable"),
+        ("cert-without-key", "go together"),
+        ("open-plaintext", "--insecure-plaintext"),
+    ],
+)
+def test_bad_tls_settings_are_one_line_and_nothing_is_written(
+    tmp_path, cxr_bundle, pubkey, case, needle
+):
+    from tests.conftest import assert_user_error, run_cli
+    from tests.serve_support import free_port, tls_material
+
+    m = tls_material(tmp_path / "tls")
+    spool = tmp_path / "spool"
+    args = [cxr_bundle, "--pubkey", pubkey, "--spool", spool, "--allowed-aets", "CT1"]
+    args += ["--dicom-port", free_port(), "--http-port", free_port()]
+    garbage = tmp_path / "garbage.crt"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+    extra = {
+        "key-mismatch": ["--tls-cert", m.server_cert, "--tls-key", m.client_key],
+        "garbage-cert": ["--tls-cert", garbage, "--tls-key", m.server_key],
+        "cert-without-key": ["--tls-cert", m.server_cert],
+        "open-plaintext": ["--dicom-bind", "0.0.0.0"],
+    }[case]
+    assert_user_error(run_cli("serve", *args, *extra), needle)
+    assert not spool.exists()
+
+
+def _served_cert(port: int, m) -> bytes:
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(m.ca))
+    ctx.load_cert_chain(m.client_cert, m.client_key)
+    with (
+        socket.create_connection((LOOPBACK, port), 10) as raw,
+        ctx.wrap_socket(raw, server_hostname=LOOPBACK) as s,
+    ):
+        return s.getpeercert(binary_form=True)
+
+
+def test_sighup_reloads_the_certificate_and_hostile_tls_leaves_no_traceback(
+    tmp_path, cxr_bundle, pubkey
+):
+    import shutil
+    import signal
+
+    from tests.serve_support import ServeProcess, free_port, tls_material
+
+    m = tls_material(tmp_path / "tls")
+    renewed = tls_material(tmp_path / "tls-new")  # only its server key is used: a new key pair
+    dicom_port = free_port()
+    args = [str(cxr_bundle), "--pubkey", str(pubkey), "--spool", str(tmp_path / "spool")]
+    args += ["--allowed-aets", "MODALITY", "--dicom-port", str(dicom_port)]
+    for key, value in _tls_settings(m).items():
+        for v in value if isinstance(value, list) else [value]:
+            args += [f"--{key}", v]
+    proc = ServeProcess(args, tmp_path / "serve.log", free_port(), tls=m).start()
+    try:
+        path = cxr_dicoms(tmp_path / "in", 1)[0]
+        assert _storescu(dicom_port, path).returncode != 0  # clear text
+        assert _storescu_tls(dicom_port, m.other_cert, m.other_key, m.ca, path).returncode != 0
+        before = _served_cert(proc.http_port, m)
+        # Renew: a new key and certificate from the same CA, written over the old files.
+        shutil.copy(renewed.server_key, m.server_key)
+        _reissue(m, renewed)
+        proc.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: _served_cert(proc.http_port, m) != before, 20, "the renewed certificate")
+        res = _storescu_tls(dicom_port, m.client_cert, m.client_key, m.ca, path)
+        assert res.returncode == 0, res
+        wait_for(lambda: proc.metrics()["edgemed_serve_done_total"] == 1, 30, "the result")
+    finally:
+        proc.stop()
+    log = (tmp_path / "serve.log").read_text()
+    assert "Traceback" not in log and "TLS certificate and keys reloaded" in log, log[-3000:]
+
+
+def _reissue(m, renewed) -> None:
+    """A server certificate for `renewed.server_key`'s key, signed by `m`'s CA, over m.server_cert."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.serve_support import _cert, _pem
+
+    ca_cert = x509.load_pem_x509_certificate(m.ca.read_bytes())
+    ca_key = serialization.load_pem_private_key((m.ca.parent / "ca.key").read_bytes(), None)
+    key = serialization.load_pem_private_key(renewed.server_key.read_bytes(), None)
+    _pem(m.server_cert, _cert("127.0.0.1", key, ca_key, ca_cert, server=True))

@@ -40,6 +40,15 @@ def _opt(name: str, **kw):
 @_opt("max-associations", type=int, help="Concurrent DICOM associations at most (default 16).")
 @_opt("audit-key", type=click.Path(), help="Appliance's Ed25519 key: signs the audit chain's head.")
 @_opt("audit-sign-interval", type=float, help="Seconds between signed audit heads (default 10).")
+@_opt("tls-cert", type=click.Path(), help="PEM certificate (chain) of this appliance: TLS on.")
+@_opt("tls-key", type=click.Path(), help="PEM private key of tls-cert.")
+@_opt("tls-ca", type=click.Path(), help="CA of client certificates: mutual TLS required.")
+@_opt(
+    "tls-allowed-subjects", multiple=True, metavar="DN", help="Client subject allowed (repeatable)."
+)
+@_opt("forward-tls", is_flag=True, help="Send SRs over TLS (verified against forward-ca).")
+@_opt("forward-ca", type=click.Path(), help="PEM CA that issued the PACS certificate.")
+@_opt("insecure-plaintext", is_flag=True, help="Allow clear text on a non-loopback address.")
 @_opt("audit-log", type=click.Path(), help="Audit JSONL (default SPOOL/audit.jsonl).")
 def serve(bundle_path, pubkey, config_path, **flags) -> None:
     """Run BUNDLE as a hospital service: DICOM C-STORE and STOW-RS in, DICOM SR out to PACS.
@@ -72,12 +81,19 @@ def serve(bundle_path, pubkey, config_path, **flags) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=svc.swap, daemon=True).start())
+    signal.signal(
+        signal.SIGHUP, lambda *_: threading.Thread(target=svc.on_sighup, daemon=True).start()
+    )
     svc.start()
     dests = ", ".join(str(d) for d in cfg.forward) or "none (results kept as JSON only)"
+    tls = "TLS" if svc.tls else "clear text"
+    if svc.tls is None and cfg.insecure_plaintext:
+        tls = "CLEAR TEXT (--insecure-plaintext: images and the token are readable on the wire)"
+    scheme = "https" if svc.tls else "http"
     click.echo(
         f"ready: bundle {svc.model.algorithm.bundle_id}; DICOM {cfg.ae_title}@{cfg.dicom_bind}:"
-        f"{svc.dicom_port}; HTTP http://{cfg.http_bind}:{svc.http_port}; forward to {dests}"
+        f"{svc.dicom_port}; HTTP {scheme}://{cfg.http_bind}:{svc.http_port}; {tls}; forward to "
+        f"{dests}{' over TLS' if cfg.forward_tls else ''}"
     )
     while not stop.wait(0.5):
         pass

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from edgemed.serve.tls import LazyHandshake, handshake
+
 log = logging.getLogger("edgemed.serve")
 
 OUT_OF_RESOURCES = 0xA700
@@ -127,6 +129,7 @@ def start_scp(
     allowed_aets: tuple[str, ...],
     admit: Callable[[str, object, str], bool],
     limits,
+    tls=None,
 ):
     """Listen (non-blocking); `admit(uid, chunks, calling_aet)` spools one instance; `limits`
     is the ServeConfig (max_upload_mb, dicom_timeout, max_associations)."""
@@ -167,11 +170,18 @@ def start_scp(
             return INVALID_SOP_INSTANCE
         return 0x0000
 
+    def on_open(event) -> None:
+        no_delay(event)
+        sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+        if tls is not None and sock is not None:
+            handshake(tls, sock, limits.dicom_timeout, str(event.address[0]))
+
     handlers = [
         (evt.EVT_C_STORE, on_store),
-        (evt.EVT_CONN_OPEN, no_delay),
+        (evt.EVT_CONN_OPEN, on_open),
         (evt.EVT_DATA_RECV, guard.on_data),
         (evt.EVT_CONN_CLOSE, guard.on_close),
     ]
-    server = ae.start_server((bind, port), block=False, evt_handlers=handlers)
+    context = LazyHandshake(tls) if tls is not None else None
+    server = ae.start_server((bind, port), block=False, evt_handlers=handlers, ssl_context=context)
     return ae, server

@@ -39,6 +39,7 @@ def start_http(service, bind: str, port: int) -> LimitedHTTPServer:
         cfg.http_max_connections,
         cfg.http_max_per_client,
         lambda: service.metrics.inc("http_refused"),
+        service.tls,
     )
     threading.Thread(target=server.serve_forever, name="edgemed-http", daemon=True).start()
     return server

@@ -67,7 +67,10 @@ class LimitedHTTPServer(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128  # socketserver's 5 leaves a burst of connects waiting in SYN retries
 
-    def __init__(self, address, handler, max_connections: int, max_per_client: int, on_refuse):
+    def __init__(
+        self, address, handler, max_connections: int, max_per_client: int, on_refuse, tls=None
+    ):
+        self.tls = tls  # serve.tls.Contexts: TLS handshake in the connection's thread
         self.max_connections, self.max_per_client = max_connections, max_per_client
         self._on_refuse = on_refuse
         self._active: dict[str, int] = {}
@@ -99,9 +102,30 @@ class LimitedHTTPServer(ThreadingHTTPServer):
 
     def process_request_thread(self, request, client_address) -> None:
         try:
+            if self.tls is not None:
+                request = self._tls(request, client_address[0])
+                if request is None:
+                    return
             super().process_request_thread(request, client_address)
         finally:
             self._release(client_address[0])
+
+    def _tls(self, request, peer: str):
+        from edgemed.serve.tls import handshake
+
+        try:
+            wrapped = self.tls.server.wrap_socket(
+                request, server_side=True, do_handshake_on_connect=False
+            )
+        except OSError:
+            request.close()
+            return None
+        if not handshake(
+            self.tls, wrapped, self.RequestHandlerClass.service.cfg.http_timeout, peer
+        ):
+            wrapped.close()
+            return None
+        return wrapped
 
     def _release(self, ip: str) -> None:
         with self._lock:

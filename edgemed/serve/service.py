@@ -28,9 +28,11 @@ from edgemed.serve.health import SpoolFailing, SpoolHealth, retry_delay
 from edgemed.serve.metrics import Metrics
 from edgemed.serve.spool import Spool
 from edgemed.serve.sr import Algorithm, build_sr
+from edgemed.serve.tls import Contexts
 from edgemed.signing import load_private_key
 
 log = logging.getLogger("edgemed.serve")
+LARGE_DECODE_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,11 @@ class Service:
     def __init__(self, cfg: ServeConfig, bundle: Path, pubkey: Path) -> None:
         self.cfg, self.bundle_path, self.pubkey = cfg, Path(bundle), Path(pubkey)
         self.token = cfg.token()
-        # The ports and the bundle are checked before the spool is created: nothing is left behind.
+        # TLS files, ports and the bundle are checked before the spool is created: a bad one
+        # leaves nothing behind.
+        cfg.check_plaintext()
+        files = cfg.tls_files()
+        self.tls = Contexts(files, cfg.forward_tls) if files is not None else None
         check_port_free("DICOM", cfg.dicom_bind, cfg.dicom_port, "--dicom-port")
         check_port_free("HTTP", cfg.http_bind, cfg.http_port, "--http-port")
         audit_key = load_private_key(cfg.audit_key) if cfg.audit_key else None
@@ -100,8 +106,9 @@ class Service:
         )
         self.metrics = Metrics(self.spool.depth)
         self.health = SpoolHealth(self.spool.root / "tmp", self._spool_state_changed)
-        self.forwarder = Forwarder(cfg.ae_title, cfg.retries, cfg.retry_backoff)
+        self.forwarder = Forwarder(cfg.ae_title, cfg.retries, cfg.retry_backoff, self.tls)
         self._infer_lock = threading.Lock()
+        self._large_decode = threading.Lock()
         self._swap_lock = threading.Lock()
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._received_at: dict[str, float] = {}
@@ -132,6 +139,7 @@ class Service:
             self.cfg.allowed_aets,
             self.admit,
             self.cfg,
+            self.tls,
         )
         self.http = start_http(self, self.cfg.http_bind, self.cfg.http_port)
         self.ready.set()
@@ -318,7 +326,7 @@ class Service:
         return self._predict(self.model, path, name, time.perf_counter())
 
     def _predict(self, model: Model, src: Path, uid: str, t0: float) -> dict:
-        image = model.predictor.prepare(src)
+        image = self._prepare(model, src)
         with self._infer_lock:  # a swap closes the old runner only while holding this lock
             if self.model is not model:
                 model = self.model
@@ -327,6 +335,14 @@ class Service:
         if not all(math.isfinite(v) for v in result["probabilities"].values()):
             raise InputError(f"the model's output for {uid} is not finite; no result is reported")
         return result
+
+    def _prepare(self, model: Model, src: Path):
+        """Decode + preprocess; one large instance at a time (decoding a 60 MB image peaks near
+        11x its size), so memory is bounded by one large decode, not one per worker."""
+        if src.stat().st_size < LARGE_DECODE_BYTES:
+            return model.predictor.prepare(src)
+        with self._large_decode:
+            return model.predictor.prepare(src)
 
     def _forward(self, uid: str, sr) -> bool:
         """True when every destination has the SR or it was dead-lettered for it."""
@@ -370,6 +386,12 @@ class Service:
         self._received_at.pop(uid, None)
         self.spool.finish(uid)
 
+    def on_sighup(self) -> None:
+        """SIGHUP: read the TLS files again (if TLS is on), then verify and swap the bundle."""
+        if self.tls is not None and self.tls.reload():
+            self._audit_quietly("tls_reloaded", cert_sha256=_sha256_file(self.tls.files.cert))
+        self.swap()
+
     # ---- bundle swap --------------------------------------------------------------------------
     def swap(self) -> bool:
         """Verify and load the bundle file again; switch only when it is completely good."""
@@ -399,6 +421,13 @@ class Service:
             self.metrics.inc("bundle_swaps")
             log.info("now serving bundle %s", a.bundle_id)
             return True
+
+
+def _sha256_file(path: Path) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def _hashing(chunks: Iterable[bytes], digest) -> Iterator[bytes]:
