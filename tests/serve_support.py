@@ -76,6 +76,7 @@ class Orthanc:
     root: Path
     service_port: int
     aet: str = "ORTHANC"
+    tls: object = None  # a TlsMaterial: Orthanc's DICOM port speaks TLS only, client certs required
 
     def start(self) -> Orthanc:
         self.http_port, self.dicom_port = free_port(), free_port()
@@ -97,6 +98,16 @@ class Orthanc:
             "Plugins": [],
             "StableAge": 1,
         }
+        if self.tls is not None:
+            config.update(
+                {
+                    "DicomTlsEnabled": True,
+                    "DicomTlsCertificate": str(self.tls.server_cert),
+                    "DicomTlsPrivateKey": str(self.tls.server_key),
+                    "DicomTlsTrustedCertificates": str(self.tls.ca),
+                    "DicomTlsRemoteCertificateRequired": True,
+                }
+            )
         cfg = self.root / "orthanc.json"
         cfg.write_text(json.dumps(config, indent=1))
         self.log = open(self.root / "orthanc.log", "wb")  # noqa: SIM115 - closed in stop()
@@ -417,9 +428,10 @@ def _cert(cn: str, key, issuer_key, issuer_cert, ca: bool = False, server: bool 
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]),
             critical=False,
         )
-    if not ca:
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if not ca:  # the appliance's certificate also authenticates it as the forwarder's client
+        usage = [ExtendedKeyUsageOID.CLIENT_AUTH]
+        usage += [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
+        b = b.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
     return b.sign(issuer_key, hashes.SHA256())
 
 

@@ -376,3 +376,36 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path, pacs, cxr
     assert len(sources) == len(set(sources)), f"seed {seed}: an image got two SRs"
     res = run_cli("audit", "verify", tmp_path / "spool" / "audit.jsonl")
     assert res.code == 0 and "chain intact" in res.out, res
+
+
+def test_srs_reach_orthanc_over_dicom_tls(tmp_path, cxr_bundle, pubkey):
+    """Both legs over TLS: DCMTK storescu +tls in, Orthanc with DicomTls* settings receiving the
+    SR from the forwarder (which verifies Orthanc's certificate and presents the appliance's)."""
+    from tests.serve_support import tls_material
+
+    m = tls_material(tmp_path / "tls")
+    port = free_port()
+    orthanc = Orthanc(tmp_path / "orthanc", port, tls=m).start()
+    settings = {
+        "tls-cert": str(m.server_cert),
+        "tls-key": str(m.server_key),
+        "tls-ca": str(m.ca),
+        "forward-tls": True,
+        "forward-ca": str(m.ca),
+    }
+    svc = in_process(tmp_path, cxr_bundle, pubkey, port, forward=[orthanc.destination], **settings)
+    try:
+        path = cxr_dicoms(tmp_path / "in", 1)[0]
+        cmd = ["/usr/bin/storescu", "+tls", str(m.client_key), str(m.client_cert), "+cf"]
+        cmd += [str(m.ca), "-aet", SENDER_AET, "-aec", "EDGEMED", "127.0.0.1", str(port), str(path)]
+        assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+        wait_for(lambda: len(orthanc.sr_instance_ids()) == 1, 60, "the SR in Orthanc over TLS")
+        assert svc.metrics.snapshot()["sent"] == 1
+        # Orthanc's DICOM port takes no clear text: a plain association is refused there.
+        assert (
+            send([path], orthanc.dicom_port, calling="EDGEMED", called="ORTHANC").get("rejected")
+            is not None
+        )
+    finally:
+        svc.stop()
+        orthanc.stop()
