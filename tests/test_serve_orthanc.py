@@ -313,7 +313,9 @@ def test_sighup_swaps_a_good_bundle_and_refuses_a_bad_one(
     assert swaps[0]["old_bundle_id"] == first_id and swaps[0]["bundle_id"] == new_id
 
 
-def _keep_sending(paths: list[Path], port: int, acked: dict, stop: threading.Event) -> None:
+def _keep_sending(
+    paths: list[Path], port: int, acked: dict, stop: threading.Event, tls_args=None
+) -> None:
     """A modality that re-sends whatever was not acknowledged until everything is."""
     import time
 
@@ -325,7 +327,7 @@ def _keep_sending(paths: list[Path], port: int, acked: dict, stop: threading.Eve
     ae.add_requested_context(next(iter(datasets.values())).SOPClassUID)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     while not stop.is_set() and len(acked) < len(datasets):
-        assoc = ae.associate("127.0.0.1", port, ae_title="EDGEMED")
+        assoc = ae.associate("127.0.0.1", port, ae_title="EDGEMED", tls_args=tls_args)
         if not assoc.is_established:
             time.sleep(0.1)
             continue
