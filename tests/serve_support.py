@@ -448,3 +448,68 @@ def _pem(path: Path, obj) -> Path:
         data = obj.public_bytes(serialization.Encoding.PEM)
     path.write_bytes(data)
     return path
+
+
+# ---- a real rsyslog collector (imtcp + gtls: RFC 5425) -----------------------------------------
+
+RSYSLOGD = shutil.which("rsyslogd") or (
+    "/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else None
+)
+
+
+@dataclass
+class Rsyslog:
+    """rsyslogd in the foreground on a loopback port, TLS only (anonymous clients), writing every
+    message it takes, in RFC 5424 form, to `root/received.log`."""
+
+    root: Path
+    tls: object  # TlsMaterial: its server certificate is the collector's
+
+    def start(self) -> Rsyslog:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.out = self.root / "received.log"
+        conf = self.root / "rsyslog.conf"
+        conf.write_text(
+            f'global(workDirectory="{self.root}" DefaultNetstreamDriver="gtls"\n'
+            f'  DefaultNetstreamDriverCAFile="{self.tls.ca}"\n'
+            f'  DefaultNetstreamDriverCertFile="{self.tls.server_cert}"\n'
+            f'  DefaultNetstreamDriverKeyFile="{self.tls.server_key}")\n'
+            'module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" '
+            'StreamDriver.AuthMode="anon")\n'
+            f'input(type="imtcp" port="{self.port}" address="{LOOPBACK}")\n'
+            f'action(type="omfile" file="{self.out}" template="RSYSLOG_SyslogProtocol23Format")\n'
+        )
+        self.log = open(self.root / "rsyslogd.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [RSYSLOGD, "-n", "-f", str(conf), "-i", str(self.root / "rsyslogd.pid")],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(self._up, 30, "rsyslogd to listen")
+        return self
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"rsyslogd exited: {(self.root / 'rsyslogd.log').read_text()}")
+        try:
+            socket.create_connection((LOOPBACK, self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def messages(self) -> list[str]:
+        return self.out.read_text().splitlines() if self.out.exists() else []
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()

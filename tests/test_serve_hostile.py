@@ -591,3 +591,39 @@ def _reissue(m, renewed) -> None:
     ca_key = serialization.load_pem_private_key((m.ca.parent / "ca.key").read_bytes(), None)
     key = serialization.load_pem_private_key(renewed.server_key.read_bytes(), None)
     _pem(m.server_cert, _cert("127.0.0.1", key, ca_key, ca_cert, server=True))
+
+
+# ---- audit entries to a real syslog collector (rsyslog, RFC 5425) -------------------------------
+
+
+def test_audit_entries_reach_rsyslog_over_tls_as_dicom_audit_messages(tmp_path, cxr_bundle, pubkey):
+    from edgemed.serve.audit import verify_log
+    from tests.serve_support import RSYSLOGD, Rsyslog, tls_material
+
+    if RSYSLOGD is None:
+        pytest.skip("rsyslogd is not installed (apt-get install rsyslog rsyslog-gnutls)")
+    m = tls_material(tmp_path / "tls")
+    collector = Rsyslog(tmp_path / "rsyslog", m).start()
+    try:
+        settings = {"audit-syslog": collector.address, "audit-syslog-ca": str(m.ca)}
+        svc = in_process(tmp_path, cxr_bundle, pubkey, 0, **settings)
+        try:
+            path = cxr_dicoms(tmp_path / "in", 1)[0]
+            assert send([path], svc.dicom_port) == {sop_uid(path): 0}
+            wait_for(lambda: svc.result(sop_uid(path)), 30, "the result")
+        finally:
+            svc.stop()
+        report = verify_log(tmp_path / "spool" / "audit.jsonl")
+        wait_for(lambda: len(collector.messages()) >= report.entries, 20, "every audit entry")
+    finally:
+        collector.stop()
+    lines = collector.messages()
+    assert len(lines) == report.entries
+    for seq, (line, digest) in enumerate(zip(lines, report.line_hashes, strict=True), 1):
+        assert f'seq="{seq}" sha256="{digest}"' in line  # the chain, checkable off the box
+    received = next(x for x in lines if 'csd-code="110104"' in x)
+    assert "DICOM+RFC3881" in received and f'ParticipantObjectID="{sop_uid(path)}"' in received
+    assert 'EventActionCode="C"' in received and "<AuditMessage>" in received
+    assert any('csd-code="110120"' in x for x in lines)  # Application Start
+    assert any('csd-code="110121"' in x for x in lines)  # Application Stop
+    assert any("edgemed-audit" in x and '"event": "processed"' in x for x in lines)

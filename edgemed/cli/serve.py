@@ -49,6 +49,8 @@ def _opt(name: str, **kw):
 @_opt("forward-tls", is_flag=True, help="Send SRs over TLS (verified against forward-ca).")
 @_opt("forward-ca", type=click.Path(), help="PEM CA that issued the PACS certificate.")
 @_opt("insecure-plaintext", is_flag=True, help="Allow clear text on a non-loopback address.")
+@_opt("audit-syslog", metavar="HOST:PORT", help="Syslog collector (RFC 5425 TLS) for audit.")
+@_opt("audit-syslog-ca", type=click.Path(), help="PEM CA that issued the collector's certificate.")
 @_opt("audit-log", type=click.Path(), help="Audit JSONL (default SPOOL/audit.jsonl).")
 def serve(bundle_path, pubkey, config_path, **flags) -> None:
     """Run BUNDLE as a hospital service: DICOM C-STORE and STOW-RS in, DICOM SR out to PACS.

@@ -41,6 +41,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self._prev, self._seq = self._tail()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self.sink = None  # called with (entry, line hash) after each write, in order
 
     def _tail(self) -> tuple[str, int]:
         if not self.path.exists() or self.path.stat().st_size == 0:
@@ -66,6 +67,8 @@ class AuditLog:
             line = json.dumps(entry, sort_keys=True).encode()
             self._write_whole(line + b"\n")
             self._prev, self._seq = line_hash(line), entry["seq"]
+            if self.sink is not None:
+                self.sink(entry, self._prev)
 
     def head(self) -> tuple[int, str]:
         """(sequence number, line hash) of the last entry written."""

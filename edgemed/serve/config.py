@@ -79,6 +79,8 @@ class ServeConfig:
     forward_tls: bool = False
     forward_ca: Path | None = None
     insecure_plaintext: bool = False
+    audit_syslog: str | None = None
+    audit_syslog_ca: Path | None = None
 
     def tls_files(self):
         """The TLS settings checked for completeness, or None without tls-cert."""
@@ -237,6 +239,8 @@ KEYS = {
     "forward-tls": _bool,
     "forward-ca": _path,
     "insecure-plaintext": _bool,
+    "audit-syslog": _text,
+    "audit-syslog-ca": _path,
     "audit-sign-interval": _timeout,
 }
 

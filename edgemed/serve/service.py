@@ -28,6 +28,7 @@ from edgemed.serve.health import SpoolFailing, SpoolHealth, retry_delay
 from edgemed.serve.metrics import Metrics
 from edgemed.serve.spool import Spool
 from edgemed.serve.sr import Algorithm, build_sr
+from edgemed.serve.syslog import SyslogForwarder
 from edgemed.serve.tls import Contexts
 from edgemed.signing import load_private_key
 
@@ -98,6 +99,7 @@ class Service:
         check_port_free("DICOM", cfg.dicom_bind, cfg.dicom_port, "--dicom-port")
         check_port_free("HTTP", cfg.http_bind, cfg.http_port, "--http-port")
         audit_key = load_private_key(cfg.audit_key) if cfg.audit_key else None
+        syslog_ctx = self._syslog_context(cfg)
         self.model = open_model(self.bundle_path, self.pubkey, cfg)
         self.spool = Spool(cfg.spool)
         self.audit = AuditLog(cfg.audit_path)
@@ -105,6 +107,10 @@ class Service:
             HeadSigner(self.audit, audit_key, cfg.audit_sign_interval) if audit_key else None
         )
         self.metrics = Metrics(self.spool.depth)
+        self.syslog = None
+        if syslog_ctx is not None:
+            self.syslog = SyslogForwarder(cfg.audit_syslog, syslog_ctx, cfg.ae_title, self.metrics)
+            self.audit.sink = self.syslog.put
         self.health = SpoolHealth(self.spool.root / "tmp", self._spool_state_changed)
         self.forwarder = Forwarder(cfg.ae_title, cfg.retries, cfg.retry_backoff, self.tls)
         self._infer_lock = threading.Lock()
@@ -116,6 +122,17 @@ class Service:
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self.scp = self.http = None
+
+    @staticmethod
+    def _syslog_context(cfg: ServeConfig):
+        if cfg.audit_syslog is None:
+            return None
+        from edgemed.serve.syslog import parse_address, syslog_context
+
+        parse_address(cfg.audit_syslog)
+        if cfg.audit_syslog_ca is None:
+            raise InputError("audit-syslog needs audit-syslog-ca (RFC 5425: the collector's CA)")
+        return syslog_context(cfg.audit_syslog_ca, cfg.tls_cert, cfg.tls_key)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -179,6 +196,8 @@ class Service:
         self._audit_quietly("stopped")
         if self.head_signer is not None:
             self.head_signer.close()
+        if self.syslog is not None:
+            self.syslog.close()
         self.audit.close()
         self.stopped.set()
 
