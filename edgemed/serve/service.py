@@ -16,7 +16,6 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from edgemed.errors import EdgemedError, InputError
@@ -26,90 +25,36 @@ from edgemed.serve.config import ServeConfig
 from edgemed.serve.forwarder import Forwarder, dest_key
 from edgemed.serve.health import SpoolFailing, SpoolHealth, retry_delay
 from edgemed.serve.metrics import Metrics
+from edgemed.serve.model import Model, open_model
+from edgemed.serve.preflight import preflight
 from edgemed.serve.spool import Spool
-from edgemed.serve.sr import Algorithm, build_sr
+from edgemed.serve.sr import build_sr
 from edgemed.serve.syslog import SyslogForwarder
-from edgemed.serve.tls import Contexts
-from edgemed.signing import load_private_key
 
 log = logging.getLogger("edgemed.serve")
 LARGE_DECODE_BYTES = 16 << 20
-
-
-@dataclass(frozen=True)
-class Model:
-    """One verified bundle in service: its predictor, identity and the modalities it takes."""
-
-    predictor: object
-    algorithm: Algorithm
-    modalities: tuple[str, ...]
-
-
-def open_model(bundle: Path, pubkey: Path, cfg: ServeConfig) -> Model:
-    """Verify and load `bundle` completely (appliance.load), or raise; nothing half-switched."""
-    from edgemed.appliance import load
-    from edgemed.serve.config import modality_filter
-
-    predictor = load(bundle, pubkey, cfg.threads)
-    try:
-        mods = modality_filter(cfg.modalities, predictor.spec.modalities)
-    except BaseException:
-        predictor.close()
-        raise
-    m = predictor.bundle.manifest
-    algo = Algorithm(
-        bundle_id=predictor.bundle.bundle_id,
-        bundle_sha256=predictor.bundle.sha256,
-        name=str(m["model"]["label"]),
-        version=f"{m['bundle_id']} (edgemed {m.get('versions', {}).get('edgemed', '?')})",
-        runtime=f"{predictor.runtime} {predictor.runtime_version} {predictor.precision}",
-    )
-    return Model(predictor, algo, mods)
-
-
-def check_port_free(what: str, bind: str, port: int, flag: str) -> None:
-    """Refuse, with one line, a listen address that is in use or not this machine's (checked
-    before anything is written; the listener binds it again moments later)."""
-    import socket
-
-    if port == 0:
-        return
-    try:
-        infos = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM)
-        with socket.socket(infos[0][0], socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(infos[0][4])
-    except OSError as exc:
-        raise InputError(
-            f"cannot listen for {what} on {bind}:{port} ({exc.strerror or exc}); another "
-            f"service holds it or the address is not this machine's: pick another {flag} or "
-            "stop the other service"
-        ) from None
 
 
 class Service:
     def __init__(self, cfg: ServeConfig, bundle: Path, pubkey: Path) -> None:
         self.cfg, self.bundle_path, self.pubkey = cfg, Path(bundle), Path(pubkey)
         self.token = cfg.token()
-        # TLS files, ports and the bundle are checked before the spool is created: a bad one
-        # leaves nothing behind.
-        cfg.check_plaintext()
-        files = cfg.tls_files()
-        self.tls = Contexts(files, cfg.forward_tls) if files is not None else None
-        check_port_free("DICOM", cfg.dicom_bind, cfg.dicom_port, "--dicom-port")
-        check_port_free("HTTP", cfg.http_bind, cfg.http_port, "--http-port")
-        audit_key = load_private_key(cfg.audit_key) if cfg.audit_key else None
-        syslog_ctx = self._syslog_context(cfg)
+        # TLS files, keys, ports and the bundle are checked before the spool is created: a bad
+        # one leaves nothing behind.
+        pre = preflight(cfg)
+        self.tls = pre.tls
         self.model = open_model(self.bundle_path, self.pubkey, cfg)
         self.spool = Spool(cfg.spool)
         self.audit = AuditLog(cfg.audit_path)
         self.head_signer = (
-            HeadSigner(self.audit, audit_key, cfg.audit_sign_interval) if audit_key else None
+            HeadSigner(self.audit, pre.audit_key, cfg.audit_sign_interval)
+            if pre.audit_key
+            else None
         )
         self.metrics = Metrics(self.spool.depth)
         self.syslog = None
-        if syslog_ctx is not None:
-            self.syslog = SyslogForwarder(cfg.audit_syslog, syslog_ctx, cfg.ae_title, self.metrics)
+        if pre.syslog is not None:
+            self.syslog = SyslogForwarder(cfg.audit_syslog, pre.syslog, cfg.ae_title, self.metrics)
             self.audit.sink = self.syslog.put
         self.health = SpoolHealth(self.spool.root / "tmp", self._spool_state_changed)
         self.forwarder = Forwarder(cfg.ae_title, cfg.retries, cfg.retry_backoff, self.tls)
@@ -122,17 +67,6 @@ class Service:
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self.scp = self.http = None
-
-    @staticmethod
-    def _syslog_context(cfg: ServeConfig):
-        if cfg.audit_syslog is None:
-            return None
-        from edgemed.serve.syslog import parse_address, syslog_context
-
-        parse_address(cfg.audit_syslog)
-        if cfg.audit_syslog_ca is None:
-            raise InputError("audit-syslog needs audit-syslog-ca (RFC 5425: the collector's CA)")
-        return syslog_context(cfg.audit_syslog_ca, cfg.tls_cert, cfg.tls_key)
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
