@@ -4,6 +4,7 @@ uploads, idle connections, oversized and malformed DICOM, ports in use."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -61,13 +62,9 @@ def small_disk(tmp_path):
 
 def _break(disk: Path, how: str) -> None:
     if how == "full":
-        with open(disk / "filler", "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+        with open(disk / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
+            while True:  # unbuffered: the ENOSPC comes from a write, never from close()
+                f.write(b"\0" * 65536)
     else:  # every spool write goes through spool/tmp: make that a read-only bind mount
         tmp = disk / "spool" / "tmp"
         subprocess.run(["mount", "--bind", str(tmp), str(tmp)], check=True)
@@ -627,3 +624,58 @@ def test_audit_entries_reach_rsyslog_over_tls_as_dicom_audit_messages(tmp_path, 
     assert any('csd-code="110120"' in x for x in lines)  # Application Start
     assert any('csd-code="110121"' in x for x in lines)  # Application Stop
     assert any("edgemed-audit" in x and '"event": "processed"' in x for x in lines)
+
+
+def _readyz_reason(proc) -> str:
+    try:
+        code, body = proc.get("/readyz", timeout=2)
+    except OSError:
+        return ""
+    return json.loads(body).get("reason", "") if code == 503 else ""
+
+
+def test_a_disk_filling_up_and_freed_with_a_sigkill_loses_nothing(
+    tmp_path, small_disk, cxr_bundle, pubkey
+):
+    """60 images re-sent until acknowledged; the spool's disk fills after 15 acknowledgements,
+    the service is SIGKILLed while it is full and restarted, then the disk is freed: every
+    acknowledged image ends with a result (none refused or failed)."""
+    from tests.serve_support import ServeProcess, free_port
+    from tests.test_serve_orthanc import _keep_sending
+
+    paths = cxr_dicoms(tmp_path / "in", 60)
+    dicom_port = free_port()
+    args = [str(cxr_bundle), "--pubkey", str(pubkey), "--spool", str(small_disk / "spool")]
+    args += ["--allowed-aets", "MODALITY", "--dicom-port", str(dicom_port)]
+    log = tmp_path / "serve.log"
+    proc = ServeProcess(args, log, free_port()).start()
+    acked: dict[str, bool] = {}
+    stop = threading.Event()
+    sender = threading.Thread(target=_keep_sending, args=(paths, dicom_port, acked, stop))
+    sender.start()
+    try:
+        wait_for(lambda: len(acked) >= 15, 120, "15 acknowledgements")
+        _break(small_disk, "full")
+        wait_for(lambda: proc.readyz().get("ready") is False, 30, "/readyz to report the disk")
+        held = len(acked)
+        proc.kill()
+        proc = ServeProcess(args, log, proc.http_port)
+        starting = threading.Thread(target=proc.start)  # returns once /readyz says ready
+        starting.start()
+        wait_for(lambda: getattr(proc, "proc", None) is not None, 30, "the restart")
+        # On the full disk it runs, refuses intake and says why; ready once the disk has room.
+        wait_for(lambda: _readyz_reason(proc), 60, "/readyz 503 with the reason after restart")
+        _repair(small_disk, "full")
+        starting.join(timeout=60)
+        assert not starting.is_alive()
+        sender.join(timeout=300)
+        wait_for(lambda: proc.metrics()["edgemed_serve_queue_depth"] == 0, 120, "empty queue")
+        results = {p.stem for p in (small_disk / "spool" / "results").glob("*.json")}
+        refused = list((small_disk / "spool" / "refused").glob("*.json"))
+    finally:
+        stop.set()
+        sender.join(timeout=60)
+        proc.stop()
+    assert len(acked) == 60 and held < 60
+    assert set(acked) <= results and not refused
+    assert "Traceback" not in log.read_text()

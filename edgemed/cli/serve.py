@@ -59,7 +59,6 @@ def serve(bundle_path, pubkey, config_path, **flags) -> None:
     verifies the bundle file again and swaps it in only if it is completely good."""
     import logging
     import signal
-    import tempfile
     import threading
 
     from edgemed.errors import InputError
@@ -67,7 +66,7 @@ def serve(bundle_path, pubkey, config_path, **flags) -> None:
     from edgemed.serve.service import Service
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # not a line per association
+    one_line_errors()
     file_values = read_toml(Path(config_path)) if config_path else {}
     overrides = {k.replace("_", "-"): v for k, v in flags.items()}
     cfg = build_config(file_values, overrides, str(config_path or "config"))
@@ -77,9 +76,6 @@ def serve(bundle_path, pubkey, config_path, **flags) -> None:
             "(--allowed-aets AET, repeatable, or allowed-aets = [...] in the config)"
         )
     svc = Service(cfg, Path(bundle_path), Path(pubkey))
-    # pynetdicom writes each incoming dataset to a temporary file; in spool/tmp a transfer cut
-    # off by a kill is removed at the next start.
-    tempfile.tempdir = str(cfg.spool / "tmp")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -101,6 +97,36 @@ def serve(bundle_path, pubkey, config_path, **flags) -> None:
         pass
     svc.stop()
     click.echo("stopped; unfinished work stays in the spool and resumes on the next start")
+
+
+def one_line_errors() -> None:
+    """The service log gets one line per error: pynetdicom logs exceptions with tracebacks and a
+    dying association thread would print one (a peer that vanishes, a disk that fills)."""
+    import logging
+    import threading
+
+    class OneLine(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.exc_info:
+                exc = record.exc_info[1]
+                record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+                record.args, record.exc_info, record.exc_text = (), None, None
+            return True
+
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # not a line per association
+    for handler in logging.getLogger().handlers:  # a filter on a logger misses its children
+        handler.addFilter(OneLine())
+    log = logging.getLogger("edgemed.serve")
+
+    def thread_died(args) -> None:
+        log.error(
+            "thread %s ended: %s: %s",
+            getattr(args.thread, "name", "?"),
+            args.exc_type.__name__,
+            args.exc_value,
+        )
+
+    threading.excepthook = thread_died
 
 
 @click.group()

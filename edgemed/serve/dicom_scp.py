@@ -2,7 +2,8 @@
 the success status goes back; an unknown calling AE title is rejected at association.
 
 Memory is bounded: pynetdicom writes each received dataset to a temporary file as its PDUs arrive
-(`STORE_RECV_CHUNKED_DATASET`), PDUs are at most MAX_PDU bytes, and an association that sends more
+(`STORE_RECV_CHUNKED_DATASET`; in $TMPDIR, not on the spool's disk, so a full spool is still
+answered 0xA700; the systemd unit's PrivateTmp clears what a kill -9 mid-transfer leaves), PDUs are at most MAX_PDU bytes, and an association that sends more
 than max-upload-mb (+ one PDU) for one C-STORE is aborted while it sends (`SizeGuard`). Timeouts:
 `dicom-timeout` is the ARTIM timer (a connection that never asks for an association), the ACSE and
 DIMSE timeouts and the network idle timeout.

@@ -127,6 +127,16 @@ class LimitedHTTPServer(ThreadingHTTPServer):
             return None
         return wrapped
 
+    def handle_error(self, request, client_address) -> None:
+        """One log line, never socketserver's traceback on stderr (a client that hung up before
+        its answer is routine on a hostile network)."""
+        import sys
+
+        exc = sys.exc_info()[1]
+        level = logging.DEBUG if isinstance(exc, ConnectionError) else logging.ERROR
+        log.log(level, "http request from %s failed: %s: %s", client_address[0],
+                type(exc).__name__, exc)  # fmt: skip
+
     def _release(self, ip: str) -> None:
         with self._lock:
             left = self._active.get(ip, 0) - 1

@@ -74,7 +74,10 @@ class Service:
         from edgemed.serve.http import start_http
 
         a = self.model.algorithm
-        self.audit.append("started", bundle_id=a.bundle_id, bundle_sha256=a.bundle_sha256)
+        try:  # a full disk at start: serve, refuse intake and say why until it has room
+            self.audit.append("started", bundle_id=a.bundle_id, bundle_sha256=a.bundle_sha256)
+        except OSError as exc:
+            self._spool_failed("start", exc)
         if self.head_signer is not None:
             self.head_signer.start()
         for uid in self.spool.pending():
