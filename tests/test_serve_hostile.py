@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
 import subprocess
 import threading
@@ -29,6 +30,12 @@ from tests.serve_support import (
 
 OUT_OF_RESOURCES = 0xA700
 STORESCU = "/usr/bin/storescu"  # DCMTK's (pynetdicom installs a Python `storescu` too)
+needs_dcmtk = pytest.mark.skipif(
+    not Path(STORESCU).exists(), reason="DCMTK is not installed (scripts/system-packages.txt)"
+)
+needs_curl = pytest.mark.skipif(
+    shutil.which("curl") is None, reason="curl is not installed (scripts/system-packages.txt)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +202,7 @@ def test_stalled_uploads_and_idle_connections_are_closed_and_capped(tmp_path, cx
 # ---- DICOM: oversized, overlong and stalled -----------------------------------------------------
 
 
+@needs_dcmtk
 def test_an_oversized_c_store_is_aborted_while_it_arrives(tmp_path, cxr_bundle, pubkey):
     from tests.serve_support import large_dicom
 
@@ -244,6 +252,7 @@ def _send_overlong(path: Path, port: int) -> int | None:
         _config.VALIDATORS["UI"] = saved
 
 
+@needs_dcmtk
 def test_a_200_character_uid_is_a_failed_c_store_and_no_traceback(tmp_path, cxr_bundle, pubkey):
     from tests.serve_support import ServeProcess, free_port
 
@@ -448,6 +457,8 @@ def _curl(url: str, *args: object) -> subprocess.CompletedProcess:
     return subprocess.run([*cmd, url], capture_output=True, text=True, timeout=30)
 
 
+@needs_dcmtk
+@needs_curl
 def test_tls_with_mutual_authentication_on_dicom_and_http(tmp_path, cxr_bundle, pubkey):
     import ssl
 
@@ -541,6 +552,7 @@ def _served_cert(port: int, m) -> bytes:
         return s.getpeercert(binary_form=True)
 
 
+@needs_dcmtk
 def test_sighup_reloads_the_certificate_and_hostile_tls_leaves_no_traceback(
     tmp_path, cxr_bundle, pubkey
 ):
