@@ -180,7 +180,7 @@ def test_stalled_uploads_and_idle_connections_are_closed_and_capped(tmp_path, cx
         other = socket.create_connection((LOOPBACK, svc.http_port), 10, ("127.0.0.2", 0))
         other.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert _read_all(other).startswith(b"HTTP/1.1 200")
-        assert svc.http.active_connections() <= 16
+        assert svc.http.active_connections(LOOPBACK) <= 16
         replies = [_read_all(c) for c in [stalled, *idle]]
         elapsed = time.monotonic() - t0
         busy = sum(r.startswith(b"HTTP/1.1 503") for r in replies)

@@ -78,9 +78,10 @@ class LimitedHTTPServer(ThreadingHTTPServer):
         self._logged_at = -LOG_EVERY_S
         super().__init__(address, handler)
 
-    def active_connections(self) -> int:
+    def active_connections(self, ip: str | None = None) -> int:
+        """Open connections, in total or from one client address."""
         with self._lock:
-            return sum(self._active.values())
+            return sum(self._active.values()) if ip is None else self._active.get(ip, 0)
 
     def process_request(self, request, client_address) -> None:
         ip = client_address[0]
