@@ -52,6 +52,18 @@ from tests.serve_support import (  # noqa: E402
 
 CXR = REPO.parent / "shared" / "datasets" / "pneumoniamnist_subset.npz"
 HEADING = "Appliance service"
+TLS = None  # a tests.serve_support.TlsMaterial while measuring with TLS on both legs
+
+
+def tls_args():
+    """pynetdicom's (context, hostname) for a sender presenting the test client certificate."""
+    if TLS is None:
+        return None
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(TLS.ca))
+    ctx.load_cert_chain(TLS.client_cert, TLS.client_key)
+    return ctx, "127.0.0.1"
 
 
 def edgemed(*args: object) -> None:
@@ -155,7 +167,7 @@ class Sender:
 
         from edgemed.serve.dicom_scp import no_delay
 
-        self.assoc = ae.associate("127.0.0.1", port, ae_title="EDGEMED",
+        self.assoc = ae.associate("127.0.0.1", port, ae_title="EDGEMED", tls_args=tls_args(),
                                   evt_handlers=[(evt.EVT_CONN_OPEN, no_delay)])  # fmt: skip
         assert self.assoc.is_established, "association refused"
 
@@ -263,7 +275,7 @@ def cold_starts(args_: list[str], log: Path, repeats: int) -> list[float]:
     out = []
     for _ in range(repeats):
         t = time.perf_counter()
-        proc = ServeProcess(args_, log, free_port()).start()
+        proc = ServeProcess(args_, log, free_port(), tls=TLS).start()
         out.append(time.perf_counter() - t)
         proc.stop()
     return out
@@ -276,16 +288,16 @@ def kill_run(args_: list[str], log: Path, port: int, pacs: Orthanc, paths: list[
     seed = random.SystemRandom().randrange(1 << 30)
     rng = random.Random(seed)
     before = set(r.ReferencedSOPInstanceUID for r in _sources(pacs))
-    proc = ServeProcess(args_, log, free_port()).start()
+    proc = ServeProcess(args_, log, free_port(), tls=TLS).start()
     acked: dict[str, bool] = {}
     stop = threading.Event()
-    sender = threading.Thread(target=_keep_sending, args=(paths, port, acked, stop))
+    sender = threading.Thread(target=_keep_sending, args=(paths, port, acked, stop, tls_args()))
     sender.start()
     marks = sorted(rng.sample(range(10, len(paths) - 10), kills))
     for mark in marks:
         wait_for(lambda m=mark: len(acked) >= m, 600, "acknowledgements")
         proc.kill()
-        proc = ServeProcess(args_, log, proc.http_port).start()
+        proc = ServeProcess(args_, log, proc.http_port, tls=TLS).start()
     sender.join(timeout=900)
     wait_for(lambda: proc.metrics()["edgemed_serve_queue_depth"] == 0, 600, "an empty queue")
     proc.stop()
@@ -332,8 +344,11 @@ def main() -> None:
     ap.add_argument("--kill", type=int, default=1000, help="Images for the kill run (0: skip).")
     ap.add_argument("--kills", type=int, default=3)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--tls", action="store_true", help="TLS on both legs (test certificates).")
+    ap.add_argument("--bundle", type=Path, help="A bundle to serve (with --pubkey): no training.")
+    ap.add_argument("--pubkey", type=Path)
     args = ap.parse_args()
-    bundle, pub = prepare(args.work, args.model)
+    bundle, pub = (args.bundle, args.pubkey) if args.bundle else prepare(args.work, args.model)
     run = args.work / f"run-{int(time.time())}"
     small = cxr_dicoms(run / "small", args.warm + 5)
     large = [large_dicom(run / "large" / f"big{i}.dcm", i) for i in range(args.large + 5)]
@@ -341,7 +356,12 @@ def main() -> None:
     kill = cxr_dicoms(run / "kill", args.kill) if args.kill else []
     before = load_average()
     port = free_port()
-    pacs = Orthanc(run / "orthanc", port).start()
+    if args.tls:
+        from tests.serve_support import tls_material
+
+        global TLS
+        TLS = tls_material(run / "tls")
+    pacs = Orthanc(run / "orthanc", port, tls=TLS).start()
     try:
         out = measure(run, bundle, pub, pacs, port, small, large, through, kill, args)
     finally:
@@ -362,6 +382,12 @@ def measure(run, bundle, pub, pacs, port, small, large, through, kill, args) -> 
         f'allowed-aets = ["{SENDER_AET}"]\nforward = ["{pacs.destination}"]\n'
         "workers = 2\nthreads = 1\n"
     )
+    if TLS is not None:
+        with open(toml, "a") as f:
+            f.write(
+                f'tls-cert = "{TLS.server_cert}"\ntls-key = "{TLS.server_key}"\n'
+                f'tls-ca = "{TLS.ca}"\nforward-tls = true\nforward-ca = "{TLS.ca}"\n'
+            )
     cli = [
         str(bundle),
         "--pubkey",
@@ -374,7 +400,7 @@ def measure(run, bundle, pub, pacs, port, small, large, through, kill, args) -> 
         str(spool),
     ]
     cold = cold_starts(cli, run / "serve.log", 3)
-    svc = ServeProcess(cli, run / "serve.log", free_port()).start()
+    svc = ServeProcess(cli, run / "serve.log", free_port(), tls=TLS).start()
     tail = AuditTail(spool / "audit.jsonl")
     try:
         rows = latency_rows(port, tail, spool, {"28x28 8-bit": small, "2048x2048 16-bit": large})
@@ -437,10 +463,14 @@ def render(out: dict, args) -> str:
     (w_rss, w_hwm), (a_rss, a_hwm) = out["rss"]
     lines = [
         "Command (real Orthanc and the real `edgemed serve` CLI on 127.0.0.1; ONNX Runtime FP32 "
-        "bundle of the default compact CNN, `--threads 1`, 2 workers):",
+        "bundle of the default compact CNN, `--threads 1`, 2 workers"
+        + ("; TLS (1.2+, BCP 195 suites) with client certificates on both legs" if args.tls else "")
+        + "):",
         "```",
         f"python benchmarks/serve_latency.py --warm {args.warm} --large {args.large} "
-        f"--throughput {args.throughput} --kill {args.kill} --kills {args.kills} --write",
+        f"--throughput {args.throughput} --kill {args.kill} --kills {args.kills}"
+        + (" --tls" if args.tls else "")
+        + (" --write" if args.write else ""),
         "```",
         "",
         table(header, rows),

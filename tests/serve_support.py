@@ -33,10 +33,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_get(url: str, timeout: float = 10.0, headers: dict | None = None) -> tuple[int, bytes]:
+def http_get(
+    url: str, timeout: float = 10.0, headers: dict | None = None, context=None
+) -> tuple[int, bytes]:
     req = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -74,6 +76,7 @@ class Orthanc:
     root: Path
     service_port: int
     aet: str = "ORTHANC"
+    tls: object = None  # a TlsMaterial: Orthanc's DICOM port speaks TLS only, client certs required
 
     def start(self) -> Orthanc:
         self.http_port, self.dicom_port = free_port(), free_port()
@@ -95,6 +98,16 @@ class Orthanc:
             "Plugins": [],
             "StableAge": 1,
         }
+        if self.tls is not None:
+            config.update(
+                {
+                    "DicomTlsEnabled": True,
+                    "DicomTlsCertificate": str(self.tls.server_cert),
+                    "DicomTlsPrivateKey": str(self.tls.server_key),
+                    "DicomTlsTrustedCertificates": str(self.tls.ca),
+                    "DicomTlsRemoteCertificateRequired": True,
+                }
+            )
         cfg = self.root / "orthanc.json"
         cfg.write_text(json.dumps(config, indent=1))
         self.log = open(self.root / "orthanc.log", "wb")  # noqa: SIM115 - closed in stop()
@@ -263,6 +276,7 @@ class ServeProcess:
     args: list[str]
     log_path: Path
     http_port: int
+    tls: object = None  # a TlsMaterial: HTTPS with the client certificate
 
     def start(self) -> ServeProcess:
         # TMPDIR: what a SIGKILL leaves behind (the extracted bundle) stays in the test's tmp dir.
@@ -284,19 +298,28 @@ class ServeProcess:
         if self.proc.poll() is not None:
             raise AssertionError(f"edgemed serve exited: {self.log_path.read_text()[-3000:]}")
         try:
-            return http_get(f"{self.url}/readyz", timeout=2)[0] == 200
+            return self.get("/readyz", timeout=2)[0] == 200
         except OSError:
             return False
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.http_port}"
+        return f"{'https' if self.tls else 'http'}://{LOOPBACK}:{self.http_port}"
+
+    def get(self, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+        context = None
+        if self.tls is not None:
+            import ssl
+
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
+        return http_get(f"{self.url}{path}", timeout=timeout, context=context)
 
     def readyz(self) -> dict:
-        return json.loads(http_get(f"{self.url}/readyz")[1])
+        return json.loads(self.get("/readyz")[1])
 
     def metrics(self) -> dict[str, float]:
-        return parse_metrics(http_get(f"{self.url}/metrics")[1].decode())
+        return parse_metrics(self.get("/metrics")[1].decode())
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -321,3 +344,172 @@ def parse_metrics(text: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
+
+
+def stow_body(parts: list[bytes]) -> tuple[bytes, str]:
+    """A multipart/related STOW-RS body of application/dicom parts, and its Content-Type."""
+    boundary = "edgemed-test-boundary-7f3a"
+    body = b"".join(
+        b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n"
+        for p in parts
+    )
+    body += b"--" + boundary.encode() + b"--\r\n"
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def readyz(port: int) -> tuple[int, dict]:
+    code, body = http_get(f"http://{LOOPBACK}:{port}/readyz", timeout=5)
+    return code, json.loads(body)
+
+
+# ---- TLS test certificates (made with `cryptography`, never shipped) ----------------------------
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_cert: Path  # a client certificate from the same CA with a subject not allowed
+    other_key: Path
+    client_subject: str = "CN=modality1,O=edgemed-test"
+
+
+def tls_material(out: Path) -> TlsMaterial:
+    """A test CA, a server certificate for 127.0.0.1 and two client certificates (EC P-256)."""
+    out.mkdir(parents=True, exist_ok=True)
+    ca_key = _ec_key()
+    ca_cert = _cert("edgemed-test-ca", ca_key, ca_key, None, ca=True)
+    files = {"ca": _pem(out / "ca.crt", ca_cert)}
+    _pem(out / "ca.key", ca_key)  # kept beside it only so a test can renew a certificate
+    for name, cn in (("server", "127.0.0.1"), ("client", "modality1"), ("other", "intruder")):
+        key = _ec_key()
+        cert = _cert(cn, key, ca_key, ca_cert, server=name == "server")
+        files[f"{name}_cert"] = _pem(out / f"{name}.crt", cert)
+        files[f"{name}_key"] = _pem(out / f"{name}.key", key)
+    return TlsMaterial(**files)
+
+
+def _ec_key():
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _cert(cn: str, key, issuer_key, issuer_cert, ca: bool = False, server: bool = False):
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgemed-test"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+    now = datetime.datetime.now(datetime.timezone.utc)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_cert.subject if issuer_cert else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if server:
+        b = b.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]),
+            critical=False,
+        )
+    if not ca:  # the appliance's certificate also authenticates it as the forwarder's client
+        usage = [ExtendedKeyUsageOID.CLIENT_AUTH]
+        usage += [ExtendedKeyUsageOID.SERVER_AUTH] if server else []
+        b = b.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+def _pem(path: Path, obj) -> Path:
+    from cryptography.hazmat.primitives import serialization
+
+    if hasattr(obj, "private_bytes"):
+        data = obj.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    else:
+        data = obj.public_bytes(serialization.Encoding.PEM)
+    path.write_bytes(data)
+    return path
+
+
+# ---- a real rsyslog collector (imtcp + gtls: RFC 5425) -----------------------------------------
+
+RSYSLOGD = shutil.which("rsyslogd") or (
+    "/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else None
+)
+
+
+@dataclass
+class Rsyslog:
+    """rsyslogd in the foreground on a loopback port, TLS only (anonymous clients), writing every
+    message it takes, in RFC 5424 form, to `root/received.log`."""
+
+    root: Path
+    tls: object  # TlsMaterial: its server certificate is the collector's
+
+    def start(self) -> Rsyslog:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.out = self.root / "received.log"
+        conf = self.root / "rsyslog.conf"
+        conf.write_text(
+            f'global(workDirectory="{self.root}" DefaultNetstreamDriver="gtls"\n'
+            f'  DefaultNetstreamDriverCAFile="{self.tls.ca}"\n'
+            f'  DefaultNetstreamDriverCertFile="{self.tls.server_cert}"\n'
+            f'  DefaultNetstreamDriverKeyFile="{self.tls.server_key}")\n'
+            'module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" '
+            'StreamDriver.AuthMode="anon")\n'
+            f'input(type="imtcp" port="{self.port}" address="{LOOPBACK}")\n'
+            f'action(type="omfile" file="{self.out}" template="RSYSLOG_SyslogProtocol23Format")\n'
+        )
+        self.log = open(self.root / "rsyslogd.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [RSYSLOGD, "-n", "-f", str(conf), "-i", str(self.root / "rsyslogd.pid")],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(self._up, 30, "rsyslogd to listen")
+        return self
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"rsyslogd exited: {(self.root / 'rsyslogd.log').read_text()}")
+        try:
+            socket.create_connection((LOOPBACK, self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def messages(self) -> list[str]:
+        return self.out.read_text().splitlines() if self.out.exists() else []
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()

@@ -313,7 +313,9 @@ def test_sighup_swaps_a_good_bundle_and_refuses_a_bad_one(
     assert swaps[0]["old_bundle_id"] == first_id and swaps[0]["bundle_id"] == new_id
 
 
-def _keep_sending(paths: list[Path], port: int, acked: dict, stop: threading.Event) -> None:
+def _keep_sending(
+    paths: list[Path], port: int, acked: dict, stop: threading.Event, tls_args=None
+) -> None:
     """A modality that re-sends whatever was not acknowledged until everything is."""
     import time
 
@@ -325,7 +327,7 @@ def _keep_sending(paths: list[Path], port: int, acked: dict, stop: threading.Eve
     ae.add_requested_context(next(iter(datasets.values())).SOPClassUID)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
     while not stop.is_set() and len(acked) < len(datasets):
-        assoc = ae.associate("127.0.0.1", port, ae_title="EDGEMED")
+        assoc = ae.associate("127.0.0.1", port, ae_title="EDGEMED", tls_args=tls_args)
         if not assoc.is_established:
             time.sleep(0.1)
             continue
@@ -378,14 +380,34 @@ def test_sigkill_at_random_moments_loses_and_doubles_nothing(tmp_path, pacs, cxr
     assert res.code == 0 and "chain intact" in res.out, res
 
 
-def test_an_instance_over_the_size_limit_is_refused_before_spooling(tmp_path, cxr_bundle, pubkey):
-    svc = in_process(tmp_path, cxr_bundle, pubkey, 0, **{"max-upload-mb": 1})
+def test_srs_reach_orthanc_over_dicom_tls(tmp_path, cxr_bundle, pubkey):
+    """Both legs over TLS: DCMTK storescu +tls in, Orthanc with DicomTls* settings receiving the
+    SR from the forwarder (which verifies Orthanc's certificate and presents the appliance's)."""
+    from tests.serve_support import tls_material
+
+    m = tls_material(tmp_path / "tls")
+    port = free_port()
+    orthanc = Orthanc(tmp_path / "orthanc", port, tls=m).start()
+    settings = {
+        "tls-cert": str(m.server_cert),
+        "tls-key": str(m.server_key),
+        "tls-ca": str(m.ca),
+        "forward-tls": True,
+        "forward-ca": str(m.ca),
+    }
+    svc = in_process(tmp_path, cxr_bundle, pubkey, port, forward=[orthanc.destination], **settings)
     try:
-        big = large_dicom(tmp_path / "big.dcm")  # 8 MiB of pixel data
-        small = cxr_dicoms(tmp_path / "in", 1)
-        statuses = send([big, *small], svc.dicom_port)
-        assert statuses[sop_uid(big)] == 0xA700 and statuses[sop_uid(small[0])] == 0
-        assert not svc.spool.seen(sop_uid(big))
-        assert svc.metrics.snapshot()["received"] == 1
+        path = cxr_dicoms(tmp_path / "in", 1)[0]
+        cmd = ["/usr/bin/storescu", "+tls", str(m.client_key), str(m.client_cert), "+cf"]
+        cmd += [str(m.ca), "-aet", SENDER_AET, "-aec", "EDGEMED", "127.0.0.1", str(port), str(path)]
+        assert subprocess.run(cmd, capture_output=True, timeout=60).returncode == 0
+        wait_for(lambda: len(orthanc.sr_instance_ids()) == 1, 60, "the SR in Orthanc over TLS")
+        assert svc.metrics.snapshot()["sent"] == 1
+        # Orthanc's DICOM port takes no clear text: a plain association is refused there.
+        assert (
+            send([path], orthanc.dicom_port, calling="EDGEMED", called="ORTHANC").get("rejected")
+            is not None
+        )
     finally:
         svc.stop()
+        orthanc.stop()

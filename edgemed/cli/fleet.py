@@ -54,12 +54,35 @@ def join(targets, address, num_cpus, run) -> None:
         raise EdgemedError(f"`{shlex.join(cmd)}` failed (exit {rc}); see its output above")
 
 
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_reachable(address: str, timeout_s: float) -> None:
+    """Refuse, within `timeout_s`, a head address where nothing accepts a TCP connection (Ray's
+    own client keeps retrying a dead address for a minute or more)."""
+    import socket
+
+    from edgemed.errors import InputError, UnavailableError
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise InputError(f"--address {address!r} is not HOST:PORT (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UnavailableError(
+            f"no Ray head answers at {address} within {timeout_s:g} s ({exc.strerror or exc}); "
+            "start it with `ray start --head --port PORT` there, or check the address"
+        ) from None
+
+
 @fleet.command()
 @click.option("--address", required=True, help="The Ray head, HOST:PORT.")
 def status(address) -> None:
     """Target profiles the cluster's live nodes offer, with how many nodes offer each."""
     from edgemed.executors import open_executor, parse_executor
 
+    check_reachable(address, CONNECT_TIMEOUT_S)
     with open_executor(parse_executor(f"ray:{address}")) as ex:
         offered = ex.offered_targets()
     for name, count in sorted(offered.items()):

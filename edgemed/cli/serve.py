@@ -31,6 +31,26 @@ def _opt(name: str, **kw):
 @_opt("retries", type=int, help="C-STORE retries per destination before dead-letter (default 5).")
 @_opt("retry-backoff", type=float, help="First retry delay in seconds, doubling (default 0.5).")
 @_opt("max-upload-mb", type=int, help="Largest instance (C-STORE or HTTP) in MiB (default 512).")
+@_opt("http-timeout", type=float, help="HTTP header deadline and body stall limit, s (default 10).")
+@_opt("http-max-connections", type=int, help="Open HTTP connections at most (default 64).")
+@_opt(
+    "http-max-per-client", type=int, help="Open HTTP connections per client address (default 16)."
+)
+@_opt("dicom-timeout", type=float, help="DICOM ARTIM/ACSE/DIMSE/network timeout, s (default 30).")
+@_opt("max-associations", type=int, help="Concurrent DICOM associations at most (default 16).")
+@_opt("audit-key", type=click.Path(), help="Appliance's Ed25519 key: signs the audit chain's head.")
+@_opt("audit-sign-interval", type=float, help="Seconds between signed audit heads (default 10).")
+@_opt("tls-cert", type=click.Path(), help="PEM certificate (chain) of this appliance: TLS on.")
+@_opt("tls-key", type=click.Path(), help="PEM private key of tls-cert.")
+@_opt("tls-ca", type=click.Path(), help="CA of client certificates: mutual TLS required.")
+@_opt(
+    "tls-allowed-subjects", multiple=True, metavar="DN", help="Client subject allowed (repeatable)."
+)
+@_opt("forward-tls", is_flag=True, help="Send SRs over TLS (verified against forward-ca).")
+@_opt("forward-ca", type=click.Path(), help="PEM CA that issued the PACS certificate.")
+@_opt("insecure-plaintext", is_flag=True, help="Allow clear text on a non-loopback address.")
+@_opt("audit-syslog", metavar="HOST:PORT", help="Syslog collector (RFC 5425 TLS) for audit.")
+@_opt("audit-syslog-ca", type=click.Path(), help="PEM CA that issued the collector's certificate.")
 @_opt("audit-log", type=click.Path(), help="Audit JSONL (default SPOOL/audit.jsonl).")
 def serve(bundle_path, pubkey, config_path, **flags) -> None:
     """Run BUNDLE as a hospital service: DICOM C-STORE and STOW-RS in, DICOM SR out to PACS.
@@ -46,7 +66,7 @@ def serve(bundle_path, pubkey, config_path, **flags) -> None:
     from edgemed.serve.service import Service
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # not a line per association
+    one_line_errors()
     file_values = read_toml(Path(config_path)) if config_path else {}
     overrides = {k.replace("_", "-"): v for k, v in flags.items()}
     cfg = build_config(file_values, overrides, str(config_path or "config"))
@@ -59,17 +79,54 @@ def serve(bundle_path, pubkey, config_path, **flags) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=svc.swap, daemon=True).start())
+    signal.signal(
+        signal.SIGHUP, lambda *_: threading.Thread(target=svc.on_sighup, daemon=True).start()
+    )
     svc.start()
     dests = ", ".join(str(d) for d in cfg.forward) or "none (results kept as JSON only)"
+    tls = "TLS" if svc.tls else "clear text"
+    if svc.tls is None and cfg.insecure_plaintext:
+        tls = "CLEAR TEXT (--insecure-plaintext: images and the token are readable on the wire)"
+    scheme = "https" if svc.tls else "http"
     click.echo(
         f"ready: bundle {svc.model.algorithm.bundle_id}; DICOM {cfg.ae_title}@{cfg.dicom_bind}:"
-        f"{svc.dicom_port}; HTTP http://{cfg.http_bind}:{svc.http_port}; forward to {dests}"
+        f"{svc.dicom_port}; HTTP {scheme}://{cfg.http_bind}:{svc.http_port}; {tls}; forward to "
+        f"{dests}{' over TLS' if cfg.forward_tls else ''}"
     )
     while not stop.wait(0.5):
         pass
     svc.stop()
     click.echo("stopped; unfinished work stays in the spool and resumes on the next start")
+
+
+def one_line_errors() -> None:
+    """The service log gets one line per error: pynetdicom logs exceptions with tracebacks and a
+    dying association thread would print one (a peer that vanishes, a disk that fills)."""
+    import logging
+    import threading
+
+    class OneLine(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.exc_info:
+                exc = record.exc_info[1]
+                record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+                record.args, record.exc_info, record.exc_text = (), None, None
+            return True
+
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # not a line per association
+    for handler in logging.getLogger().handlers:  # a filter on a logger misses its children
+        handler.addFilter(OneLine())
+    log = logging.getLogger("edgemed.serve")
+
+    def thread_died(args) -> None:
+        log.error(
+            "thread %s ended: %s: %s",
+            getattr(args.thread, "name", "?"),
+            args.exc_type.__name__,
+            args.exc_value,
+        )
+
+    threading.excepthook = thread_died
 
 
 @click.group()
@@ -79,10 +136,26 @@ def audit() -> None:
 
 @audit.command("verify")
 @click.argument("log_path", metavar="LOG", type=click.Path())
-def audit_verify(log_path) -> None:
-    """Check that no entry of LOG was edited, removed, inserted or reordered."""
+@click.option("--pubkey", type=click.Path(), help="The appliance's public key: check LOG.head.")
+def audit_verify(log_path, pubkey) -> None:
+    """Check that no entry of LOG was edited, removed, inserted or reordered; with --pubkey also
+    against the head the appliance signed (LOG.head), which catches truncation and recomputed
+    hashes. Without a copy kept off the box (syslog), entries after the last signed head and a
+    log rolled back together with its head cannot be checked."""
     from edgemed.serve.audit import verify_log
+    from edgemed.serve.audit_head import check_head
 
     report = verify_log(Path(log_path))
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.events.items()))
     click.echo(f"audit log {log_path}: {report.entries} entries, chain intact ({counts})")
+    if pubkey is None:
+        click.echo(
+            "not checked: truncation and recomputed hashes (pass --pubkey with the appliance's "
+            "key to check the signed head)"
+        )
+        return
+    head = check_head(Path(log_path), Path(pubkey), list(report.line_hashes))
+    click.echo(
+        f"signed head: entry {head.seq} at {head.time} matches; {head.unsigned_after} later "
+        "entries are not yet covered by a signature (compare them with the syslog copy)"
+    )

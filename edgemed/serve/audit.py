@@ -8,6 +8,7 @@ reordered line is found (its `prev` no longer matches the line above, or its own
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -40,6 +41,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self._prev, self._seq = self._tail()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self.sink = None  # called with (entry, line hash) after each write, in order
 
     def _tail(self) -> tuple[str, int]:
         if not self.path.exists() or self.path.stat().st_size == 0:
@@ -63,9 +65,28 @@ class AuditLog:
             entry["prev"] = self._prev
             entry["sha256"] = body_hash(entry)
             line = json.dumps(entry, sort_keys=True).encode()
-            os.write(self._fd, line + b"\n")
-            os.fsync(self._fd)
+            self._write_whole(line + b"\n")
             self._prev, self._seq = line_hash(line), entry["seq"]
+            if self.sink is not None:
+                self.sink(entry, self._prev)
+
+    def head(self) -> tuple[int, str]:
+        """(sequence number, line hash) of the last entry written."""
+        with self._lock:
+            return self._seq, self._prev
+
+    def _write_whole(self, data: bytes) -> None:
+        """Append `data` and fsync, or leave the file as it was (a full disk must not leave half
+        a line, which would end the chain) and raise the OSError."""
+        size = os.fstat(self._fd).st_size
+        try:
+            if os.write(self._fd, data) != len(data):
+                raise OSError(28, "short write to the audit log (disk full?)")
+            os.fsync(self._fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, size)
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -78,6 +99,7 @@ class AuditLog:
 class AuditReport:
     entries: int
     events: dict[str, int]
+    line_hashes: tuple[str, ...] = ()
 
 
 def verify_log(path: Path) -> AuditReport:
@@ -89,7 +111,7 @@ def verify_log(path: Path) -> AuditReport:
         raise InputError(f"cannot read audit log {path} ({exc})") from None
     if lines and lines[-1] == b"":
         lines.pop()
-    prev, events = GENESIS, {}
+    prev, events, hashes = GENESIS, {}, []
     for n, line in enumerate(lines, 1):
         entry = _parse(line, path, n)
         if entry.get("seq") != n:
@@ -107,10 +129,11 @@ def verify_log(path: Path) -> AuditReport:
                 f"audit log {path} line {n}: its content does not match its hash (edited)"
             )
         prev = line_hash(line)
+        hashes.append(prev)
         events[entry["event"]] = events.get(entry["event"], 0) + 1
     if not lines:
         raise InputError(f"audit log {path} is empty; nothing to verify")
-    return AuditReport(len(lines), events)
+    return AuditReport(len(lines), events, tuple(hashes))
 
 
 def _parse(line: bytes, path: Path, n: int) -> dict:

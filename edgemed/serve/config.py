@@ -65,6 +65,52 @@ class ServeConfig:
     retry_backoff: float = 0.5
     audit_log: Path | None = None
     max_upload_mb: int = 512
+    http_timeout: float = 10.0
+    http_max_connections: int = 64
+    http_max_per_client: int = 16
+    dicom_timeout: float = 30.0
+    max_associations: int = 16
+    audit_key: Path | None = None
+    audit_sign_interval: float = 10.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_allowed_subjects: tuple[str, ...] = ()
+    forward_tls: bool = False
+    forward_ca: Path | None = None
+    insecure_plaintext: bool = False
+    audit_syslog: str | None = None
+    audit_syslog_ca: Path | None = None
+
+    def tls_files(self):
+        """The TLS settings checked for completeness, or None without tls-cert."""
+        from edgemed.serve.tls import TlsFiles
+
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InputError("tls-cert and tls-key go together; pass both or neither")
+        if self.tls_cert is None:
+            if self.tls_ca or self.tls_allowed_subjects or self.forward_tls:
+                raise InputError(
+                    "tls-ca, tls-allowed-subjects and forward-tls need tls-cert and tls-key"
+                )
+            return None
+        if self.tls_allowed_subjects and self.tls_ca is None:
+            raise InputError("tls-allowed-subjects needs tls-ca (client certificates to check)")
+        return TlsFiles(
+            self.tls_cert, self.tls_key, self.tls_ca, self.forward_ca, self.tls_allowed_subjects
+        )
+
+    def check_plaintext(self) -> None:
+        """No listener in clear text off loopback unless insecure-plaintext says so."""
+        if self.tls_cert is not None or self.insecure_plaintext:
+            return
+        open_to = [b for b in (self.dicom_bind, self.http_bind) if not _is_loopback(b)]
+        if open_to:
+            raise InputError(
+                f"listening on {', '.join(open_to)} without TLS: pass tls-cert and tls-key, "
+                "or --insecure-plaintext on a closed network (the bearer token and the images "
+                "would travel in clear text)"
+            )
 
     @property
     def audit_path(self) -> Path:
@@ -84,6 +130,23 @@ class ServeConfig:
                 "write a long random token (e.g. `openssl rand -hex 32 > token`)"
             )
         return text
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _bool(name: str, v: object) -> bool:
+    if not isinstance(v, bool):
+        raise InputError(f"{name} = {v!r}: expected true or false")
+    return v
 
 
 # key -> (type, converter); the same names as the CLI flags.
@@ -108,6 +171,12 @@ def _nonneg_int(name: str, v: object) -> int:
 def _seconds(name: str, v: object) -> float:
     if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= 3600:
         raise InputError(f"{name} = {v!r}: expected seconds between 0 and 3600")
+    return float(v)
+
+
+def _timeout(name: str, v: object) -> float:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 3600:
+        raise InputError(f"{name} = {v!r}: expected a timeout in seconds, above 0 and <= 3600")
     return float(v)
 
 
@@ -157,6 +226,22 @@ KEYS = {
     "retry-backoff": _seconds,
     "audit-log": _path,
     "max-upload-mb": _positive,
+    "http-timeout": _timeout,
+    "http-max-connections": _positive,
+    "http-max-per-client": _positive,
+    "dicom-timeout": _timeout,
+    "max-associations": _positive,
+    "audit-key": _path,
+    "tls-cert": _path,
+    "tls-key": _path,
+    "tls-ca": _path,
+    "tls-allowed-subjects": lambda n, v: tuple(_text(n, x) for x in _list(n, v)),
+    "forward-tls": _bool,
+    "forward-ca": _path,
+    "insecure-plaintext": _bool,
+    "audit-syslog": _text,
+    "audit-syslog-ca": _path,
+    "audit-sign-interval": _timeout,
 }
 
 

@@ -37,8 +37,9 @@ def dest_key(dest: Destination) -> str:
 class Forwarder:
     """Sends SRs as `calling_aet`; `stopping` cuts the backoff short on shutdown."""
 
-    def __init__(self, calling_aet: str, retries: int, backoff_s: float) -> None:
+    def __init__(self, calling_aet: str, retries: int, backoff_s: float, tls=None) -> None:
         self.calling_aet = calling_aet
+        self.tls = tls  # serve.tls.Contexts with a client context when forward-tls is on
         self.retries = retries
         self.backoff_s = backoff_s
         self.stopping = threading.Event()
@@ -101,7 +102,14 @@ class Forwarder:
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
         ae.add_requested_context(sr.SOPClassUID, sr.file_meta.TransferSyntaxUID)
         handlers = [(evt.EVT_CONN_OPEN, no_delay)]
-        assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, evt_handlers=handlers)
+        client = self.tls.client if self.tls is not None else None
+        assoc = ae.associate(
+            dest.host,
+            dest.port,
+            ae_title=dest.ae_title,
+            evt_handlers=handlers,
+            tls_args=(client, dest.host) if client is not None else None,
+        )
         if not assoc.is_established:
             return None, False
         with self._lock:

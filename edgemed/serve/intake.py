@@ -41,8 +41,9 @@ def check_header(ds, uid: str, modalities: tuple[str, ...]) -> None:
         )
 
 
-def stow_parts(content_type: str, body: bytes) -> list[bytes]:
-    """The application/dicom parts of a multipart/related STOW-RS body (PS3.18 10.5).
+def stow_spans(content_type: str, body) -> list[tuple[int, int]]:
+    """(start, end) of each application/dicom part of a multipart/related STOW-RS body
+    (PS3.18 10.5); `body` is bytes or an mmap, so a large body is never copied whole.
 
     Split on the boundary by hand: the email package may rewrite line endings in binary parts."""
     from email.message import Message
@@ -55,20 +56,30 @@ def stow_parts(content_type: str, body: bytes) -> list[bytes]:
             'STOW-RS takes Content-Type: multipart/related; type="application/dicom"; '
             f"boundary=...; got {content_type[:100]!r}"
         )
-    parts = []
-    for segment in body.split(b"--" + boundary.encode())[1:]:
-        if segment.startswith(b"--"):
+    delim = b"--" + boundary.encode()
+    spans, pos = [], body.find(delim)
+    while pos >= 0:
+        start = pos + len(delim)
+        if body[start : start + 2] == b"--":
             break
-        head, sep, payload = segment.removeprefix(b"\r\n").partition(b"\r\n\r\n")
-        kind = _part_type(head)
-        if not sep or kind != "application/dicom":
-            raise InputError(
-                f"STOW-RS part of type {kind or '(none)'}; send application/dicom parts"
-            )
-        parts.append(payload.removesuffix(b"\r\n"))
-    if not parts:
+        pos = body.find(delim, start)
+        end = pos if pos >= 0 else len(body)
+        spans.append(_part_span(body, start, end))
+    if not spans:
         raise InputError("STOW-RS body holds no application/dicom part (wrong boundary?)")
-    return parts
+    return spans
+
+
+def _part_span(body, start: int, end: int) -> tuple[int, int]:
+    if body[start : start + 2] == b"\r\n":
+        start += 2
+    head_end = body.find(b"\r\n\r\n", start, end)
+    kind = _part_type(body[start:head_end]) if head_end >= 0 else ""
+    if head_end < 0 or kind != "application/dicom":
+        raise InputError(f"STOW-RS part of type {kind or '(none)'}; send application/dicom parts")
+    if body[end - 2 : end] == b"\r\n" and end - 2 >= head_end + 4:
+        end -= 2
+    return head_end + 4, end
 
 
 def _part_type(head: bytes) -> str:

@@ -15,6 +15,10 @@ COUNTERS = {
     "failed": "Instances whose processing failed with an unexpected error (no SR)",
     "sent": "SRs acknowledged by a destination",
     "dead_lettered": "SRs a destination did not take within the retry budget",
+    "spool_write_errors": "Spool or audit writes that failed (ENOSPC, EIO, read-only); retried",
+    "http_refused": "HTTP connections refused at the connection cap (503, no thread)",
+    "audit_syslog_sent": "Audit entries the syslog collector took",
+    "audit_syslog_dropped": "Audit entries not forwarded: queue full (kept in the local log)",
     "bundle_swaps": "Bundles swapped in after verification",
     "bundle_swaps_refused": "Bundles refused on swap (the old one kept serving)",
 }

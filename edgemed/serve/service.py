@@ -15,62 +15,51 @@ import math
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from edgemed.errors import EdgemedError, InputError
 from edgemed.serve.audit import AuditLog
+from edgemed.serve.audit_head import HeadSigner
 from edgemed.serve.config import ServeConfig
 from edgemed.serve.forwarder import Forwarder, dest_key
+from edgemed.serve.health import SpoolFailing, SpoolHealth, retry_delay
 from edgemed.serve.metrics import Metrics
+from edgemed.serve.model import Model, open_model
+from edgemed.serve.preflight import preflight
 from edgemed.serve.spool import Spool
-from edgemed.serve.sr import Algorithm, build_sr
+from edgemed.serve.sr import build_sr
+from edgemed.serve.syslog import SyslogForwarder
 
 log = logging.getLogger("edgemed.serve")
-
-
-@dataclass(frozen=True)
-class Model:
-    """One verified bundle in service: its predictor, identity and the modalities it takes."""
-
-    predictor: object
-    algorithm: Algorithm
-    modalities: tuple[str, ...]
-
-
-def open_model(bundle: Path, pubkey: Path, cfg: ServeConfig) -> Model:
-    """Verify and load `bundle` completely (appliance.load), or raise; nothing half-switched."""
-    from edgemed.appliance import load
-    from edgemed.serve.config import modality_filter
-
-    predictor = load(bundle, pubkey, cfg.threads)
-    try:
-        mods = modality_filter(cfg.modalities, predictor.spec.modalities)
-    except BaseException:
-        predictor.close()
-        raise
-    m = predictor.bundle.manifest
-    algo = Algorithm(
-        bundle_id=predictor.bundle.bundle_id,
-        bundle_sha256=predictor.bundle.sha256,
-        name=str(m["model"]["label"]),
-        version=f"{m['bundle_id']} (edgemed {m.get('versions', {}).get('edgemed', '?')})",
-        runtime=f"{predictor.runtime} {predictor.runtime_version} {predictor.precision}",
-    )
-    return Model(predictor, algo, mods)
+LARGE_DECODE_BYTES = 16 << 20
 
 
 class Service:
     def __init__(self, cfg: ServeConfig, bundle: Path, pubkey: Path) -> None:
         self.cfg, self.bundle_path, self.pubkey = cfg, Path(bundle), Path(pubkey)
         self.token = cfg.token()
-        # The bundle is verified before the spool is created: a bad bundle leaves nothing behind.
+        # TLS files, keys, ports and the bundle are checked before the spool is created: a bad
+        # one leaves nothing behind.
+        pre = preflight(cfg)
+        self.tls = pre.tls
         self.model = open_model(self.bundle_path, self.pubkey, cfg)
         self.spool = Spool(cfg.spool)
         self.audit = AuditLog(cfg.audit_path)
+        self.head_signer = (
+            HeadSigner(self.audit, pre.audit_key, cfg.audit_sign_interval)
+            if pre.audit_key
+            else None
+        )
         self.metrics = Metrics(self.spool.depth)
-        self.forwarder = Forwarder(cfg.ae_title, cfg.retries, cfg.retry_backoff)
+        self.syslog = None
+        if pre.syslog is not None:
+            self.syslog = SyslogForwarder(cfg.audit_syslog, pre.syslog, cfg.ae_title, self.metrics)
+            self.audit.sink = self.syslog.put
+        self.health = SpoolHealth(self.spool.root / "tmp", self._spool_state_changed)
+        self.forwarder = Forwarder(cfg.ae_title, cfg.retries, cfg.retry_backoff, self.tls)
         self._infer_lock = threading.Lock()
+        self._large_decode = threading.Lock()
         self._swap_lock = threading.Lock()
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._received_at: dict[str, float] = {}
@@ -85,7 +74,12 @@ class Service:
         from edgemed.serve.http import start_http
 
         a = self.model.algorithm
-        self.audit.append("started", bundle_id=a.bundle_id, bundle_sha256=a.bundle_sha256)
+        try:  # a full disk at start: serve, refuse intake and say why until it has room
+            self.audit.append("started", bundle_id=a.bundle_id, bundle_sha256=a.bundle_sha256)
+        except OSError as exc:
+            self._spool_failed("start", exc)
+        if self.head_signer is not None:
+            self.head_signer.start()
         for uid in self.spool.pending():
             self._queue.put(uid)
         for i in range(self.cfg.workers):
@@ -98,10 +92,20 @@ class Service:
             self.cfg.dicom_port,
             self.cfg.allowed_aets,
             self.admit,
-            self.cfg.max_upload_mb * 1024 * 1024,
+            self.cfg,
+            self.tls,
         )
         self.http = start_http(self, self.cfg.http_bind, self.cfg.http_port)
         self.ready.set()
+
+    def not_ready_reason(self) -> str | None:
+        """Why the service cannot take work now (GET /readyz), or None when it can."""
+        if not self.ready.is_set():
+            return "starting or stopping"
+        if self.health.reason is not None:
+            return self.health.reason
+        dead = [t.name for t in self._workers if not t.is_alive()]
+        return f"worker threads ended: {', '.join(dead)}" if dead else None
 
     @property
     def dicom_port(self) -> int:
@@ -124,25 +128,42 @@ class Service:
         for t in self._workers:
             t.join(timeout=30)
         self.forwarder.close()
+        self.health.close()
         self.model.predictor.close()
-        self.audit.append("stopped")
+        self._audit_quietly("stopped")
+        if self.head_signer is not None:
+            self.head_signer.close()
+        if self.syslog is not None:
+            self.syslog.close()
         self.audit.close()
         self.stopped.set()
 
     # ---- intake -------------------------------------------------------------------------------
-    def admit(self, uid: str, chunks: list[bytes], source: str) -> bool:
-        """Spool one instance (durable before return); False for a duplicate SOP Instance UID."""
+    def admit(self, uid: str, chunks: Iterable[bytes], source: str) -> bool:
+        """Spool one instance (durable before return); False for a duplicate SOP Instance UID.
+
+        OSError (SpoolFailing while the spool is known not to accept writes): nothing is kept,
+        the sender is told to retry (C-STORE 0xA700, STOW-RS 503)."""
+        if self.health.reason is not None:
+            raise SpoolFailing(self.health.reason)
         digest = hashlib.sha256()
-        for chunk in chunks:
-            digest.update(chunk)
-        if not self.spool.admit(uid, chunks):
-            self.metrics.inc("duplicates")
-            self.audit.append("duplicate", sop_instance_uid=uid, source=source)
-            return False
+        try:
+            if not self.spool.admit(uid, _hashing(chunks, digest)):
+                self.metrics.inc("duplicates")
+                self.audit.append("duplicate", sop_instance_uid=uid, source=source)
+                return False
+        except OSError as exc:
+            self._spool_failed("receive", exc)
+            raise
+        try:
+            self.audit.append(
+                "received", sop_instance_uid=uid, source=source, sha256=digest.hexdigest()
+            )
+        except OSError as exc:  # not acknowledged, so not kept: the sender retries
+            self.spool.finish(uid)
+            self._spool_failed("audit", exc)
+            raise
         self._received_at[uid] = time.perf_counter()
-        self.audit.append(
-            "received", sop_instance_uid=uid, source=source, sha256=digest.hexdigest()
-        )
         self.metrics.inc("received")
         self._queue.put(uid)
         return True
@@ -160,11 +181,44 @@ class Service:
             uid = self._queue.get()
             if uid is None:
                 return
+            self._handle(uid)
+
+    def _handle(self, uid: str) -> None:
+        """Process `uid` until it has an SR or a refusal record; a spool write error is retried
+        with capped backoff (the instance stays in queue/ meanwhile, so a restart resumes it)."""
+        attempt = 0
+        while True:
             try:
-                self.process(uid)
-            except Exception as exc:  # one bad instance must not take a worker down
-                log.exception("processing %s failed", uid)
-                self._give_up(uid, "failed", f"{type(exc).__name__}: {exc}")
+                try:
+                    self.process(uid)
+                except OSError:
+                    raise
+                except Exception as exc:  # one bad instance must not take a worker down
+                    log.exception("processing %s failed", uid)
+                    self._give_up(uid, "failed", f"{type(exc).__name__}: {exc}")
+                return
+            except OSError as exc:
+                self._spool_failed(f"processing {uid}", exc)
+                if self.forwarder.stopping.wait(retry_delay(attempt)):
+                    return  # shutting down: the instance is still in queue/
+                attempt += 1
+
+    def _spool_failed(self, what: str, exc: OSError) -> None:
+        if isinstance(exc, SpoolFailing):
+            return
+        log.error("spool write failed (%s): %s", what, exc)
+        self.metrics.inc("spool_write_errors")
+        self.health.failed(what, exc)
+
+    def _spool_state_changed(self, failing: bool, reason: str) -> None:
+        self._audit_quietly("spool_failing" if failing else "spool_recovered", reason=reason[:500])
+
+    def _audit_quietly(self, event: str, **fields: object) -> None:
+        """An audit entry about the spool itself, which may sit on the failing disk."""
+        try:
+            self.audit.append(event, **fields)
+        except OSError as exc:
+            log.error("audit entry %s not written: %s", event, exc)
 
     def process(self, uid: str) -> None:
         sr = self._cached_sr(uid)
@@ -228,7 +282,7 @@ class Service:
         return self._predict(self.model, path, name, time.perf_counter())
 
     def _predict(self, model: Model, src: Path, uid: str, t0: float) -> dict:
-        image = model.predictor.prepare(src)
+        image = self._prepare(model, src)
         with self._infer_lock:  # a swap closes the old runner only while holding this lock
             if self.model is not model:
                 model = self.model
@@ -237,6 +291,14 @@ class Service:
         if not all(math.isfinite(v) for v in result["probabilities"].values()):
             raise InputError(f"the model's output for {uid} is not finite; no result is reported")
         return result
+
+    def _prepare(self, model: Model, src: Path):
+        """Decode + preprocess; one large instance at a time (decoding a 60 MB image peaks near
+        11x its size), so memory is bounded by one large decode, not one per worker."""
+        if src.stat().st_size < LARGE_DECODE_BYTES:
+            return model.predictor.prepare(src)
+        with self._large_decode:
+            return model.predictor.prepare(src)
 
     def _forward(self, uid: str, sr) -> bool:
         """True when every destination has the SR or it was dead-lettered for it."""
@@ -280,6 +342,12 @@ class Service:
         self._received_at.pop(uid, None)
         self.spool.finish(uid)
 
+    def on_sighup(self) -> None:
+        """SIGHUP: read the TLS files again (if TLS is on), then verify and swap the bundle."""
+        if self.tls is not None and self.tls.reload():
+            self._audit_quietly("tls_reloaded", cert_sha256=_sha256_file(self.tls.files.cert))
+        self.swap()
+
     # ---- bundle swap --------------------------------------------------------------------------
     def swap(self) -> bool:
         """Verify and load the bundle file again; switch only when it is completely good."""
@@ -309,6 +377,20 @@ class Service:
             self.metrics.inc("bundle_swaps")
             log.info("now serving bundle %s", a.bundle_id)
             return True
+
+
+def _sha256_file(path: Path) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _hashing(chunks: Iterable[bytes], digest) -> Iterator[bytes]:
+    """`chunks`, fed to `digest` on the way (the instance is read once, never held whole)."""
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
 
 
 def _encode(ds) -> bytes:

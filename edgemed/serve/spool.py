@@ -69,7 +69,8 @@ class Spool:
                 f"cannot create spool {self.root} ({exc}); pass a writable --spool"
             ) from None
         for part in (self.root / "tmp").iterdir():  # half-written before a crash: never acked
-            part.unlink(missing_ok=True)
+            if part.is_file():
+                part.unlink(missing_ok=True)
         self._lock = threading.Lock()
 
     def path(self, kind: str, uid: str, suffix: str = "") -> Path:

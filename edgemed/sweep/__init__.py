@@ -68,9 +68,27 @@ def load_plan(path: Path) -> SweepPlan:
     for key in ("data", "targets", "precisions"):
         if key not in raw:
             raise InputError(f"sweep plan {path} has no {key!r}; add it (see docs/FLEET.md)")
+    _check_types(raw, path)
     plan = _plan(raw, path)
     _check(plan, path)
     return plan
+
+
+INT_KEYS = ("epochs", "patience", "seed", "threads", "bench_min_runs")
+
+
+def _check_types(raw: dict, path: Path) -> None:
+    """Whole numbers stay whole: `epochs = 2.5` or `"3"` is refused, never rounded."""
+    for key in INT_KEYS:
+        v = raw.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+            raise InputError(f"sweep plan {path}: {key} = {v!r}; expected a whole number")
+    for key in INT_KEYS[:2] + INT_KEYS[3:]:
+        if key in raw and raw[key] < 1:
+            raise InputError(f"sweep plan {path}: {key} = {raw[key]}; expected >= 1")
+    v = raw.get("bench_seconds", 1.0)
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+        raise InputError(f"sweep plan {path}: bench_seconds = {v!r}; expected seconds > 0")
 
 
 def _plan(raw: dict, path: Path) -> SweepPlan:
@@ -107,6 +125,11 @@ def _check(plan: SweepPlan, path: Path) -> None:
     from edgemed.evaluation.limits import BUNDLE_DEFAULTS, limits_from
     from edgemed.profiles import resolve_target
 
+    if plan.data != "embedded" and not Path(plan.data).expanduser().exists():
+        raise InputError(
+            f"sweep plan {path}: data {plan.data} does not exist; give an .npz file or a folder "
+            "of class folders"
+        )
     if plan.grid not in GRIDS:
         raise InputError(f"sweep plan {path}: grid must be one of {list(GRIDS)}, got {plan.grid!r}")
     if not plan.targets or not plan.precisions:
