@@ -188,6 +188,17 @@ def machine_profiles(machine: str) -> list[Profile]:
     return [p for p in found if p.machine == machine]
 
 
+def expand_devices(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Profile names as given; a device name (the `machine` of profiles in the targets dir, e.g.
+    x86-edge) stands for all of its profiles. Unknown names are left for resolve_target to refuse."""
+    known = set(known_profiles())
+    out: list[str] = []
+    for t in names:
+        group = [] if t in known or t.endswith(".toml") else machine_profiles(t)
+        out += [p.name for p in group] or [t]
+    return tuple(dict.fromkeys(out))
+
+
 def load_profile(path: Path) -> Profile:
     """Parse and validate one profile file; unknown keys are refused."""
     try:

@@ -67,7 +67,9 @@ def test_one_answer_per_device_accuracy_first(swept):
     limits = limits_from({}, BUNDLE_DEFAULTS)
     fits = []
     for r in rows:
-        p = resolve_target(json.loads((Path(r["artifact"]) / "manifest.json").read_text())["target"])
+        p = resolve_target(
+            json.loads((Path(r["artifact"]) / "manifest.json").read_text())["target"]
+        )
         if p.machine != "x86-edge" or r["status"] != "ok":
             continue
         lat, mem = r["latency"]["median_ms"], r["memory"]["peak_rss_mb"]
@@ -140,7 +142,8 @@ def test_bundle_from_a_selection_carries_the_rule_and_candidates(swept, tmp_path
         manifest = json.loads(tar.extractfile("bundle-manifest.json").read())
     sel = json.loads((out / "selection.json").read_text())["devices"]["x86-edge"]
     assert manifest["selection"]["device"] == "x86-edge"
-    assert manifest["selection"]["chosen"] == sel["label"] == manifest["model"]["label"]
+    assert manifest["selection"]["chosen"] == sel["label"]
+    assert sel["label"].startswith(manifest["model"]["label"] + "@")  # bench label: config@folder
     assert manifest["selection"]["rule"] == {"margin": 0.005, "objective": "latency"}
     assert len(manifest["selection"]["candidates"]) == len(sel["candidates"])
     assert_user_error(run_cli(*args, "--device", "nope", "--force"), "--device 'nope'")

@@ -115,16 +115,11 @@ def _gate(raw: dict, path: Path) -> tuple[tuple[str, float], ...]:
 
 def expand_targets(raw: object, path: Path) -> tuple[str, ...]:
     """Profiles as given; a device name (a `machine` of the target profiles) names all of its."""
-    from edgemed.profiles import known_profiles, machine_profiles
+    from edgemed.profiles import expand_devices
 
     if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
         raise InputError(f"sweep plan {path}: targets must be a list of profile or device names")
-    known = set(known_profiles())
-    out: list[str] = []
-    for t in raw:
-        group = [] if t in known or t.endswith(".toml") else machine_profiles(t)
-        out += [p.name for p in group] or [t]
-    return tuple(dict.fromkeys(out))
+    return expand_devices(raw)
 
 
 def _select(raw: object, path: Path) -> SelectRule:
