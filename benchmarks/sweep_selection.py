@@ -6,10 +6,11 @@ SWEEP_OUT is a finished `edgemed sweep` folder (its study models, artifacts and 
 Two numbers:
 1. the selection itself (`sweep.run.select` on the bench rows: the rule is arithmetic on rows
    already measured) in milliseconds, against the sweep's bench stage it follows;
-2. one export in this process (how exports ran before) vs the same export in a process forked
-   from the clean forkserver (how the sweep runs them now), alternated, for one TFLite INT8 and
-   one OpenVINO INT8 export of the first study model: the ratio is what a sweep pays per export
-   for never forking converter state.
+2. one export in this process (how exports ran before) vs the same export in its runtime's own
+   export process forked from the clean forkserver (how the sweep runs them now), alternated, for
+   one TFLite INT8 and one OpenVINO INT8 export of the first study model, 3 times each (the
+   first of each pays the runtime's imports, as in a sweep): the ratio is what a sweep pays per
+   export for never forking converter state.
 """
 
 from __future__ import annotations
@@ -46,18 +47,19 @@ def selection_ms(out: Path, repeats: int) -> tuple[float, int]:
 
 def export_seconds(out: Path, target: str, repeats: int) -> tuple[float, float]:
     from edgemed.executors.blobs import pack_dirs
-    from edgemed.sweep.run import export_in_fresh_process, export_task
+    from edgemed.sweep.run import close_export_processes, export_isolated, export_task
 
     model = sorted((out / "study" / "models").iterdir())[0]
     blob = pack_dirs(model.parent, [model.name])
     args = (blob, model.name, target, "int8", "embedded")
     here, fresh = [], []
     for _ in range(repeats):
-        for fn, acc in ((export_task, here), (export_in_fresh_process, fresh)):
+        for fn, acc in ((export_task, here), (export_isolated, fresh)):
             t0 = time.perf_counter()
             res = fn(*args)
             acc.append(time.perf_counter() - t0)
             assert "files" in res, res
+    close_export_processes()
     return statistics.median(here), statistics.median(fresh)
 
 
@@ -71,7 +73,7 @@ def main(argv: list[str]) -> None:
         for target in ("x86-cpu-openvino", "arm64-cpu-tflite"):
             here, fresh = export_seconds(out, target, repeats)
             print(
-                f"INT8 export for {target}: in this process {here:.2f} s, in a fresh forkserver "
+                f"INT8 export for {target}: in this process {here:.2f} s, in its runtime's export "
                 f"process {fresh:.2f} s, ratio {fresh / here:.2f} (medians of {repeats})"
             )
     print(f"load average at end: {load_average()}")

@@ -7,8 +7,11 @@ OUT/sweep.log."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from edgemed.errors import EdgemedError, InputError
@@ -21,10 +24,13 @@ from edgemed.sweep.console import LOG_NAME, Stage, into_log
 SELECTION = "selection.json"
 SELECTION_HTML = "selection.html"
 STAGES = 3
-# Exports run in processes forked from a clean server: LiteRT's converter imports JAX, and a
-# process holding JAX warns at (and can deadlock in) any later fork -- NNCF's workers, the bench
-# worker processes. No export leaves state behind in the sweep's own process.
+# Exports run in one process per runtime, forked from a clean server: LiteRT's converter imports
+# JAX, and a process holding JAX warns at (and can deadlock in) any later fork -- NNCF's workers,
+# the bench worker processes. JAX stays in the LiteRT export process; the sweep's own process and
+# the other runtimes' export processes never import it. One process per runtime (not per export)
+# pays each converter's import once.
 START_METHOD = "forkserver"
+_EXPORT_POOLS: dict[str, ProcessPoolExecutor] = {}
 
 
 def run_sweep(
@@ -113,20 +119,28 @@ def export_task(model: object, name: str, target: str, precision: str, data: str
         return {"files": pack_dirs(tmp, ["art"])}
 
 
-def export_in_fresh_process(*args) -> dict:
-    """`export_task(*args)` in a new process (START_METHOD); a process that dies is an export
-    failure of this configuration, not of the sweep."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+def export_isolated(*args) -> dict:
+    """`export_task(*args)` in its runtime's own export process (START_METHOD); a process that
+    dies is an export failure of this configuration, not of the sweep."""
+    from edgemed.profiles import resolve_target
 
-    ctx = multiprocessing.get_context(START_METHOD)
-    ctx.set_forkserver_preload(["edgemed.sweep.run"])
+    runtime = resolve_target(args[2]).runtime
+    pool = _EXPORT_POOLS.get(runtime)
+    if pool is None:
+        ctx = multiprocessing.get_context(START_METHOD)
+        ctx.set_forkserver_preload(["edgemed.sweep.run"])
+        pool = _EXPORT_POOLS[runtime] = ProcessPoolExecutor(max_workers=1, mp_context=ctx)
     try:
-        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-            return pool.submit(export_task, *args).result()
+        return pool.submit(export_task, *args).result()
     except BrokenProcessPool as exc:
-        return {"error": f"the export process died ({exc}); see {LOG_NAME}"}
+        _EXPORT_POOLS.pop(runtime).shutdown(wait=False, cancel_futures=True)
+        return {"error": f"the {runtime} export process died ({exc}); see {LOG_NAME}"}
+
+
+def close_export_processes() -> None:
+    """End the per-runtime export processes (after the export stage, or on any exit)."""
+    while _EXPORT_POOLS:
+        _EXPORT_POOLS.popitem()[1].shutdown(wait=True, cancel_futures=True)
 
 
 def export_stage(
@@ -149,7 +163,7 @@ def export_stage(
         with open_executor(spec, tuple(sorted(on_device))) as ex:
             blobs = {m: ex.put(pack_dirs(p.parent, [p.name])) for m, p in models.items()}
             jobs = [
-                Job(k, export_in_fresh_process, (blobs[m], m, t, p, plan.data), target=t if t in on_device else None)
+                Job(k, export_isolated, (blobs[m], m, t, p, plan.data), target=t if t in on_device else None)
                 for k, (m, t, p) in todo.items()
             ]  # fmt: skip
 
@@ -165,7 +179,10 @@ def export_stage(
                 os.replace(incoming / "art", arts_dir / key)
                 shutil.rmtree(incoming)
 
-            outcome = ex.run(jobs, done)
+            try:
+                outcome = ex.run(jobs, done)
+            finally:
+                close_export_processes()
         if outcome.unfinished:
             raise outcome.error("exports", str(out))
     arts = [arts_dir / k for k in wanted if k not in failed]
