@@ -31,6 +31,13 @@ class DriftError(EdgemedError):
         self.numbers = dict(numbers or {})
 
 
+class NotMeasuredError(EdgemedError):
+    """A choice for a device that no measurement on that device supports (sweep without
+    --allow-proxy)."""
+
+    exit_code = 6
+
+
 class EnvironmentProblem(EdgemedError):
     """This machine refused: no permission, read-only or full disk, out of memory."""
 

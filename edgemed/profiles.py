@@ -6,6 +6,7 @@ targets directory, or a path to a profile file.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -25,6 +26,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 TENSORRT_MAJORS = (10, 11)
 # JetPack -> the TensorRT generation it ships (TensorRT 11 does not support JetPack).
 JETPACK_TENSORRT = {"6.1": 10, "6.2": 10}
+ARCHES = ("x86_64", "aarch64")  # platform.machine() spellings
+DEVICE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,12 @@ class Profile:
     gpu_arch: str | None = None
     jetpack: str | None = None
     tensorrt_major: tuple[int, ...] = ()  # TensorRT generations the target builds with
+    # The device this profile runs on: profiles naming one `machine` are one box with several
+    # runtimes (a sweep selects per machine); `arch` and `cpu_flags` are what a machine must have
+    # for a measurement to count as made on this device (none: any machine).
+    machine: str | None = None
+    arch: str | None = None
+    cpu_flags: tuple[str, ...] = ()
     path: str | None = None
     sha256: str | None = None
 
@@ -74,6 +83,30 @@ class Profile:
         if self.threads is not None and self.threads < 1:
             raise InputError(f"profile {where}: threads must be >= 1")
         self._check_tensorrt(where)
+        self._check_device(where)
+
+    @property
+    def device_name(self) -> str:
+        """The device a sweep answers for: `machine`, else the profile itself."""
+        return self.machine or self.name
+
+    def _check_device(self, where: str) -> None:
+        if self.machine is not None and not DEVICE_NAME.match(self.machine):
+            raise InputError(
+                f"profile {where}: machine must be a name of letters, digits, '-' and '_', "
+                f"got {self.machine!r}"
+            )
+        if self.arch is not None and self.arch not in ARCHES:
+            raise InputError(
+                f"profile {where}: arch must be one of {', '.join(ARCHES)}, got {self.arch!r}"
+            )
+        if isinstance(self.cpu_flags, list):  # as recorded in a manifest
+            object.__setattr__(self, "cpu_flags", tuple(self.cpu_flags))
+        if not all(isinstance(f, str) and DEVICE_NAME.match(f) for f in self.cpu_flags):
+            raise InputError(
+                f"profile {where}: cpu_flags must be a list of ISA flag names as /proc/cpuinfo "
+                f"spells them (e.g. ['avx2', 'avx512_vnni']), got {list(self.cpu_flags)}"
+            )
 
     def _check_tensorrt(self, where: str) -> None:
         """tensorrt_major: 10 and/or 11 for tensorrt targets; a JetPack fixes it (6.1: 10.x)."""
@@ -147,6 +180,25 @@ def known_profiles() -> list[str]:
     return sorted(p.stem for p in d.glob("*.toml")) if d.is_dir() else list(RUNTIMES)
 
 
+def machine_profiles(machine: str) -> list[Profile]:
+    """The profiles in the targets dir that name `machine = MACHINE` (one device, its runtimes)."""
+    d = targets_dir()
+    paths = sorted(d.glob("*.toml"), key=lambda p: p.stem) if d.is_dir() else []
+    found = [load_profile(p) for p in paths]
+    return [p for p in found if p.machine == machine]
+
+
+def expand_devices(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Profile names as given; a device name (the `machine` of profiles in the targets dir, e.g.
+    x86-edge) stands for all of its profiles. Unknown names are left for resolve_target to refuse."""
+    known = set(known_profiles())
+    out: list[str] = []
+    for t in names:
+        group = [] if t in known or t.endswith(".toml") else machine_profiles(t)
+        out += [p.name for p in group] or [t]
+    return tuple(dict.fromkeys(out))
+
+
 def load_profile(path: Path) -> Profile:
     """Parse and validate one profile file; unknown keys are refused."""
     try:
@@ -162,7 +214,7 @@ def load_profile(path: Path) -> Profile:
             f"profile {path} has unknown keys {unknown}; allowed: {', '.join(sorted(allowed))}"
         )
     data.setdefault("name", Path(path).stem)
-    for key in ("precisions", "tensorrt_major"):
+    for key in ("precisions", "tensorrt_major", "cpu_flags"):
         if isinstance(data.get(key), list):
             data[key] = tuple(data[key])
     try:

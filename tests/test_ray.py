@@ -196,7 +196,7 @@ bench_min_runs = 10
 
 
 @needs_ray
-def test_sweep_picks_per_device_the_fastest_artifact_passing_the_gate(cluster, tmp_path):
+def test_sweep_picks_per_device_the_most_accurate_then_fastest_measured_there(cluster, tmp_path):
     from edgemed.evaluation.drift import Drift
     from edgemed.evaluation.limits import BUNDLE_DEFAULTS, limits_from, verdict
 
@@ -210,18 +210,22 @@ def test_sweep_picks_per_device_the_fastest_artifact_passing_the_gate(cluster, t
     rows = json.loads((out / "bench" / "results.json").read_text())["rows"]
     limits = limits_from({}, BUNDLE_DEFAULTS)
     nodes = {"onnx": cluster.head_node.node_id, "x86-cpu": _x86_node(cluster).node_id}
-    for target, node_id in nodes.items():
+    # x86-cpu names machine "x86-edge"; the generic onnx profile is a device of its own
+    for (target, node_id), device in zip(nodes.items(), ("onnx", "x86-edge"), strict=True):
         mine = [r for r in rows if r["node"]["target"] == target]
         assert len(mine) == 6 and {r["node"]["node_id"] for r in mine} == {node_id}
+        assert all(r["node"]["machine"] and "flags" in r["node"]["cpu"] for r in mine)
         passing = [r for r in mine if verdict(limits, Drift.from_dict(r["drift"])).passed]
-        pick = selection["targets"][target]
-        assert pick["passing"] == len(passing) and pick["candidates"] == 6
-        if passing:
-            best = min(passing, key=lambda r: r["latency"]["median_ms"])
-            assert pick["artifact"] == best["artifact"] and pick["node"]["node_id"] == node_id
-            assert f"{target}: {best['label']}" in res.out
-        else:
+        pick = selection["devices"][device]
+        assert len(pick["candidates"]) == 6
+        if not passing:
             assert pick["artifact"] is None
+            continue
+        best = max(r["drift"]["auc_candidate"] for r in passing)
+        kept = [r for r in passing if r["drift"]["auc_candidate"] >= best - 0.005 - 1e-12]
+        fastest = min(kept, key=lambda r: r["latency"]["median_ms"])
+        assert pick["artifact"] == fastest["artifact"] and pick["measured"] == "device"
+        assert f"{device}: {fastest['label']}" in res.out
 
 
 def _wait_rows(path: Path, n: int, proc: subprocess.Popen, limit: float = 180.0) -> None:

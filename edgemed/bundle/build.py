@@ -46,6 +46,7 @@ class BundleRequest:
     force: bool = False
     modalities: tuple[str, ...] = ()
     description: str | None = None
+    selection: dict | None = None  # the sweep's rule and candidates, when a sweep chose the model
 
 
 def manifest_bytes(manifest: dict) -> bytes:
@@ -160,6 +161,7 @@ def bundle_manifest(
         },
         "documents": documents,
         "gate": gate.to_dict(),
+        "selection": req.selection,
         "versions": {"edgemed": __version__, "runtimes": runtime_versions()},
         "files": {
             n: {"sha256": sha256_bytes(b), "bytes": len(b)} for n, b in sorted(files.items())

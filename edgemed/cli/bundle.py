@@ -26,10 +26,15 @@ def keygen(out, force) -> None:
 
 
 @click.command()
+@click.option("--model", type=click.Path(), help="Artifact dir from `edgemed export`.")
+@click.option("--report", type=click.Path(), help="Bench dir from `edgemed bench`.")
 @click.option(
-    "--model", required=True, type=click.Path(), help="Artifact dir from `edgemed export`."
+    "--selection",
+    type=click.Path(file_okay=False),
+    help="A sweep's --out: bundle the artifact it chose for --device, with the bench evidence "
+    "that chose it (instead of --model and --report); the rule and candidates are signed in.",
 )
-@click.option("--report", required=True, type=click.Path(), help="Bench dir from `edgemed bench`.")
+@click.option("--device", help="With --selection: the device (see the sweep's selection.json).")
 @click.option("--key", required=True, type=click.Path(), help="Private key (KEYDIR/edgemed.key).")
 @click.option("--out", "out", required=True, type=click.Path(), help="Bundle file to write.")
 @limit_options(BUNDLE_DEFAULTS)
@@ -51,6 +56,8 @@ def keygen(out, force) -> None:
 def bundle(
     model,
     report,
+    selection,
+    device,
     key,
     out,
     limits_given,
@@ -63,9 +70,11 @@ def bundle(
     from edgemed.bundle.build import BundleRequest, build_bundle
     from edgemed.bundle.gate import gate_limits
 
+    model, report, record = _model_and_report(model, report, selection, device)
     req = BundleRequest(
         model=Path(model),
         report=Path(report),
+        selection=record,
         key=Path(key),
         out=Path(out),
         limits=gate_limits(limits_given),
@@ -85,6 +94,32 @@ def bundle(
         click.echo(f"release gate passed: {'; '.join(c['detail'] for c in gate['checks'])}")
     if not m["input"]["modalities"]:
         click.echo("note: no --modality given; the appliance will not check the DICOM Modality")
+    if record and record.get("proxy"):
+        click.echo(f"note: the sweep measured this choice on a proxy: {'; '.join(record['proxy'])}")
+
+
+def _model_and_report(model, report, selection, device) -> tuple[str, str, dict | None]:
+    """--model/--report as given, or what the sweep at --selection chose for --device."""
+    from edgemed.errors import InputError
+
+    if selection is None:
+        if device is not None:
+            raise InputError("--device needs --selection SWEEP (the sweep that chose for it)")
+        if model is None or report is None:
+            raise InputError(
+                "give --model ARTIFACT and --report BENCH, or --selection SWEEP --device NAME"
+            )
+        return model, report, None
+    if model is not None or report is not None:
+        raise InputError(
+            "--selection takes the artifact and report from the sweep; drop --model/--report"
+        )
+    if device is None:
+        raise InputError("--selection needs --device NAME (a device of the sweep's selection.json)")
+    from edgemed.bundle.selection import sweep_choice
+
+    choice = sweep_choice(Path(selection), device)
+    return str(choice.artifact), str(choice.report), choice.record
 
 
 def limit_options(fn):

@@ -17,9 +17,10 @@ def fleet() -> None:
 def join_command(address: str, targets: tuple[str, ...], num_cpus: int | None) -> list[str]:
     """`ray start` joining HEAD and offering one unit of edgemed-target:P per target profile."""
     from edgemed.executors import target_resource
-    from edgemed.profiles import resolve_target
+    from edgemed.profiles import expand_devices, resolve_target
 
-    names = [resolve_target(t).name for t in targets]  # refuses an unknown profile by name
+    # a device name (x86-edge) offers all of its profiles; an unknown name is refused by name
+    names = [resolve_target(t).name for t in expand_devices(targets)]
     resources = json.dumps({target_resource(n): 1 for n in names})
     cmd = ["ray", "start", f"--address={address}", f"--resources={resources}"]
     return cmd + ([f"--num-cpus={num_cpus}"] if num_cpus else [])
@@ -31,7 +32,8 @@ def join_command(address: str, targets: tuple[str, ...], num_cpus: int | None) -
     "targets",
     multiple=True,
     required=True,
-    help="Target profile this device measures (repeatable), e.g. jetson-orin-nano.",
+    help="Target profile this device measures (repeatable), e.g. jetson-orin-nano, or a device "
+    "name (a profile's `machine`, e.g. x86-edge) for all of its profiles.",
 )
 @click.option("--address", required=True, help="The Ray head, HOST:PORT.")
 @click.option("--num-cpus", type=click.IntRange(min=1), help="CPUs this node lends to Ray.")

@@ -26,9 +26,10 @@ def artifact_target(cfg: Config) -> str:
 
 def row_task(job: dict, art: Blob, name: str, data: Blob, timeout: float) -> dict:
     """On the device's node: unpack (checked), run the worker process there, return its result."""
+    import platform
     import tempfile
 
-    from edgemed.harness.device import busy_warning, load_average
+    from edgemed.harness.device import busy_warning, cpu_info, load_average
     from edgemed.harness.proc import run_worker
 
     with tempfile.TemporaryDirectory(prefix="edgemed-bench-node-") as d:
@@ -51,6 +52,8 @@ def row_task(job: dict, art: Blob, name: str, data: Blob, timeout: float) -> dic
         "logits": blob,
         "load": (before, after),
         "busy_warning": busy_warning(before),
+        # What the node is, so a selection can tell whether it is the device it claims to be.
+        "machine": {"machine": platform.machine(), "cpu": cpu_info()},
     }
 
 
@@ -107,7 +110,7 @@ def _on_done(req, plan: Plan, remote: list[Config], targets: dict, refs: dict, o
         ev, ref = plan.data[cfg.data_key], refs[cfg.reference.key]
         row = finish_row(req, cfg, ev, ref, res, tuple(value["load"]), logits_path)
         row["busy_warning"] = value["busy_warning"]
-        row["node"] = {**node, "target": targets[key]}
+        row["node"] = {**node, **value.get("machine", {}), "target": targets[key]}
         record(row)
 
     return done

@@ -1,5 +1,6 @@
 """`edgemed sweep PLAN.toml`: a grid expanded into train -> export -> bench jobs on an executor,
-and per target profile (device) the fastest artifact that passes the clinical gate.
+and per device the artifact to run there: accuracy first, then the profile's objective
+(`sweep/select.py`), from rows measured on that device.
 
 The plan names only things edgemed knows (a study grid, target profiles, precisions, gate
 limits); nothing in it is imported or executed. Importing this package does not import torch.
@@ -11,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgemed.errors import InputError
+from edgemed.sweep.select import SelectRule
 
 GRIDS = ("quick", "default")
 KEYS = {
     "data", "grid", "epochs", "patience", "seed", "threads", "targets", "precisions",
-    "bench_seconds", "bench_min_runs", "gate",
+    "bench_seconds", "bench_min_runs", "gate", "select",
 }  # fmt: skip
+SELECT_KEYS = {"margin", "objective"}
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,16 @@ class SweepPlan:
     bench_seconds: float = 3.0
     bench_min_runs: int = 100
     gate: tuple[tuple[str, float], ...] = ()  # metric key -> limit, over the clinical defaults
+    select: SelectRule = SelectRule()
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d.update(targets=list(self.targets), precisions=list(self.precisions), gate=dict(self.gate))
+        d.update(
+            targets=list(self.targets),
+            precisions=list(self.precisions),
+            gate=dict(self.gate),
+            select=self.select.to_dict(),
+        )
         return d
 
     def pairs(self) -> list[tuple[str, str]]:
@@ -95,7 +104,7 @@ def _plan(raw: dict, path: Path) -> SweepPlan:
     try:
         return SweepPlan(
             data=str(raw["data"]),
-            targets=tuple(str(t) for t in raw["targets"]),
+            targets=expand_targets(raw["targets"], path),
             precisions=tuple(str(p) for p in raw["precisions"]),
             grid=str(raw.get("grid", "quick")),
             epochs=int(raw.get("epochs", 10)),
@@ -105,6 +114,7 @@ def _plan(raw: dict, path: Path) -> SweepPlan:
             bench_seconds=float(raw.get("bench_seconds", 3.0)),
             bench_min_runs=int(raw.get("bench_min_runs", 100)),
             gate=_gate(raw.get("gate", {}), path),
+            select=_select(raw.get("select", {}), path),
         )
     except (TypeError, ValueError) as exc:
         raise InputError(f"sweep plan {path}: a value has the wrong type ({exc})") from None
@@ -119,6 +129,30 @@ def _gate(raw: dict, path: Path) -> tuple[tuple[str, float], ...]:
     if bad:
         raise InputError(f"sweep plan {path}: unknown gate {bad}; known: {sorted(by_name)}")
     return tuple((by_name[k], float(v)) for k, v in raw.items())
+
+
+def expand_targets(raw: object, path: Path) -> tuple[str, ...]:
+    """Profiles as given; a device name (a `machine` of the target profiles) names all of its."""
+    from edgemed.profiles import expand_devices
+
+    if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
+        raise InputError(f"sweep plan {path}: targets must be a list of profile or device names")
+    return expand_devices(raw)
+
+
+def _select(raw: object, path: Path) -> SelectRule:
+    """[select] margin = 0.005, objective = "latency" | "size" | "memory"."""
+    if not isinstance(raw, dict):
+        raise InputError(f"sweep plan {path}: [select] must be a table (margin, objective)")
+    bad = sorted(set(raw) - SELECT_KEYS)
+    if bad:
+        raise InputError(
+            f"sweep plan {path}: unknown [select] keys {bad}; known: {sorted(SELECT_KEYS)}"
+        )
+    margin = raw.get("margin", SelectRule.margin)
+    if isinstance(margin, bool) or not isinstance(margin, int | float):
+        raise InputError(f"sweep plan {path}: [select] margin must be a number, got {margin!r}")
+    return SelectRule(margin=float(margin), objective=str(raw.get("objective", "latency")))
 
 
 def _check(plan: SweepPlan, path: Path) -> None:
