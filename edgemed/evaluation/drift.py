@@ -2,8 +2,12 @@
 export, accuracy control, build-engine, bench and the bundle gate all use.
 
 Binary models get one set of numbers. Multi-label and multi-class models get the same numbers per
-label (one-vs-rest for multi-class) in `per_label`; the top-level numbers are then the worst label
-for each drop, flips count images with any changed decision, and ECE is the mean over labels.
+label (one-vs-rest for multi-class) in `per_label`, each with its counts and whether the split can
+evaluate it (evaluation/labels.py); the gates judge every label (limits.verdict). The top-level
+numbers are then the headline: AUC = the macro AUC over the evaluable labels (`macro_labels`, the
+same set on every row of one split), each drop = its worst label (named in `worst_labels`), flips
+count images with any changed decision (multi-class: a changed argmax), ECE is the mean over
+labels and `not_evaluable` names the labels the split cannot judge, with their counts.
 
 Flips are split by how close the FP32 output was to the decision boundary: within `band` (the
 borderline band) a flip is numerical noise that says nothing clinical (two FP32 runtimes and FP16
@@ -19,6 +23,7 @@ import numpy as np
 
 from edgemed.contract import Contract
 from edgemed.evaluation import stats
+from edgemed.evaluation.labels import MIN_PER_CLASS, label_counts
 from edgemed.evaluation.sanity import OutputError, check_outputs
 
 # Default borderline band (probability distance from the threshold), from measurement
@@ -69,6 +74,9 @@ class Drift:
     ece_reference: float | None = None
     worst_labels: dict = field(default_factory=dict)
     per_label: tuple[dict, ...] | None = None
+    macro_labels: tuple[str, ...] | None = None  # the labels the headline AUC averages
+    not_evaluable: tuple[dict, ...] | None = None  # {label, positives, negatives}
+    min_per_class: int | None = None  # a label needs this many positives and negatives
     details: dict = field(default_factory=dict)  # confusion, reliability (report only)
 
     def to_dict(self) -> dict:
@@ -107,7 +115,7 @@ class Drift:
 
 _TUPLES = (
     "flip_margins", "decisive_flip_ci95", "auc_reference_ci95", "auc_candidate_ci95",
-    "auc_drop_ci95", "per_label",
+    "auc_drop_ci95", "per_label", "macro_labels", "not_evaluable",
 )  # fmt: skip
 
 
@@ -207,16 +215,22 @@ def _label_numbers(contract, y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band:
     if y is None:
         return {}
     names = ("positive",) if contract.task == "binary" else contract.class_names
+    least = 1 if contract.task == "binary" else MIN_PER_CLASS
     per = [
         {"label": str(names[k]), "threshold": float(contract.thresholds[k])}
-        | one_label(y[:, k], p_ref[:, k], p_cand[:, k], d_ref[:, k], d_cand[:, k], n_boot, band)
+        | one_label(y[:, k], p_ref[:, k], p_cand[:, k], d_ref[:, k], d_cand[:, k], n_boot, band,
+                    least)
         for k in range(y.shape[1])
-    ]
-    if len(per) == 1:
+    ]  # fmt: skip
+    if contract.task == "binary":
         return _top_fields(per[0]) | {"details": _details(per[0])}
-    worst = {key: _worst(per, key) for key in ("auc_drop_decisive", "sens_drop", "spec_drop")}
+    counts = label_counts(names, y)
+    for p, c in zip(per, counts, strict=True):
+        p.update(c.to_dict(), evaluable=c.evaluable)
+    usable = [p for p in per if p["evaluable"]] or per[:1]
+    worst = {key: _worst(usable, key) for key in ("auc_drop_decisive", "sens_drop", "spec_drop")}
     worst["auc_drop"] = worst.pop("auc_drop_decisive")
-    out = _top_fields(worst["auc_drop"])
+    out = _top_fields(worst["auc_drop"]) | _macro_fields(per, counts)
     for key, fields_ in (
         ("sens_drop", ("sensitivity", "sensitivity_reference", "sens_drop")),
         ("spec_drop", ("specificity", "specificity_reference", "spec_drop")),
@@ -226,7 +240,26 @@ def _label_numbers(contract, y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band:
     out["ece_reference"] = float(np.mean([p["ece_reference"] for p in per]))
     out["worst_labels"] = {k: v["label"] for k, v in worst.items()}
     out["per_label"] = tuple(per)
+    if contract.task == "multiclass":  # rows: actual class, columns: predicted class
+        out["details"] = {
+            "confusion_matrix": (y.T @ d_cand.astype(np.int64)).tolist(),
+            "confusion_matrix_reference": (y.T @ d_ref.astype(np.int64)).tolist(),
+        }
     return out
+
+
+def _macro_fields(per: list[dict], counts) -> dict:
+    """The headline AUCs: macro over the evaluable labels (None when there is none)."""
+    used = [p for p in per if p["evaluable"]]
+    mean = {k: float(np.mean([p[k] for p in used])) if used else None
+            for k in ("auc_reference", "auc_candidate")}  # fmt: skip
+    return mean | {
+        "auc_reference_ci95": None,
+        "auc_candidate_ci95": None,
+        "macro_labels": tuple(p["label"] for p in used),
+        "not_evaluable": tuple(c.to_dict() for c in counts if not c.evaluable),
+        "min_per_class": MIN_PER_CLASS,
+    }
 
 
 def _top_fields(p: dict) -> dict:
@@ -251,9 +284,9 @@ def _worst(per: list[dict], key: str) -> dict:
     return max(have, key=lambda p: p[key]) if have else per[0]
 
 
-def one_label(y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band: float) -> dict:
-    """All drift numbers for one label column."""
-    out = _auc_block(y, p_ref, p_cand, n_boot, band)
+def one_label(y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band: float, least: int = 1) -> dict:
+    """All drift numbers for one label column (AUCs when it has >= `least` of each class)."""
+    out = _auc_block(y, p_ref, p_cand, n_boot, band, least)
     ref_op, cand_op = stats.operating_point(y, d_ref), stats.operating_point(y, d_cand)
     out.update(
         flips=int((d_ref != d_cand).sum()),
@@ -272,11 +305,12 @@ def one_label(y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band: float) -> dict
     return out
 
 
-def _auc_block(y, p_ref: np.ndarray, p_cand: np.ndarray, n_boot: int, band: float) -> dict:
-    """AUCs with DeLong CIs, the drop with its paired-bootstrap CI, DeLong p; None if one class."""
+def _auc_block(y, p_ref, p_cand, n_boot: int, band: float, least: int = 1) -> dict:
+    """AUCs with DeLong CIs, the drop with its paired-bootstrap CI, DeLong p; None when a class
+    has fewer than `least` images."""
     keys = ("auc_reference", "auc_candidate", "auc_drop", "auc_drop_decisive", "auc_reference_ci95",
             "auc_candidate_ci95", "auc_drop_ci95", "delong_p")  # fmt: skip
-    if not 0 < int(y.sum()) < len(y):
+    if min(int(y.sum()), len(y) - int(y.sum())) < max(1, least):
         return dict.fromkeys(keys)
     dl = stats.delong_test(y, p_ref, p_cand)
     ci = None

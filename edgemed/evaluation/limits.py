@@ -4,6 +4,10 @@ A metric is one entry in METRICS: the Drift field it reads, its report column, w
 a ceiling on a drop or a floor, its CLI flag and its default limit (written here once). `Limits`
 holds the limits in force; `verdict(limits, drift)` checks each one. A metric that could not be
 computed (None: one class in the labels, no labels) fails its limit; it never passes.
+Multi-label and multi-class drifts are judged per label (every label in `per_label`, i.e. every
+label the artifact reports): a check fails when any label fails it, and says which. A label the
+split cannot evaluate (evaluation/labels.py) fails every floor; drift ceilings judge the evaluable
+labels and name the others. The flip rate counts images, so it is one number for all labels.
 Export's budget, accuracy control, build-engine's re-check, bench's gate and the bundle's
 release gate all call `verdict`, so the same numbers give the same answer everywhere.
 """
@@ -144,14 +148,57 @@ def verdict(limits: Limits, drift: Drift) -> Verdict:
     checks = []
     for key, limit in limits.items:
         m = METRICS[key]
-        value = metric_value(m, drift)
-        checks.append(_check(m, value, limit, drift))
+        if drift.per_label and drift.task != "binary" and key != "flip_rate":
+            checks.append(_per_label_check(m, limit, drift))
+        else:
+            checks.append(_check(m, metric_value(m, drift), limit, drift))
     return Verdict(tuple(checks))
 
 
-def _check(m: Metric, value: float | None, limit: float, drift: Drift) -> Check:
+def _label_value(m: Metric, p: dict) -> float | None:
+    v = p.get(m.field)
+    if isinstance(v, tuple | list):
+        return float(v[0]) if v else None
+    return None if v is None else float(v)
+
+
+def _per_label_check(m: Metric, limit: float, drift: Drift) -> Check:
+    """One limit over every label: failing labels named; the worst value kept (excess ranks it)."""
+    judged, skipped = [], []
+    for p in drift.per_label:
+        if p.get("evaluable", True):
+            c = _check(m, _label_value(m, p), limit, drift, "not measured")
+            judged.append((p["label"], c))
+        elif m.kind == "min":
+            why = f"cannot be evaluated: {_counts(p)}, fewer than {drift.min_per_class} of a class"
+            judged.append((p["label"], Check(m.key, False, f"{m.words} {why}", None, limit)))
+        else:
+            skipped.append(_counts(p))
+    note = f" (not judged, too few cases: {', '.join(skipped)})" if skipped else ""
+    if not judged:
+        detail = f"{m.words} could not be computed: no label can be evaluated on this split{note}"
+        return Check(m.key, False, detail, None, limit)
+    failed = [(lab, c) for lab, c in judged if not c.passed]
+    sign = 1 if m.kind == "max" else -1
+    values = [c.value for _, c in judged if c.value is not None]
+    worst = None if failed and any(c.value is None for _, c in failed) else (
+        sign * max(sign * v for v in values) if values else None)  # fmt: skip
+    if failed:
+        detail = "; ".join(f"label {lab}: {c.detail}" for lab, c in failed)
+    else:
+        lab, c = max(judged, key=lambda lc: sign * lc[1].value)
+        detail = f"all {len(judged)} judged labels pass (worst {lab}: {c.detail})"
+    return Check(m.key, not failed, detail + note, worst, limit)
+
+
+def _counts(p: dict) -> str:
+    return f"{p['label']} ({p.get('positives')} positive, {p.get('negatives')} negative)"
+
+
+def _check(m: Metric, value: float | None, limit: float, drift: Drift, why: str = "") -> Check:
     if value is None or math.isnan(value):
-        why = "needs labels of both classes" if drift.auc_reference is None else "not measured"
+        if not why:
+            why = "needs labels of both classes" if drift.auc_reference is None else "not measured"
         return Check(m.key, False, f"{m.words} could not be computed ({why})", None, limit)
     if m.kind == "max":
         ok = value <= limit
