@@ -110,6 +110,12 @@ from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS
     metavar="KEY=VALUE",
     help="Backend-specific setting (repeatable).",
 )
+@click.option(
+    "--labels",
+    help="Comma-separated labels a multi-label artifact reports (default: all); the model file "
+    "keeps every output, the contract records the reported ones, and export's budget, bench, the "
+    "bundle gate, predict and the SR judge and carry only these.",
+)
 @max_pixels_option
 @out_option
 @force_option
@@ -137,11 +143,13 @@ def export(
     limits_given,
     max_float_layers,
     backend_options,
+    labels,
     out,
     force,
 ) -> None:
     """Export MODEL to TARGET at PRECISION, check it against FP32 on real images, write DIR."""
     from edgemed.calibration import CalibrationOptions
+    from edgemed.data.npz import parse_names
     from edgemed.models import parse_model_args
     from edgemed.pipeline.budget import BudgetOptions
     from edgemed.pipeline.export import ExportRequest, run_export
@@ -171,6 +179,7 @@ def export(
         ),
         options=options,
         output=output_choice(output_name, output_index),
+        labels=parse_names(labels, "--labels"),
     )
     manifest = run_export(req)
     click.echo(export_summary(manifest, out))

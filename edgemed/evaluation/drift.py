@@ -134,7 +134,8 @@ def drift_from_logits(
     cand = check_outputs(contract, cand_logits, names[1])
     if len(ref) != len(cand):
         raise OutputError(f"{names[1]} scored {len(cand)} images, {names[0]} {len(ref)}")
-    p_ref, p_cand = contract.probabilities(ref), contract.probabilities(cand)
+    cols = contract.reported_index  # export --labels: only the labels the artifact reports
+    p_ref, p_cand = contract.probabilities(ref)[:, cols], contract.probabilities(cand)[:, cols]
     d_ref, d_cand = decision_columns(contract, ref), decision_columns(contract, cand)
     flipped = (d_ref != d_cand).any(axis=1)
     margins = boundary_distance(contract, p_ref, d_ref != d_cand)[flipped]
@@ -169,7 +170,7 @@ def label_columns(contract: Contract, labels: np.ndarray) -> np.ndarray:
         return y.reshape(len(y), -1)[:, :1].astype(np.int64)
     if contract.task == "multiclass" and (y.ndim == 1 or y.shape[1] == 1):
         return np.eye(len(contract.class_names), dtype=np.int64)[y.reshape(-1).astype(int)]
-    return y.astype(np.int64)
+    return y.astype(np.int64)[:, contract.reported_index]
 
 
 def decision_columns(contract: Contract, logits: np.ndarray) -> np.ndarray:
@@ -177,7 +178,7 @@ def decision_columns(contract: Contract, logits: np.ndarray) -> np.ndarray:
     d = contract.decisions(logits)
     if contract.task == "multiclass":
         return np.eye(len(contract.class_names), dtype=bool)[d]
-    return np.asarray(d, bool).reshape(len(logits), -1)
+    return np.asarray(d, bool).reshape(len(logits), -1)[:, contract.reported_index]
 
 
 def boundary_distance(contract: Contract, p_ref: np.ndarray, changed: np.ndarray) -> np.ndarray:
@@ -186,7 +187,7 @@ def boundary_distance(contract: Contract, p_ref: np.ndarray, changed: np.ndarray
     if contract.task == "multiclass":
         top2 = np.sort(p_ref, axis=1)[:, -2:]
         return (top2[:, 1] - top2[:, 0]) / 2
-    dist = np.abs(p_ref - contract.thresholds)
+    dist = np.abs(p_ref - contract.thresholds[contract.reported_index])
     return np.where(changed, dist, np.inf).min(axis=1)
 
 
@@ -214,10 +215,11 @@ def _label_numbers(contract, y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band:
     """AUC / sensitivity / specificity / ECE fields: the label itself, or the worst label."""
     if y is None:
         return {}
-    names = ("positive",) if contract.task == "binary" else contract.class_names
+    names = ("positive",) if contract.task == "binary" else contract.reported_names
+    thresholds = contract.thresholds[contract.reported_index]
     least = 1 if contract.task == "binary" else MIN_PER_CLASS
     per = [
-        {"label": str(names[k]), "threshold": float(contract.thresholds[k])}
+        {"label": str(names[k]), "threshold": float(thresholds[k])}
         | one_label(y[:, k], p_ref[:, k], p_cand[:, k], d_ref[:, k], d_cand[:, k], n_boot, band,
                     least)
         for k in range(y.shape[1])

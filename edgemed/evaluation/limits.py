@@ -23,7 +23,8 @@ from edgemed.evaluation.drift import Drift
 
 @dataclass(frozen=True)
 class Metric:
-    """One gateable number: `kind` "max" (drift: positive = worse) or "min" (a floor)."""
+    """One gateable number: `kind` "max" (drift: positive = worse) or "min" (a floor).
+    `column` heads its bench table column, which shows `shown` (default: `field`) as `fmt`."""
 
     key: str
     field: str
@@ -33,23 +34,32 @@ class Metric:
     flag: str
     default: float | None
     strict: bool = False  # a floor that must be exceeded, not met (better than chance)
+    fmt: str = ".4f"
+    shown: str | None = None
+
+    @property
+    def shown_field(self) -> str:
+        return self.shown or self.field
 
 
 METRICS: dict[str, Metric] = {
     m.key: m
     for m in (
-        Metric("auc_drop", "auc_drop_decisive", "AUC drop",
-               "AUC drop beyond the band (positive = worse)", "max", "--max-auc-drop", 0.005),
-        Metric("flip_rate", "decisive_flip_rate", "decisive flips", "decisive flip rate", "max",
+        Metric("auc_drop", "auc_drop_decisive", "AUC drop (positive = worse)",
+               "AUC drop beyond the band (positive = worse)", "max", "--max-auc-drop", 0.005,
+               fmt="+.4f", shown="auc_drop"),
+        Metric("flip_rate", "decisive_flip_rate", "flips b/d", "decisive flip rate", "max",
                "--max-flip-rate", 0.01),
         Metric("sens_drop", "sens_drop", "sens drop", "sensitivity drop", "max",
-               "--max-sens-drop", 0.02),
+               "--max-sens-drop", 0.02, fmt="+.3f"),
         Metric("spec_drop", "spec_drop", "spec drop", "specificity drop", "max",
-               "--max-spec-drop", 0.02),
+               "--max-spec-drop", 0.02, fmt="+.3f"),
         Metric("min_auc", "auc_candidate_ci95", "AUC low", "AUC (lower 95% bound)", "min",
                "--min-auc", None),
-        Metric("min_sens", "sensitivity", "sens", "sensitivity", "min", "--min-sens", None),
-        Metric("min_spec", "specificity", "spec", "specificity", "min", "--min-spec", None),
+        Metric("min_sens", "sensitivity", "sens", "sensitivity", "min", "--min-sens", None,
+               fmt=".3f"),
+        Metric("min_spec", "specificity", "spec", "specificity", "min", "--min-spec", None,
+               fmt=".3f"),
         Metric("reference_auc", "auc_reference_ci95", "ref AUC low",
                "FP32 reference AUC (lower 95% bound) above chance", "min",
                "--min-reference-auc", 0.5, strict=True),
@@ -183,12 +193,28 @@ def _per_label_check(m: Metric, limit: float, drift: Drift) -> Check:
     values = [c.value for _, c in judged if c.value is not None]
     worst = None if failed and any(c.value is None for _, c in failed) else (
         sign * max(sign * v for v in values) if values else None)  # fmt: skip
-    if failed:
-        detail = "; ".join(f"label {lab}: {c.detail}" for lab, c in failed)
+    if len(failed) == 1:
+        detail = f"label {failed[0][0]}: {failed[0][1].detail}"
+    elif failed:
+        rel = "<=" if m.strict else "<" if m.kind == "min" else ">"
+        detail = f"{m.words} {rel} {m.flag} {limit:g} on {len(failed)} of {len(judged)} labels: " + (
+            ", ".join(_short(lab, c, drift) for lab, c in failed))  # fmt: skip
     else:
         lab, c = max(judged, key=lambda lc: sign * lc[1].value)
         detail = f"all {len(judged)} judged labels pass (worst {lab}: {c.detail})"
     return Check(m.key, not failed, detail + note, worst, limit)
+
+
+def _short(label: str, c: Check, drift: Drift) -> str:
+    """'Mass 0.4123', 'Edema 0.0677 (inverted)' or 'Hernia (not evaluable: 0+/181-)'."""
+    p = next(p for p in drift.per_label if p["label"] == label)
+    if c.value is None:
+        why = "not evaluable" if not p.get("evaluable", True) else "not computed"
+        return f"{label} ({why}: {p.get('positives')}+/{p.get('negatives')}-)"
+    ci = p.get(METRICS[c.metric].field) if METRICS[c.metric].field.endswith("ci95") else None
+    return f"{label} {c.value:.4f}" + (
+        " (inverted: 95% CI below 0.5)" if ci and ci[1] < 0.5 else ""
+    )
 
 
 def _counts(p: dict) -> str:
