@@ -90,6 +90,8 @@ def per_label_aucs(names, y: np.ndarray, scores: np.ndarray) -> list[dict]:
         entry = {**c.to_dict(), "evaluable": c.evaluable}
         if c.evaluable:
             entry |= auc_with_ci(y[:, k], scores[:, k])
+        else:  # named, with its counts, in `not_evaluable` and in the warning
+            entry |= {"auc": None, "auc_ci95": None, "chance": None, "ci_too_wide": None}
         out.append(entry)
     return out
 

@@ -194,7 +194,7 @@ def _per_label_check(m: Metric, limit: float, drift: Drift) -> Check:
     worst = None if failed and any(c.value is None for _, c in failed) else (
         sign * max(sign * v for v in values) if values else None)  # fmt: skip
     if len(failed) == 1:
-        detail = f"label {failed[0][0]}: {failed[0][1].detail}"
+        detail = f"label {failed[0][0]}: {failed[0][1].detail}{_inverted(m, failed[0][0], drift)}"
     elif failed:
         rel = "<=" if m.strict else "<" if m.kind == "min" else ">"
         detail = f"{m.words} {rel} {m.flag} {limit:g} on {len(failed)} of {len(judged)} labels: " + (
@@ -211,10 +211,14 @@ def _short(label: str, c: Check, drift: Drift) -> str:
     if c.value is None:
         why = "not evaluable" if not p.get("evaluable", True) else "not computed"
         return f"{label} ({why}: {p.get('positives')}+/{p.get('negatives')}-)"
-    ci = p.get(METRICS[c.metric].field) if METRICS[c.metric].field.endswith("ci95") else None
-    return f"{label} {c.value:.4f}" + (
-        " (inverted: 95% CI below 0.5)" if ci and ci[1] < 0.5 else ""
-    )
+    return f"{label} {c.value:.4f}{_inverted(METRICS[c.metric], label, drift)}"
+
+
+def _inverted(m: Metric, label: str, drift: Drift) -> str:
+    """' (inverted: ...)' when an AUC floor's label is worse than chance (CI below 0.5)."""
+    p = next(p for p in drift.per_label if p["label"] == label)
+    ci = p.get(m.field) if m.field.endswith("ci95") else None
+    return " (inverted: AUC 95% CI below 0.5)" if ci and ci[1] < 0.5 else ""
 
 
 def _counts(p: dict) -> str:
