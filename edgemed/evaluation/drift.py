@@ -217,11 +217,15 @@ def _label_numbers(contract, y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band:
         return {}
     names = ("positive",) if contract.task == "binary" else contract.reported_names
     thresholds = contract.thresholds[contract.reported_index]
-    least = 1 if contract.task == "binary" else MIN_PER_CLASS
+    least, shared = 1, None
+    if contract.task != "binary":  # one set of bootstrap resamples for every label (stats)
+        least = MIN_PER_CLASS
+        if n_boot and len(y) <= BOOTSTRAP_MAX_N:
+            shared = stats.resample_counts(len(y), n_boot)
     per = [
         {"label": str(names[k]), "threshold": float(thresholds[k])}
         | one_label(y[:, k], p_ref[:, k], p_cand[:, k], d_ref[:, k], d_cand[:, k], n_boot, band,
-                    least)
+                    least, shared)
         for k in range(y.shape[1])
     ]  # fmt: skip
     if contract.task == "binary":
@@ -286,10 +290,14 @@ def _worst(per: list[dict], key: str) -> dict:
     return max(have, key=lambda p: p[key]) if have else per[0]
 
 
-def one_label(y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band: float, least: int = 1) -> dict:
-    """All drift numbers for one label column (AUCs when it has >= `least` of each class)."""
-    out = _auc_block(y, p_ref, p_cand, n_boot, band, least)
+def one_label(
+    y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band: float, least: int = 1, shared=None
+) -> dict:
+    """All drift numbers for one label column (AUCs when it has >= `least` of each class;
+    `shared`: bootstrap resamples shared by all labels, stats.resample_counts)."""
+    out = _auc_block(y, p_ref, p_cand, n_boot, band, least, shared)
     ref_op, cand_op = stats.operating_point(y, d_ref), stats.operating_point(y, d_cand)
+    bins = stats.reliability_bins(y, p_cand, ECE_BINS)
     out.update(
         flips=int((d_ref != d_cand).sum()),
         sensitivity=cand_op.sensitivity,
@@ -298,16 +306,16 @@ def one_label(y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band: float, least: 
         specificity=cand_op.specificity,
         specificity_reference=ref_op.specificity,
         spec_drop=_drop(ref_op.specificity, cand_op.specificity),
-        ece=stats.expected_calibration_error(y, p_cand, ECE_BINS),
+        ece=stats.ece_from_bins(bins),
         ece_reference=stats.expected_calibration_error(y, p_ref, ECE_BINS),
         confusion=cand_op.confusion(),
         confusion_reference=ref_op.confusion(),
-        reliability=stats.reliability_bins(y, p_cand, ECE_BINS),
+        reliability=bins,
     )
     return out
 
 
-def _auc_block(y, p_ref, p_cand, n_boot: int, band: float, least: int = 1) -> dict:
+def _auc_block(y, p_ref, p_cand, n_boot: int, band: float, least: int = 1, shared=None) -> dict:
     """AUCs with DeLong CIs, the drop with its paired-bootstrap CI, DeLong p; None when a class
     has fewer than `least` images."""
     keys = ("auc_reference", "auc_candidate", "auc_drop", "auc_drop_decisive", "auc_reference_ci95",
@@ -316,7 +324,9 @@ def _auc_block(y, p_ref, p_cand, n_boot: int, band: float, least: int = 1) -> di
         return dict.fromkeys(keys)
     dl = stats.delong_test(y, p_ref, p_cand)
     ci = None
-    if n_boot and len(y) <= BOOTSTRAP_MAX_N:
+    if shared is not None:
+        ci = stats.resampled_auc_diff_ci(y, p_ref, p_cand, shared)
+    elif n_boot and len(y) <= BOOTSTRAP_MAX_N:
         ci = stats.paired_bootstrap_auc_diff_ci(y, p_ref, p_cand, n_boot)
     elif n_boot:  # large splits: DeLong's normal interval (the bootstrap converges to it)
         ci = tuple(dl.diff_ci95)
@@ -324,7 +334,7 @@ def _auc_block(y, p_ref, p_cand, n_boot: int, band: float, least: int = 1) -> di
         "auc_reference": dl.auc1,
         "auc_candidate": dl.auc2,
         "auc_drop": dl.auc1 - dl.auc2,
-        "auc_drop_decisive": stats.decisive_auc_drop(y, p_ref, p_cand, band),
+        "auc_drop_decisive": stats.decisive_auc_drop(y, p_ref, p_cand, band, dl.auc1 - dl.auc2),
         "auc_reference_ci95": stats.normal_ci(dl.auc1, dl.var1),
         "auc_candidate_ci95": stats.normal_ci(dl.auc2, dl.var2),
         "auc_drop_ci95": list(ci) if ci else None,
