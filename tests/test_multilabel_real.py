@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -191,3 +192,46 @@ def test_a_real_three_class_set_gets_top1_ovr_auc_confusion_and_argmax_flips(bra
         assert any(f"label {n}" in sens.detail or n in sens.detail for n in c.class_names)
     with pytest.raises(InputError, match="multi-label"):
         c.with_reported(("normal",))
+
+
+def test_cli_ships_only_the_labels_that_pass_and_refuses_all_14(nih, tmp_path):
+    """train dir -> export (all 14 / the good labels) -> bench -> bundle (default gate) ->
+    predict, through the real CLI: all 14 refused naming Hernia, the subset signed, and predict
+    answers only for the reported labels."""
+    from PIL import Image
+
+    from edgemed.models import ModelSpec as Spec
+    from edgemed.pipeline.training import write_training_dir
+    from tests.conftest import assert_user_error, run_cli
+
+    result, logits, y, path = nih
+    model = write_training_dir(result, Spec("cnn", {"width": 0.5}), tmp_path / "model", False)
+    drift = drift_from_logits(result.contract, logits, logits, y)
+    good = [p["label"] for p in drift.per_label
+            if p["auc_reference_ci95"] and p["auc_reference_ci95"][0] > 0.5]  # fmt: skip
+    keys = tmp_path / "keys"
+    assert run_cli("keygen", "--out", keys).code == 0
+    res = run_cli("export", "--model", model, "--target", "onnx", "--labels", "Hernia,Fracture",
+                  "--out", tmp_path / "bad")  # fmt: skip
+    assert_user_error(res, "--labels", "Fracture")
+    for name, labels in (("all", None), ("good", ",".join(good))):
+        extra = ("--labels", labels) if labels else ()
+        res = run_cli("export", "--model", model, "--target", "onnx", "--data", path, *extra,
+                      "--out", tmp_path / name)  # fmt: skip
+        assert res.code == 0, res
+        res = run_cli("bench", tmp_path / name, "--data", path, "--seconds", "0.1",
+                      "--min-runs", "5", "--out", tmp_path / f"bench-{name}")  # fmt: skip
+        assert res.code == 0, res
+    res = run_cli("bundle", "--model", tmp_path / "all", "--report", tmp_path / "bench-all",
+                  "--key", keys / "edgemed.key", "--out", tmp_path / "all.edgemed")  # fmt: skip
+    assert_user_error(res, "release gate refused", "Hernia (not evaluable: 0+/181-)")
+    res = run_cli("bundle", "--model", tmp_path / "good", "--report", tmp_path / "bench-good",
+                  "--key", keys / "edgemed.key", "--out", tmp_path / "good.edgemed")  # fmt: skip
+    assert res.code == 0, res
+    png = tmp_path / "x.png"
+    with np.load(path) as f:
+        Image.fromarray(f["test_images"][0]).save(png)
+    res = run_cli("predict", tmp_path / "good.edgemed", png, "--pubkey", keys / "edgemed.pub")
+    assert res.code == 0, res
+    answer = json.loads(res.out.strip().splitlines()[-1])
+    assert list(answer["probabilities"]) == good and len(answer["threshold"]) == len(good)
