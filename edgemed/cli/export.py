@@ -197,6 +197,12 @@ def export_summary(m: dict, out) -> str:
     d = m.get("drift")
     if d:
         auc = f", AUC drop {d['auc_drop']:+.4f}" if d.get("auc_drop") is not None else ""
+        worst = (d.get("worst_labels") or {}).get("auc_drop")
+        auc += f" (worst label {worst})" if auc and worst else ""
+        if d.get("not_evaluable"):  # named with counts: the split cannot judge them
+            auc += "; not evaluable on the validation split: " + ", ".join(
+                f"{x['label']} ({x['positives']}+/{x['negatives']}-)" for x in d["not_evaluable"]
+            )
         sim = f" (simulated: {d['simulated']})" if d.get("simulated") else ""
         flips = f"flips {d['flips']}/{d['n']} ({d.get('decisive_flips', d['flips'])} decisive)"
         parts.append(f"drift vs FP32{sim}: max |dp| {d['max_abs_dp']:.1e}, {flips}{auc}")
