@@ -68,3 +68,23 @@ def _matrix_html(d: dict) -> str:
     )
     return (f"<p>confusion matrix (rows: actual class, columns: predicted = argmax)</p>"
             f"<table><tr><th></th>{head}</tr>{body}</table>")  # fmt: skip
+
+
+def group_label_html(results: dict) -> str:
+    """Subgroups per label (bench --groups on a multi-label/multi-class artifact): per
+    configuration and group column, one table row per group value and label."""
+    out = []
+    ths = "".join(f"<th>{escape(c)}</th>" for c in ("group", *LABEL_COLUMNS))
+    for row in results["rows"]:
+        groups = [g for g in row.get("subgroups") or () if (g.get("drift") or {}).get("per_label")]
+        if not groups or groups[0]["drift"].get("task") == "binary":
+            continue
+        for column in dict.fromkeys(g["column"] for g in groups):
+            body = "".join(
+                "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in [g["value"], *label_cells(p)])
+                + "</tr>"
+                for g in groups if g["column"] == column for p in g["drift"]["per_label"]
+            )  # fmt: skip
+            out.append(f"<h3>{escape(row['label'])} by {escape(column)}, per label</h3>"
+                       f"<div class='scroll'><table><tr>{ths}</tr>{body}</table></div>")  # fmt: skip
+    return "".join(out)
