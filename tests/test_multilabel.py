@@ -136,3 +136,14 @@ def test_the_multilabel_sr_has_one_finding_per_reported_label_and_passes_dciodvf
     report = res.stdout + res.stderr
     assert "ComprehensiveSR" in report
     assert not [ln for ln in report.splitlines() if ln.startswith("Error")], report
+
+
+def test_train_refuses_class_names_of_the_wrong_count_in_one_line(tmp_path):
+    from tests.conftest import assert_user_error, run_cli
+
+    res = run_cli("train", "--data", CXR, "--class-names", "normal,pneumonia,other",
+                  "--epochs", "1", "--out", tmp_path / "m")  # fmt: skip
+    assert_user_error(res, "--class-names names 3 classes", "has 2")
+    assert not (tmp_path / "m").exists()
+    res = run_cli("train", "--data", CXR, "--class-names", "normal,normal", "--out", tmp_path / "m")
+    assert_user_error(res, "--class-names", "distinct")
