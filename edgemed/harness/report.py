@@ -100,6 +100,12 @@ def label_set_line(results: dict) -> str:
             "no AUC, cannot pass a floor: "
             + ", ".join(f"{m['label']} ({m['positives']}+/{m['negatives']}-)" for m in missing)
         )
+    sets = {tuple((r.get("drift") or {}).get("macro_labels") or ()) for r in results["rows"]
+            if (r.get("drift") or {}).get("per_label")}  # fmt: skip
+    if len(sets) > 1:  # artifacts exported with different --labels: say so, row by row
+        line += "; WARNING: the rows report different labels, so their AUCs do not compare: " + (
+            "; ".join(f"{r['label']}: {', '.join(r['drift'].get('macro_labels') or [])}"
+                      for r in results["rows"] if (r.get("drift") or {}).get("per_label")))  # fmt: skip
     return f"{MULTI_LEGEND}\n{line}"
 
 
