@@ -23,7 +23,7 @@ import numpy as np
 
 from edgemed.contract import Contract
 from edgemed.evaluation import stats
-from edgemed.evaluation.labels import MIN_PER_CLASS, label_counts
+from edgemed.evaluation.labels import MIN_PER_CLASS, WIDE_CI, label_counts
 from edgemed.evaluation.sanity import OutputError, check_outputs
 
 # Default borderline band (probability distance from the threshold), from measurement
@@ -232,7 +232,10 @@ def _label_numbers(contract, y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band:
         return _top_fields(per[0]) | {"details": _details(per[0])}
     counts = label_counts(names, y)
     for p, c in zip(per, counts, strict=True):
-        p.update(c.to_dict(), evaluable=c.evaluable)
+        ci = p["auc_reference_ci95"]
+        p.update(
+            c.to_dict(), evaluable=c.evaluable, ci_too_wide=bool(ci and ci[1] - ci[0] > WIDE_CI)
+        )
     usable = [p for p in per if p["evaluable"]] or per[:1]
     worst = {key: _worst(usable, key) for key in ("auc_drop_decisive", "sens_drop", "spec_drop")}
     worst["auc_drop"] = worst.pop("auc_drop_decisive")

@@ -113,6 +113,9 @@ def chance_warning(per: list[dict], where: str) -> str:
         parts.append(f"WORSE than chance (inverted, AUC 95% CI below 0.5): {', '.join(inverted)}")
     if undecided:
         parts.append(f"not better than chance (AUC 95% CI includes 0.5): {', '.join(undecided)}")
+    wide = [p["label"] for p in per if p.get("ci_too_wide")]
+    if wide:
+        parts.append(f"AUC 95% CI wider than {WIDE_CI:g}, too few cases to rank: {', '.join(wide)}")
     if missing:
         parts.append(
             f"cannot be evaluated (fewer than {MIN_PER_CLASS} positive or negative images): "

@@ -28,6 +28,8 @@ def label_cells(p: dict) -> list[str]:
         note = "INVERTED: FP32 reference AUC 95% CI below 0.5"
     elif not note and p.get("auc_reference_ci95") and p["auc_reference_ci95"][0] <= 0.5:
         note = "FP32 reference not above chance"
+    if p.get("ci_too_wide"):
+        note += ("; " if note else "") + "CI too wide to rank (few cases)"
     return [
         p["label"], str(p.get("positives", "-")), str(p.get("negatives", "-")),
         ci(p.get("auc_reference"), p.get("auc_reference_ci95")),

@@ -14,6 +14,7 @@ from edgemed.data.npz import with_class_names
 from edgemed.data.overlap import split_overlap
 from edgemed.data.peek import peek_contract
 from edgemed.errors import InputError
+from edgemed.evaluation.drift import label_columns
 from edgemed.evaluation.metrics import auc, binary_metrics, youden_threshold
 from edgemed.fileio import staged_dir, write_json_atomic
 from edgemed.models import ModelSpec
@@ -183,7 +184,7 @@ def _per_label_summary(
 ) -> dict:
     from edgemed.evaluation.labels import MIN_PER_CLASS, chance_warning, macro, per_label_aucs
 
-    onehot = _label_matrix(contract, labels)
+    onehot = label_columns(contract, labels)
     per = per_label_aucs(contract.class_names, onehot, probs)
     return {
         "auc": macro(per),
@@ -194,13 +195,6 @@ def _per_label_summary(
         "not_evaluable": [p["label"] for p in per if not p["evaluable"]],
         "warning": chance_warning(per, f"the {where} split ({len(onehot)} images)"),
     }
-
-
-def _label_matrix(contract: Contract, labels: np.ndarray) -> np.ndarray:
-    y = np.asarray(labels)
-    if contract.task == "multiclass" and (y.ndim == 1 or y.shape[1] == 1):
-        return np.eye(len(contract.class_names), dtype=np.int64)[y.reshape(-1).astype(int)]
-    return y.reshape(len(y), -1).astype(np.int64)
 
 
 def selection_auc(contract: Contract, labels: np.ndarray, logits: np.ndarray) -> float:
@@ -218,7 +212,7 @@ def require_evaluable_validation(contract: Contract, labels: np.ndarray) -> None
 
     if contract.task == "binary":
         return
-    counts = label_counts(contract.class_names, _label_matrix(contract, labels))
+    counts = label_counts(contract.class_names, label_columns(contract, labels))
     if not any(c.evaluable for c in counts):
         raise InputError(
             f"no label can be evaluated on the validation split: {not_evaluable_text(counts)}; "
@@ -237,7 +231,7 @@ def evaluate(
         return binary_metrics(labels, contract.scores(logits), contract.threshold, n_boot).to_dict()
     probs = contract.probabilities(logits)
     out = {"n": len(labels)} | _per_label_summary(contract, labels, probs, "test")
-    y = _label_matrix(contract, labels).astype(bool)
+    y = label_columns(contract, labels).astype(bool)
     d = contract.decisions(logits)
     if contract.task == "multiclass":
         out["accuracy_top1"] = float((d == y.argmax(axis=1)).mean())
