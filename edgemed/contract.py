@@ -9,6 +9,7 @@ anyone can run an exported model without edgemed:
     binary: p = sigmoid(logit[0]); positive when p >= threshold
     multiclass: p = softmax(logits); multilabel: p_k = sigmoid(logit_k) >= threshold_k
     (threshold: one number, or for multilabel a list with one threshold per label)
+    reported (multilabel, optional): the labels the artifact reports; the model may emit more
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class Contract:
     # The model file's input and output tensor names (ONNX/OpenVINO); None where unrecorded.
     input_name: str | None = None
     output_name: str | None = None
+    # multilabel: the labels this artifact reports (export --labels); None = all of them
+    reported: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         problems = _contract_problems(self)
@@ -64,6 +67,35 @@ class Contract:
         """The operating threshold of each output (num_outputs,), a single one broadcast."""
         return np.broadcast_to(np.asarray(self.threshold, np.float64), (self.num_outputs,))
 
+    @property
+    def reported_names(self) -> tuple[str, ...]:
+        """The labels an artifact reports (all class names unless export --labels chose some)."""
+        return self.reported if self.reported is not None else self.class_names
+
+    @property
+    def reported_index(self) -> np.ndarray:
+        """Output columns of the reported labels, in output order (all outputs unless multilabel)."""
+        if self.task != "multilabel":
+            return np.arange(self.num_outputs)
+        return np.array([self.class_names.index(n) for n in self.reported_names], np.int64)
+
+    def with_reported(self, names: tuple[str, ...] | None) -> Contract:
+        """Report only `names` (export --labels); unknown names and non-multilabel refused."""
+        if names is None:
+            return self
+        if self.task != "multilabel":
+            raise InputError(
+                f"--labels chooses which labels a multi-label model reports; this model is "
+                f"{self.task} (its decision is over all of {', '.join(self.class_names)})"
+            )
+        unknown = [n for n in names if n not in self.class_names]
+        if unknown or not names or len(set(names)) != len(names):
+            raise InputError(
+                f"--labels must name distinct labels of this model, got {list(names)}; unknown "
+                f"{unknown}; the model's labels: {', '.join(self.class_names)}"
+            )
+        return replace(self, reported=tuple(n for n in self.class_names if n in names))
+
     def with_threshold(self, threshold: float | tuple[float, ...]) -> Contract:
         return replace(self, threshold=_coerce("threshold", threshold))
 
@@ -81,6 +113,10 @@ class Contract:
         d["input_size"] = list(self.input_size)
         for key in ("class_names", "mean", "std"):
             d[key] = list(d[key])
+        if self.reported is None:
+            del d["reported"]
+        else:
+            d["reported"] = list(self.reported)
         if isinstance(self.threshold, tuple):
             d["threshold"] = list(self.threshold)
         for key in ("input_name", "output_name"):
@@ -154,6 +190,8 @@ class Contract:
 
 
 def _coerce(key: str, value):
+    if key == "reported":
+        return tuple(str(v) for v in value)
     if key in ("mean", "std"):
         return tuple(float(v) for v in value)
     if key == "threshold" and isinstance(value, list | tuple):
@@ -180,6 +218,15 @@ def _contract_problems(c: Contract) -> list[str]:
     if len(c.class_names) < 2 and c.task != "multilabel":
         problems.append("class_names needs at least two classes")
     problems += _threshold_problems(c)
+    if c.reported is not None and (
+        c.task != "multilabel"
+        or not c.reported
+        or not set(c.reported) <= set(c.class_names)
+        or len(set(c.reported)) != len(c.reported)
+    ):
+        problems.append(
+            f"reported must be distinct labels of a multilabel contract, got {list(c.reported)}"
+        )
     return problems
 
 

@@ -1,6 +1,8 @@
 """The same reference and candidate logits give the same verdict through export's budget,
 bench's gate and the bundle's release gate (each called as the command calls it, on the same
-drift; bench and bundle read it back from a results.json document as they do in real use)."""
+drift; bench and bundle read it back from a results.json document as they do in real use), for
+binary, multi-class and multi-label models (multi-label: some labels too rare to evaluate, and
+an artifact that reports only some of its labels)."""
 
 from __future__ import annotations
 
@@ -22,12 +24,20 @@ from edgemed.pipeline.budget import BudgetOptions, budget_for
 
 BINARY = Contract(input_size=(28, 28), channels=1, class_names=("normal", "pneumonia"))
 THREE = Contract(input_size=(28, 28), channels=1, class_names=("a", "b", "c"), task="multiclass")
+FOUR = Contract(input_size=(28, 28), channels=1, class_names=("w", "x", "y", "z"),
+                task="multilabel", threshold=(0.3, 0.5, 0.6, 0.5))  # fmt: skip
+CONTRACTS = {"binary": BINARY, "multiclass": THREE, "multilabel": FOUR,
+             "reported": FOUR.with_reported(("x", "z"))}  # fmt: skip
 LIMIT = st.sampled_from([0.0, 0.001, 0.005, 0.02, 0.1])
 
 
 def _logits(contract: Contract, n: int, seed: int, noise: float):
     rng = np.random.default_rng(seed)
     k = contract.num_outputs
+    if contract.task == "multilabel":  # label z is rare: often too few positives to evaluate
+        y = (rng.random((n, k)) < np.array([0.5, 0.3, 0.2, 0.04])).astype(int)
+        ref = (2.0 * y - 1.0) * 1.5 + rng.normal(0, 1.0, (n, k))
+        return ref, ref + rng.normal(0, noise, (n, k)), y
     y = rng.integers(0, 2 if k == 1 else k, n)
     signal = np.eye(max(k, 2))[y][:, :k] * 3.0 if k > 1 else (2.0 * y - 1.0)[:, None] * 1.5
     ref = signal + rng.normal(0, 1.0, (n, k))
@@ -51,15 +61,15 @@ def _bundle_passes(doc_drift: dict, limits) -> bool:
         return True
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    three=st.booleans(),
+    task=st.sampled_from(sorted(CONTRACTS)),
     seed=st.integers(0, 10**6),
     noise=st.sampled_from([0.0, 0.01, 0.1, 0.5, 2.0]),
     auc=LIMIT, flips=LIMIT, sens=LIMIT, spec=LIMIT,
 )  # fmt: skip
-def test_export_bench_and_bundle_agree(three, seed, noise, auc, flips, sens, spec):
-    contract = THREE if three else BINARY
+def test_export_bench_and_bundle_agree(task, seed, noise, auc, flips, sens, spec):
+    contract = CONTRACTS[task]
     ref, cand, y = _logits(contract, 120, seed, noise)
     drift = drift_from_logits(contract, ref, cand, y, n_boot=0)
     given_ = {"auc_drop": auc, "flip_rate": flips, "sens_drop": sens, "spec_drop": spec}
@@ -70,4 +80,14 @@ def test_export_bench_and_bundle_agree(three, seed, noise, auc, flips, sens, spe
                                    [{"label": "cand", "status": "ok", "drift": doc}])  # fmt: skip
     # the bundle also requires a reference better than chance by default: hold it to 0 here
     bundle_ok = _bundle_passes(doc, gate_limits({**given_, "reference_auc": 0.0}))
-    assert export_ok == bench_ok == bundle_ok
+    # ... which a label the split cannot evaluate fails even at 0: it cannot pass a floor
+    assert export_ok == bench_ok and bundle_ok == (export_ok and not drift.not_evaluable)
+    # the reference-above-chance floor: the same answer in bench and bundle, and a label the
+    # split cannot evaluate never passes it
+    floor = {"reference_auc": 0.5}
+    bench_floor = not gate_violations(limits_from(floor, BENCH_DEFAULTS),
+                                      [{"label": "cand", "status": "ok", "drift": doc}])  # fmt: skip
+    assert bench_floor == _bundle_passes(doc, gate_limits({**floor, "auc_drop": 1.0,
+        "flip_rate": 1.0, "sens_drop": 1.0, "spec_drop": 1.0}))  # fmt: skip
+    if drift.not_evaluable:
+        assert not bench_floor

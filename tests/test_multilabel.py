@@ -105,3 +105,45 @@ def test_the_dicom_sr_carries_each_labels_threshold(tmp_path):
         "b": 0.95,
     }
     assert sorted(back["findings"]) == ["a", "b"]
+
+
+def test_the_multilabel_sr_has_one_finding_per_reported_label_and_passes_dciodvfy(tmp_path):
+    """dciodvfy (dicom3tools) reports no error on the SR of a 3-label result."""
+    import shutil
+    import subprocess
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from edgemed.serve.sr import Algorithm, build_sr, read_sr_result
+    from tests.bundle_support import write_dicom
+
+    tool = shutil.which("dciodvfy")
+    if tool is None:
+        pytest.skip("dciodvfy not installed (Debian package dicom3tools)")
+    pixels = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    path = write_dicom(tmp_path / "x.dcm", pixels, StudyInstanceUID=generate_uid(),
+                       SeriesInstanceUID=generate_uid())  # fmt: skip
+    result = {"probabilities": {"Effusion": 0.3, "Pleural_Thickening": 0.95, "Edema": 0.1},
+              "decision": ["Pleural_Thickening"], "threshold": [0.2, 0.9, 0.5]}  # fmt: skip
+    sr = build_sr(pydicom.dcmread(path), result, Algorithm("id", "0" * 64, "model", "1", "onnx"))
+    sr.save_as(tmp_path / "sr.dcm", enforce_file_format=True)
+    back = read_sr_result(pydicom.dcmread(tmp_path / "sr.dcm"))
+    assert back["labels"] == ["Effusion", "Pleural_Thickening", "Edema"]
+    assert back["findings"] == ["Pleural_Thickening"] and back["probabilities"]["Edema"] == 0.1
+    assert back["thresholds"] == {"Effusion": 0.2, "Pleural_Thickening": 0.9, "Edema": 0.5}
+    res = subprocess.run([tool, str(tmp_path / "sr.dcm")], capture_output=True, text=True)
+    report = res.stdout + res.stderr
+    assert "ComprehensiveSR" in report
+    assert not [ln for ln in report.splitlines() if ln.startswith("Error")], report
+
+
+def test_train_refuses_class_names_of_the_wrong_count_in_one_line(tmp_path):
+    from tests.conftest import assert_user_error, run_cli
+
+    res = run_cli("train", "--data", CXR, "--class-names", "normal,pneumonia,other",
+                  "--epochs", "1", "--out", tmp_path / "m")  # fmt: skip
+    assert_user_error(res, "--class-names names 3 classes", "has 2")
+    assert not (tmp_path / "m").exists()
+    res = run_cli("train", "--data", CXR, "--class-names", "normal,normal", "--out", tmp_path / "m")
+    assert_user_error(res, "--class-names", "distinct")

@@ -37,3 +37,23 @@ def test_reliability_bins_print_their_counts():
     _bin_counts(ax, bins)
     svg = ax.svg()
     assert all(f">{n}</text>" in svg for n in (3, 41, 7)) and svg.count(">0</text>") >= 7
+
+
+def test_the_multilabel_header_names_the_macro_labels_and_warns_when_rows_differ():
+    from edgemed.evaluation.limits import METRICS
+    from edgemed.harness.report import COLUMNS, label_set_line, row_cells
+
+    assert all(m.column in COLUMNS for m in METRICS.values())  # one column per gateable metric
+    per = [{"label": "a", "evaluable": True, "auc_drop_decisive": 0.01, "auc_drop": 0.02},
+           {"label": "b", "evaluable": True, "auc_drop_decisive": 0.03, "auc_drop": 0.01},
+           {"label": "h", "evaluable": False, "auc_drop_decisive": None, "auc_drop": None}]  # fmt: skip
+    d = {"task": "multilabel", "per_label": per, "macro_labels": ["a", "b"], "min_per_class": 5,
+         "not_evaluable": [{"label": "h", "positives": 0, "negatives": 90}],
+         "borderline_flips": 0, "decisive_flips": 1, "auc_candidate": 0.7}  # fmt: skip
+    row = {"label": "int8", "status": "ok", "drift": d}
+    line = label_set_line({"rows": [row]})
+    assert "macro over the 2 labels" in line and "h (0+/90-)" in line and "WARNING" not in line
+    cells = dict(zip(COLUMNS, row_cells(row), strict=False))
+    assert cells["AUC drop (positive = worse)"] == "+0.0100 b"  # worst by the gated number
+    other = {"label": "sub", "status": "ok", "drift": {**d, "macro_labels": ["a"]}}
+    assert "rows report different labels" in label_set_line({"rows": [row, other]})

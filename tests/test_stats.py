@@ -186,12 +186,17 @@ def test_drift_multilabel_reports_per_label_and_worst():
     y = np.array([[1, 0], [1, 1], [0, 1], [0, 0]])
     ref = np.hstack([_logit([0.9, 0.8, 0.2, 0.1]), _logit([0.2, 0.9, 0.8, 0.1])])
     cand = np.hstack([_logit([0.9, 0.8, 0.2, 0.1]), _logit([0.2, 0.4, 0.8, 0.6])])
+    # five copies: each label needs >= MIN_PER_CLASS (5) of each class to be evaluable
+    y, ref, cand = np.tile(y, (5, 1)), np.tile(ref, (5, 1)), np.tile(cand, (5, 1))
     d = drift_from_logits(c, ref, cand, y, n_boot=20).to_dict()
     a, b = d["per_label"]
     assert (a["label"], a["flips"], a["auc_drop"]) == ("a", 0, 0.0)
-    assert (b["label"], b["flips"], b["sens_drop"], b["spec_drop"]) == ("b", 2, 0.5, 0.5)
+    assert (b["label"], b["flips"], b["sens_drop"], b["spec_drop"]) == ("b", 10, 0.5, 0.5)
     assert d["worst_labels"]["sens_drop"] == "b" and d["sens_drop"] == 0.5
-    assert d["flips"] == 2 and d["flip_rate"] == 0.5  # images with any changed label
+    assert d["flips"] == 10 and d["flip_rate"] == 0.5  # images with any changed label
+    assert d["macro_labels"] == ["a", "b"] and d["not_evaluable"] == []
+    four = drift_from_logits(c, ref[:4], cand[:4], y[:4], n_boot=20)  # 2 of each: named, no AUC
+    assert [m["label"] for m in four.not_evaluable] == ["a", "b"] and four.auc_candidate is None
     assert d["accuracy"] == 0.5  # exact-match accuracy: rows 0 and 2 still fully right
 
 
@@ -201,8 +206,10 @@ def test_drift_multiclass_uses_argmax_one_vs_rest():
     ref = np.log(np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.1, 0.2, 0.7], [0.2, 0.2, 0.6]]))
     cand = ref.copy()
     cand[3] = np.log([0.2, 0.5, 0.3])  # image 3 flips from z to y
+    y, ref, cand = np.tile(y, 5), np.tile(ref, (5, 1)), np.tile(cand, (5, 1))  # >= 5 per class
     d = drift_from_logits(c, ref, cand, y, n_boot=10).to_dict()
-    assert d["flips"] == 1 and d["accuracy"] == 0.75
+    assert d["flips"] == 5 and d["accuracy"] == 0.75
+    assert d["details"]["confusion_matrix"] == [[5, 0, 0], [0, 5, 0], [0, 5, 5]]
     z = d["per_label"][2]
     assert z["sensitivity_reference"] == 1.0 and z["sensitivity"] == 0.5
     assert math.isclose(d["sens_drop"], 0.5)

@@ -124,12 +124,15 @@ class Predictor:
                 "positive": positive,
                 "threshold": c.threshold,
             }
-        probs = {name: float(v) for name, v in zip(c.class_names, p, strict=True)}
         if c.task == "multiclass":
+            probs = {name: float(v) for name, v in zip(c.class_names, p, strict=True)}
             decision = c.class_names[int(np.argmax(p))]
-        else:
-            decision = [n for n, v, t in zip(c.class_names, p, c.thresholds, strict=True) if v >= t]
-        threshold = list(c.threshold) if isinstance(c.threshold, tuple) else c.threshold
+            return {"probabilities": probs, "decision": decision, "threshold": c.threshold}
+        cols = c.reported_index  # export --labels: only the labels this artifact reports
+        names, p, t = c.reported_names, p[cols], c.thresholds[cols]
+        probs = {name: float(v) for name, v in zip(names, p, strict=True)}
+        decision = [n for n, v, th in zip(names, p, t, strict=True) if v >= th]
+        threshold = [float(v) for v in t] if isinstance(c.threshold, tuple) else c.threshold
         return {"probabilities": probs, "decision": decision, "threshold": threshold}
 
     def close(self) -> None:

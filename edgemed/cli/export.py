@@ -110,6 +110,12 @@ from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS
     metavar="KEY=VALUE",
     help="Backend-specific setting (repeatable).",
 )
+@click.option(
+    "--labels",
+    help="Comma-separated labels a multi-label artifact reports (default: all); the model file "
+    "keeps every output, the contract records the reported ones, and export's budget, bench, the "
+    "bundle gate, predict and the SR judge and carry only these.",
+)
 @max_pixels_option
 @out_option
 @force_option
@@ -137,11 +143,13 @@ def export(
     limits_given,
     max_float_layers,
     backend_options,
+    labels,
     out,
     force,
 ) -> None:
     """Export MODEL to TARGET at PRECISION, check it against FP32 on real images, write DIR."""
     from edgemed.calibration import CalibrationOptions
+    from edgemed.data.npz import parse_names
     from edgemed.models import parse_model_args
     from edgemed.pipeline.budget import BudgetOptions
     from edgemed.pipeline.export import ExportRequest, run_export
@@ -171,6 +179,7 @@ def export(
         ),
         options=options,
         output=output_choice(output_name, output_index),
+        labels=parse_names(labels, "--labels"),
     )
     manifest = run_export(req)
     click.echo(export_summary(manifest, out))
@@ -188,6 +197,12 @@ def export_summary(m: dict, out) -> str:
     d = m.get("drift")
     if d:
         auc = f", AUC drop {d['auc_drop']:+.4f}" if d.get("auc_drop") is not None else ""
+        worst = (d.get("worst_labels") or {}).get("auc_drop")
+        auc += f" (worst label {worst})" if auc and worst else ""
+        if d.get("not_evaluable"):  # named with counts: the split cannot judge them
+            auc += "; not evaluable on the validation split: " + ", ".join(
+                f"{x['label']} ({x['positives']}+/{x['negatives']}-)" for x in d["not_evaluable"]
+            )
         sim = f" (simulated: {d['simulated']})" if d.get("simulated") else ""
         flips = f"flips {d['flips']}/{d['n']} ({d.get('decisive_flips', d['flips'])} decisive)"
         parts.append(f"drift vs FP32{sim}: max |dp| {d['max_abs_dp']:.1e}, {flips}{auc}")

@@ -59,6 +59,11 @@ from edgemed.cli.options import (
     help="Also keep perceptually near-identical images in one split.",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--class-names",
+    help="Comma-separated names of the classes (multi-class) or labels (multi-label, in label "
+    "column order), recorded in the contract; the count must match the data.",
+)
 @click.option("--threads", type=COUNT, help="torch intra-op threads (default: all cores).")
 @max_pixels_option
 @out_option
@@ -81,11 +86,13 @@ def train(
     channels,
     near_duplicates,
     seed,
+    class_names,
     threads,
     out,
     force,
 ) -> None:
     """Train a classifier with early stopping on validation AUC; write model.pt and card.json."""
+    from edgemed.data.npz import parse_names
     from edgemed.fileio import refuse_existing
     from edgemed.models import ModelSpec, parse_model_args
     from edgemed.pipeline.training import TrainConfig, write_training_dir
@@ -108,13 +115,17 @@ def train(
         channels=int(channels),
         near_duplicates=near_duplicates,
         threads=threads,
+        class_names=parse_names(class_names, "--class-names"),
     )
     _check(cfg)
     result = run_train(cfg)
     write_training_dir(result, cfg.model, Path(out), force)
     click.echo(summary_line(result.card, out))
     v = result.card.get("validation") or {}
-    if v.get("better_than_chance") is False:
+    for block in (v, result.card["test"]):  # multi-label/multi-class: named per label
+        if block.get("warning"):
+            click.echo(f"edgemed: WARNING: {block['warning']}; the card records it", err=True)
+    if v.get("better_than_chance") is False and "per_label" not in v:
         lo, hi = v["auc_ci95"]
         click.echo(
             f"edgemed: WARNING: this model is NOT better than chance on validation (AUC "
@@ -162,6 +173,8 @@ def summary_line(card: dict, out) -> str:
     t, c = card["test"], card["complexity"]
     ci = t.get("auc_ci95")
     ci_text = f" (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
+    if "per_label" in t:
+        ci_text = f" (macro over the {len(t['auc_macro_over'])} of {len(t['per_label'])} labels evaluable)"
     sens = (
         f", sens {t['sensitivity']:.3f} spec {t['specificity']:.3f} @ {t['threshold']:.3f}"
         if "sensitivity" in t

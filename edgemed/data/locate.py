@@ -15,7 +15,11 @@ from edgemed.errors import InputError
 ENV = "EDGEMED_DATA"
 EMBEDDED = "embedded"
 # The datasets the tests, README and benchmarks refer to by name.
-KNOWN = {"pneumoniamnist": "pneumoniamnist_subset.npz", "brain_mri": "brain_mri"}
+KNOWN = {
+    "pneumoniamnist": "pneumoniamnist_subset.npz",
+    "brain_mri": "brain_mri",
+    "nih_chestxray14": "nih_chestxray14_1000",
+}
 
 
 def embedded_dataset_path() -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,15 @@ from edgemed.errors import InputError
 from edgemed.fileio import sha256_file
 from edgemed.imagecheck import check_content, check_finite, check_pixel_count
 
-# Class names of MedMNIST sets we know by file name; others get class_0..class_K.
+# Class names of MedMNIST sets we know by file name; others get class_0..class_K unless the npz
+# carries its own (a `class_names` or `label_names` string array) or train gets --class-names.
 KNOWN_CLASSES = {
     "pneumoniamnist": ("normal", "pneumonia"),
     "breastmnist": ("malignant", "normal/benign"),
-}
+    "chestmnist": ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule",
+                   "Pneumonia", "Pneumothorax", "Consolidation", "Edema", "Emphysema",
+                   "Fibrosis", "Pleural_Thickening", "Hernia"),
+}  # fmt: skip
 
 
 def load_npz(path: Path, image_size: tuple[int, int] | None, channels: int) -> Dataset:
@@ -41,10 +46,13 @@ def load_npz(path: Path, image_size: tuple[int, int] | None, channels: int) -> D
         ids = tuple(f"{name}/{i}" for i in range(len(images)))
         splits[name] = Split(images, _labels(labels, f"{path}: {name}_labels"), ids, hashes)
     task, k = _task(splits["train"].labels)
-    class_names = KNOWN_CLASSES.get(path.stem.split("_")[0].lower()) or tuple(
-        f"class_{i}" for i in range(k)
-    )
+    class_names = arrays.get("names") or KNOWN_CLASSES.get(path.stem.split("_")[0].lower()) or ()
     if len(class_names) != k:
+        if "names" in arrays:
+            raise InputError(
+                f"{path}: its {arrays['names_key']} array names {len(class_names)} classes but "
+                f"the labels have {k}; fix the array (one name per label column or class)"
+            )
         class_names = tuple(f"class_{i}" for i in range(k))
     _check_classes(path, splits["train"].labels, task)
     return Dataset(
@@ -65,11 +73,53 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                 )
             for k in sorted(need):
                 _check_header(path, f.zip, k)
-            return {k: f[k] for k in need}
+            arrays = {k: f[k] for k in need}
+            for key in sorted(NAME_KEYS & keys):
+                if int(np.prod(npy_shape(f.zip, key))) > MAX_CLASSES:
+                    raise InputError(f"{path}: {key} holds more than {MAX_CLASSES} names")
+                arrays["names"], arrays["names_key"] = check_names(f[key], f"{path}: {key}"), key
+                break
+            return arrays
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise InputError(
             f"cannot read {path} as an npz file ({exc}); re-download or re-save it"
         ) from None
+
+
+NAME_KEYS = {"class_names", "label_names"}
+MAX_NAME = 64
+MAX_CLASSES = 1000
+
+
+def check_names(values, what: str) -> tuple[str, ...]:
+    """Class or label names: distinct, non-empty, printable, at most MAX_NAME characters each."""
+    names = tuple(
+        str(v).strip() for v in (values.tolist() if hasattr(values, "tolist") else values)
+    )
+    bad = [n for n in names if not n or len(n) > MAX_NAME or not n.isprintable()]
+    if bad or len(set(names)) != len(names) or not names:
+        raise InputError(
+            f"{what}: class names must be distinct, non-empty, printable and at most {MAX_NAME} "
+            f"characters, got {list(names)[:20]}"
+        )
+    return names
+
+
+def parse_names(text: str | None, flag: str) -> tuple[str, ...] | None:
+    """A comma-separated list of class or label names from the command line (None: not given)."""
+    return None if text is None else check_names(text.split(","), flag)
+
+
+def with_class_names(ds: Dataset, names: tuple[str, ...] | None, flag: str) -> Dataset:
+    """The dataset with the user's class names; refused when the count does not match."""
+    if names is None:
+        return ds
+    if len(names) != len(ds.class_names):
+        raise InputError(
+            f"{flag} names {len(names)} classes but {ds.path} has {len(ds.class_names)} "
+            f"({ds.task}); give one name per {'label column' if ds.task == 'multilabel' else 'class'}"
+        )
+    return replace(ds, class_names=tuple(names))
 
 
 def npy_shape(zf: zipfile.ZipFile, key: str) -> tuple[int, ...]:

@@ -2,8 +2,12 @@
 export, accuracy control, build-engine, bench and the bundle gate all use.
 
 Binary models get one set of numbers. Multi-label and multi-class models get the same numbers per
-label (one-vs-rest for multi-class) in `per_label`; the top-level numbers are then the worst label
-for each drop, flips count images with any changed decision, and ECE is the mean over labels.
+label (one-vs-rest for multi-class) in `per_label`, each with its counts and whether the split can
+evaluate it (evaluation/labels.py); the gates judge every label (limits.verdict). The top-level
+numbers are then the headline: AUC = the macro AUC over the evaluable labels (`macro_labels`, the
+same set on every row of one split), each drop = its worst label (named in `worst_labels`), flips
+count images with any changed decision (multi-class: a changed argmax), ECE is the mean over
+labels and `not_evaluable` names the labels the split cannot judge, with their counts.
 
 Flips are split by how close the FP32 output was to the decision boundary: within `band` (the
 borderline band) a flip is numerical noise that says nothing clinical (two FP32 runtimes and FP16
@@ -19,6 +23,7 @@ import numpy as np
 
 from edgemed.contract import Contract
 from edgemed.evaluation import stats
+from edgemed.evaluation.labels import MIN_PER_CLASS, WIDE_CI, label_counts
 from edgemed.evaluation.sanity import OutputError, check_outputs
 
 # Default borderline band (probability distance from the threshold), from measurement
@@ -69,6 +74,9 @@ class Drift:
     ece_reference: float | None = None
     worst_labels: dict = field(default_factory=dict)
     per_label: tuple[dict, ...] | None = None
+    macro_labels: tuple[str, ...] | None = None  # the labels the headline AUC averages
+    not_evaluable: tuple[dict, ...] | None = None  # {label, positives, negatives}
+    min_per_class: int | None = None  # a label needs this many positives and negatives
     details: dict = field(default_factory=dict)  # confusion, reliability (report only)
 
     def to_dict(self) -> dict:
@@ -107,7 +115,7 @@ class Drift:
 
 _TUPLES = (
     "flip_margins", "decisive_flip_ci95", "auc_reference_ci95", "auc_candidate_ci95",
-    "auc_drop_ci95", "per_label",
+    "auc_drop_ci95", "per_label", "macro_labels", "not_evaluable",
 )  # fmt: skip
 
 
@@ -126,7 +134,8 @@ def drift_from_logits(
     cand = check_outputs(contract, cand_logits, names[1])
     if len(ref) != len(cand):
         raise OutputError(f"{names[1]} scored {len(cand)} images, {names[0]} {len(ref)}")
-    p_ref, p_cand = contract.probabilities(ref), contract.probabilities(cand)
+    cols = contract.reported_index  # export --labels: only the labels the artifact reports
+    p_ref, p_cand = contract.probabilities(ref)[:, cols], contract.probabilities(cand)[:, cols]
     d_ref, d_cand = decision_columns(contract, ref), decision_columns(contract, cand)
     flipped = (d_ref != d_cand).any(axis=1)
     margins = boundary_distance(contract, p_ref, d_ref != d_cand)[flipped]
@@ -161,7 +170,7 @@ def label_columns(contract: Contract, labels: np.ndarray) -> np.ndarray:
         return y.reshape(len(y), -1)[:, :1].astype(np.int64)
     if contract.task == "multiclass" and (y.ndim == 1 or y.shape[1] == 1):
         return np.eye(len(contract.class_names), dtype=np.int64)[y.reshape(-1).astype(int)]
-    return y.astype(np.int64)
+    return y.astype(np.int64)[:, contract.reported_index]
 
 
 def decision_columns(contract: Contract, logits: np.ndarray) -> np.ndarray:
@@ -169,7 +178,7 @@ def decision_columns(contract: Contract, logits: np.ndarray) -> np.ndarray:
     d = contract.decisions(logits)
     if contract.task == "multiclass":
         return np.eye(len(contract.class_names), dtype=bool)[d]
-    return np.asarray(d, bool).reshape(len(logits), -1)
+    return np.asarray(d, bool).reshape(len(logits), -1)[:, contract.reported_index]
 
 
 def boundary_distance(contract: Contract, p_ref: np.ndarray, changed: np.ndarray) -> np.ndarray:
@@ -178,7 +187,7 @@ def boundary_distance(contract: Contract, p_ref: np.ndarray, changed: np.ndarray
     if contract.task == "multiclass":
         top2 = np.sort(p_ref, axis=1)[:, -2:]
         return (top2[:, 1] - top2[:, 0]) / 2
-    dist = np.abs(p_ref - contract.thresholds)
+    dist = np.abs(p_ref - contract.thresholds[contract.reported_index])
     return np.where(changed, dist, np.inf).min(axis=1)
 
 
@@ -206,17 +215,31 @@ def _label_numbers(contract, y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band:
     """AUC / sensitivity / specificity / ECE fields: the label itself, or the worst label."""
     if y is None:
         return {}
-    names = ("positive",) if contract.task == "binary" else contract.class_names
+    names = ("positive",) if contract.task == "binary" else contract.reported_names
+    thresholds = contract.thresholds[contract.reported_index]
+    least, shared = 1, None
+    if contract.task != "binary":  # one set of bootstrap resamples for every label (stats)
+        least = MIN_PER_CLASS
+        if n_boot and len(y) <= BOOTSTRAP_MAX_N:
+            shared = stats.resample_counts(len(y), n_boot)
     per = [
-        {"label": str(names[k]), "threshold": float(contract.thresholds[k])}
-        | one_label(y[:, k], p_ref[:, k], p_cand[:, k], d_ref[:, k], d_cand[:, k], n_boot, band)
+        {"label": str(names[k]), "threshold": float(thresholds[k])}
+        | one_label(y[:, k], p_ref[:, k], p_cand[:, k], d_ref[:, k], d_cand[:, k], n_boot, band,
+                    least, shared)
         for k in range(y.shape[1])
-    ]
-    if len(per) == 1:
+    ]  # fmt: skip
+    if contract.task == "binary":
         return _top_fields(per[0]) | {"details": _details(per[0])}
-    worst = {key: _worst(per, key) for key in ("auc_drop_decisive", "sens_drop", "spec_drop")}
+    counts = label_counts(names, y)
+    for p, c in zip(per, counts, strict=True):
+        ci = p["auc_reference_ci95"]
+        p.update(
+            c.to_dict(), evaluable=c.evaluable, ci_too_wide=bool(ci and ci[1] - ci[0] > WIDE_CI)
+        )
+    usable = [p for p in per if p["evaluable"]] or per[:1]
+    worst = {key: _worst(usable, key) for key in ("auc_drop_decisive", "sens_drop", "spec_drop")}
     worst["auc_drop"] = worst.pop("auc_drop_decisive")
-    out = _top_fields(worst["auc_drop"])
+    out = _top_fields(worst["auc_drop"]) | _macro_fields(per, counts)
     for key, fields_ in (
         ("sens_drop", ("sensitivity", "sensitivity_reference", "sens_drop")),
         ("spec_drop", ("specificity", "specificity_reference", "spec_drop")),
@@ -226,7 +249,26 @@ def _label_numbers(contract, y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band:
     out["ece_reference"] = float(np.mean([p["ece_reference"] for p in per]))
     out["worst_labels"] = {k: v["label"] for k, v in worst.items()}
     out["per_label"] = tuple(per)
+    if contract.task == "multiclass":  # rows: actual class, columns: predicted class
+        out["details"] = {
+            "confusion_matrix": (y.T @ d_cand.astype(np.int64)).tolist(),
+            "confusion_matrix_reference": (y.T @ d_ref.astype(np.int64)).tolist(),
+        }
     return out
+
+
+def _macro_fields(per: list[dict], counts) -> dict:
+    """The headline AUCs: macro over the evaluable labels (None when there is none)."""
+    used = [p for p in per if p["evaluable"]]
+    mean = {k: float(np.mean([p[k] for p in used])) if used else None
+            for k in ("auc_reference", "auc_candidate")}  # fmt: skip
+    return mean | {
+        "auc_reference_ci95": None,
+        "auc_candidate_ci95": None,
+        "macro_labels": tuple(p["label"] for p in used),
+        "not_evaluable": tuple(c.to_dict() for c in counts if not c.evaluable),
+        "min_per_class": MIN_PER_CLASS,
+    }
 
 
 def _top_fields(p: dict) -> dict:
@@ -251,10 +293,14 @@ def _worst(per: list[dict], key: str) -> dict:
     return max(have, key=lambda p: p[key]) if have else per[0]
 
 
-def one_label(y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band: float) -> dict:
-    """All drift numbers for one label column."""
-    out = _auc_block(y, p_ref, p_cand, n_boot, band)
+def one_label(
+    y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band: float, least: int = 1, shared=None
+) -> dict:
+    """All drift numbers for one label column (AUCs when it has >= `least` of each class;
+    `shared`: bootstrap resamples shared by all labels, stats.resample_counts)."""
+    out = _auc_block(y, p_ref, p_cand, n_boot, band, least, shared)
     ref_op, cand_op = stats.operating_point(y, d_ref), stats.operating_point(y, d_cand)
+    bins = stats.reliability_bins(y, p_cand, ECE_BINS)
     out.update(
         flips=int((d_ref != d_cand).sum()),
         sensitivity=cand_op.sensitivity,
@@ -263,24 +309,27 @@ def one_label(y, p_ref, p_cand, d_ref, d_cand, n_boot: int, band: float) -> dict
         specificity=cand_op.specificity,
         specificity_reference=ref_op.specificity,
         spec_drop=_drop(ref_op.specificity, cand_op.specificity),
-        ece=stats.expected_calibration_error(y, p_cand, ECE_BINS),
+        ece=stats.ece_from_bins(bins),
         ece_reference=stats.expected_calibration_error(y, p_ref, ECE_BINS),
         confusion=cand_op.confusion(),
         confusion_reference=ref_op.confusion(),
-        reliability=stats.reliability_bins(y, p_cand, ECE_BINS),
+        reliability=bins,
     )
     return out
 
 
-def _auc_block(y, p_ref: np.ndarray, p_cand: np.ndarray, n_boot: int, band: float) -> dict:
-    """AUCs with DeLong CIs, the drop with its paired-bootstrap CI, DeLong p; None if one class."""
+def _auc_block(y, p_ref, p_cand, n_boot: int, band: float, least: int = 1, shared=None) -> dict:
+    """AUCs with DeLong CIs, the drop with its paired-bootstrap CI, DeLong p; None when a class
+    has fewer than `least` images."""
     keys = ("auc_reference", "auc_candidate", "auc_drop", "auc_drop_decisive", "auc_reference_ci95",
             "auc_candidate_ci95", "auc_drop_ci95", "delong_p")  # fmt: skip
-    if not 0 < int(y.sum()) < len(y):
+    if min(int(y.sum()), len(y) - int(y.sum())) < max(1, least):
         return dict.fromkeys(keys)
     dl = stats.delong_test(y, p_ref, p_cand)
     ci = None
-    if n_boot and len(y) <= BOOTSTRAP_MAX_N:
+    if shared is not None:
+        ci = stats.resampled_auc_diff_ci(y, p_ref, p_cand, shared)
+    elif n_boot and len(y) <= BOOTSTRAP_MAX_N:
         ci = stats.paired_bootstrap_auc_diff_ci(y, p_ref, p_cand, n_boot)
     elif n_boot:  # large splits: DeLong's normal interval (the bootstrap converges to it)
         ci = tuple(dl.diff_ci95)
@@ -288,7 +337,7 @@ def _auc_block(y, p_ref: np.ndarray, p_cand: np.ndarray, n_boot: int, band: floa
         "auc_reference": dl.auc1,
         "auc_candidate": dl.auc2,
         "auc_drop": dl.auc1 - dl.auc2,
-        "auc_drop_decisive": stats.decisive_auc_drop(y, p_ref, p_cand, band),
+        "auc_drop_decisive": stats.decisive_auc_drop(y, p_ref, p_cand, band, dl.auc1 - dl.auc2),
         "auc_reference_ci95": stats.normal_ci(dl.auc1, dl.var1),
         "auc_candidate_ci95": stats.normal_ci(dl.auc2, dl.var2),
         "auc_drop_ci95": list(ci) if ci else None,

@@ -279,7 +279,9 @@ def worst_groups(groups: tuple[GroupDrift, ...]) -> dict[str, str | None]:
             g for g in groups if g.column == column and g.drift and g.drift.auc_drop is not None
         ]
         if have:
-            worst = max(have, key=lambda g: (round(g.drift.auc_drop, 12), -g.drift.auc_candidate))
+            worst = max(
+                have, key=lambda g: (round(g.drift.auc_drop, 12), -(g.drift.auc_candidate or 0))
+            )
             out[column] = worst.value
     return out
 

@@ -137,14 +137,13 @@ def reliability_bins(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> l
 
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
     """ECE = sum over equal-width bins of (n_bin / n) * |observed positive rate - mean p|."""
-    total = len(np.asarray(labels).reshape(-1))
-    return float(
-        sum(
-            b["n"] / total * abs(b["frac_pos"] - b["mean_p"])
-            for b in reliability_bins(labels, probs, bins)
-            if b["n"]
-        )
-    )
+    return ece_from_bins(reliability_bins(labels, probs, bins))
+
+
+def ece_from_bins(bins: list[dict]) -> float:
+    """ECE of `reliability_bins` already computed (the report draws the same bins)."""
+    total = sum(b["n"] for b in bins)
+    return float(sum(b["n"] / total * abs(b["frac_pos"] - b["mean_p"]) for b in bins if b["n"]))
 
 
 @dataclass(frozen=True)
@@ -211,19 +210,22 @@ def normal_ci(value: float, var: float, z: float = 1.959964) -> tuple[float, flo
     return max(0.0, value - half), min(1.0, value + half)
 
 
-def decisive_auc_drop(labels: np.ndarray, ref: np.ndarray, cand: np.ndarray, band: float) -> float:
+def decisive_auc_drop(
+    labels: np.ndarray, ref: np.ndarray, cand: np.ndarray, band: float, full: float | None = None
+) -> float:
     """The part of AUC(ref) - AUC(cand) made by (positive, negative) pairs whose reference scores
     differ by more than `band`: a re-ordering of two images the reference itself scored within
     the band of each other is numerical noise, like a flip inside the borderline band.
 
-    The full drop (mid-ranks) minus the near pairs' share; near pairs are found by a sorted window,
-    so this is O(n log n + near pairs), not O(positives x negatives)."""
+    The full drop (mid-ranks) minus the near pairs' share; near pairs are found by a sorted window
+    over distinct (reference, candidate) score pairs weighted by how often each occurs (repeated
+    images, resampled sets), so this is O(n log n + distinct near pairs), not O(pos x neg)."""
     y = np.asarray(labels).astype(bool).reshape(-1)
     r, c = np.asarray(ref, np.float64).reshape(-1), np.asarray(cand, np.float64).reshape(-1)
-    full = auc(y, r) - auc(y, c)
-    rp, cp = r[y], c[y]
-    order = np.argsort(r[~y], kind="stable")
-    rn, cn = r[~y][order], c[~y][order]
+    if full is None:  # AUC(ref) - AUC(cand), when the caller has not computed it already
+        full = auc(y, r) - auc(y, c)
+    rp, cp, wp = _distinct_pairs(r[y], c[y])
+    rn, cn, wn = _distinct_pairs(r[~y], c[~y])  # sorted by reference score
     lo = np.searchsorted(rn, rp - band, side="left")
     hi = np.searchsorted(rn, rp + band, side="right")
     counts = hi - lo
@@ -231,5 +233,47 @@ def decisive_auc_drop(labels: np.ndarray, ref: np.ndarray, cand: np.ndarray, ban
         return float(full)
     pos = np.repeat(np.arange(len(rp)), counts)
     neg = np.repeat(lo - np.r_[0, np.cumsum(counts)[:-1]], counts) + np.arange(counts.sum())
-    near = (np.sign(rp[pos] - rn[neg]) - np.sign(cp[pos] - cn[neg])).sum() / 2.0
-    return float(full - near / (len(rp) * len(rn)))
+    signs = np.sign(rp[pos] - rn[neg]) - np.sign(cp[pos] - cn[neg])
+    near = (signs * wp[pos] * wn[neg]).sum() / 2.0
+    return float(full - near / (wp.sum() * wn.sum()))
+
+
+def _distinct_pairs(r: np.ndarray, c: np.ndarray):
+    """Distinct (r, c) rows sorted by r then c, and how often each occurs."""
+    order = np.lexsort((c, r))
+    rs, cs = r[order], c[order]
+    first = np.flatnonzero(np.r_[True, (rs[1:] != rs[:-1]) | (cs[1:] != cs[:-1])])
+    return rs[first], cs[first], np.diff(np.r_[first, len(rs)]).astype(np.float64)
+
+
+def resample_counts(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
+    """(n_boot, n): how often each image appears in each bootstrap resample (uniform, with
+    replacement). Drawn once and shared by every label of a multi-output model."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, (n_boot, n))
+    rows = np.repeat(np.arange(n_boot), n)
+    return np.bincount(rows * n + idx.reshape(-1), minlength=n_boot * n).reshape(n_boot, n)
+
+
+def resampled_auc_diff_ci(
+    labels: np.ndarray, scores_ref: np.ndarray, scores_cand: np.ndarray, counts: np.ndarray
+) -> tuple[float, float]:
+    """Percentile 95% CI of AUC(ref) - AUC(cand) over shared resamples (`resample_counts`).
+
+    Each resample's AUCs are the count-weighted pairwise kernel (1 if the positive scores higher,
+    1/2 on ties: the mid-rank AUC of the resampled images), so no resample is sorted: the cost is
+    one (resamples x positives) @ (positives x negatives) product per label. Resamples without a
+    positive or a negative are left out (rare for an evaluable label)."""
+    y = np.asarray(labels).astype(bool).reshape(-1)
+    r, c = np.asarray(scores_ref, np.float64), np.asarray(scores_cand, np.float64)
+
+    def kernel(s: np.ndarray) -> np.ndarray:
+        a, b = s[y][:, None], s[~y][None, :]
+        return (a > b) + 0.5 * (a == b)
+
+    w, v = counts[:, y].astype(np.float64), counts[:, ~y].astype(np.float64)
+    pairs = w.sum(axis=1) * v.sum(axis=1)
+    ok = pairs > 0
+    diff = ((w[ok] @ (kernel(r) - kernel(c))) * v[ok]).sum(axis=1) / pairs[ok]
+    lo, hi = np.percentile(diff, [2.5, 97.5])
+    return float(lo), float(hi)

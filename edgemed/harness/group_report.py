@@ -26,7 +26,11 @@ def group_cells(g: dict, worst: str | None) -> list[str]:
     d = g.get("drift") or {}
     pos = "-" if g.get("positives") is None else str(g["positives"])
     note = g.get("error") or ""
-    if d and d.get("auc_reference") is None:
+    if d and d.get("per_label") and d.get("task") != "binary":  # AUCs: macro, drop: worst label
+        used, missing = d.get("macro_labels") or (), d.get("not_evaluable") or ()
+        worst_ = "worst; " if g["value"] == worst else ""
+        note = note or f"{worst_}macro over {len(used)} labels; {len(missing)} not evaluable here"
+    elif d and d.get("auc_reference") is None:
         note = f"too small for AUC: {g['n']} image{'' if g['n'] == 1 else 's'}, {pos} positive"
     elif not note and g["value"] == worst:
         note = "worst"
@@ -90,4 +94,6 @@ def group_html(results: dict) -> str:
         parts.append(
             f"<h3>{escape(title)}</h3><div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
         )
-    return "".join(parts)
+    from edgemed.harness.label_report import group_label_html
+
+    return "".join(parts) + group_label_html(results)

@@ -6,36 +6,30 @@ from __future__ import annotations
 
 from html import escape
 
+from edgemed.evaluation.limits import METRICS, Metric
 from edgemed.evaluation.pareto import pareto_front
 from edgemed.harness.svg import Axes, color, padded
 
-COLUMNS = (
-    "config",
-    "status",
-    "AUC",
-    "AUC drop (positive = worse)",
-    "AUC drop 95% CI",
-    "DeLong p",
-    "flips b/d",
-    "sens",
-    "sens drop",
-    "spec",
-    "spec drop",
-    "ECE",
-    "p50 ms",
-    "p90 ms",
-    "p99 ms",
-    "load ms",
-    "dRSS MB",
-    "size KB",
-    "INT8 ops",
-)
+# The drift columns are the metric registry's (evaluation/limits.METRICS: one column per gateable
+# metric, in its order, so a new gate is a new column); these frame them.
+LEAD_COLUMNS = ("config", "status", "AUC")
+TAIL_COLUMNS = (
+    "AUC drop 95% CI", "DeLong p", "ECE", "accuracy", "p50 ms", "p90 ms", "p99 ms", "load ms",
+    "dRSS MB", "size KB", "INT8 ops",
+)  # fmt: skip
+COLUMNS = LEAD_COLUMNS + tuple(m.column for m in METRICS.values()) + TAIL_COLUMNS
 # What the columns mean, printed under the table (AUC drop: positive = worse than FP32).
 LEGEND = (
     "AUC drop = FP32 reference AUC - this AUC (positive = worse); flips b/d = decisions changed "
-    "vs FP32, borderline (FP32 within the band of the threshold) / decisive; =ref: the artifact "
+    "vs FP32, borderline (FP32 within the band of the threshold) / decisive; AUC low / ref AUC "
+    "low = lower 95% bound of this / the FP32 reference AUC; accuracy: binary at the threshold, "
+    "multi-class top-1, multi-label exact match of every reported label; =ref: the artifact "
     "is its own reference (an FP32 export of a source ONNX), so there is no drift to show; "
     "INT8 ops = compute ops in INT8 / all compute ops, counted in the artifact's file"
+)
+MULTI_LEGEND = (
+    "multi-label / multi-class: AUC = macro AUC over the labels evaluable on this split (the same "
+    "labels on every row); every other drift cell is the worst evaluable label, named"
 )
 
 
@@ -43,27 +37,45 @@ def _f(v, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def metric_cell(m: Metric, d: dict) -> str:
+    """One registry metric's cell: the value (binary), or the worst evaluable label, named."""
+    if m.key == "flip_rate":
+        return f"{d['borderline_flips']}/{d['decisive_flips']}" if "decisive_flips" in d else "-"
+    per = d.get("per_label")
+    if not per or d.get("task") == "binary":
+        return _f(_read(d.get(m.shown_field)), m.fmt)
+    sign = 1 if m.kind == "max" else -1
+    # the worst label by the gated number (m.field), showing its m.shown_field
+    have = [p for p in per if p.get("evaluable", True) and _read(p.get(m.field)) is not None]
+    if not have:
+        return "-"
+    worst = max(have, key=lambda p: sign * _read(p[m.field]))
+    return f"{_f(_read(worst.get(m.shown_field)), m.fmt)} {worst['label']}"
+
+
+def _read(v):
+    return (v[0] if v else None) if isinstance(v, tuple | list) else v
+
+
 def row_cells(row: dict) -> list[str]:
     """One table row as strings (dashes where a number does not apply or was not measured)."""
     d, lat, mem = row.get("drift") or {}, row.get("latency") or {}, row.get("memory") or {}
     ci = d.get("auc_drop_ci95")
-    flips = f"{d['borderline_flips']}/{d['decisive_flips']}" if d else "-"
+    cells = [metric_cell(m, d) if d else "-" for m in METRICS.values()]
     if row.get("reference_is_self"):  # compared with itself: 0 by construction, not measured
-        d = {k: v for k, v in d.items() if k in ("auc_candidate", "sensitivity", "specificity")}
-        ci, flips = None, "=ref"
+        keep = ("min_auc", "min_sens", "min_spec")
+        cells = [c if k in keep else "-" for k, c in zip(METRICS, cells, strict=True)]
+        cells[list(METRICS).index("flip_rate")] = "=ref"
+        ci, d = None, {k: v for k, v in d.items() if k in ("auc_candidate", "accuracy", "ece")}
     return [
         row["label"],
         row["status"],
         _f(d.get("auc_candidate"), ".4f"),
-        _f(d.get("auc_drop"), "+.4f"),
+        *cells,
         f"[{ci[0]:+.4f},{ci[1]:+.4f}]" if ci else "-",
         _f(d.get("delong_p"), ".3f"),
-        flips,
-        _f(d.get("sensitivity"), ".3f"),
-        _f(d.get("sens_drop"), "+.3f"),
-        _f(d.get("specificity"), ".3f"),
-        _f(d.get("spec_drop"), "+.3f"),
         _f(d.get("ece"), ".3f"),
+        _f(d.get("accuracy"), ".3f"),
         _f(lat.get("median_ms"), ".3f"),
         _f(lat.get("p90_ms"), ".3f"),
         _f(lat.get("p99_ms"), ".3f"),
@@ -72,6 +84,29 @@ def row_cells(row: dict) -> list[str]:
         _f(mem["model_bytes"] / 1024 if mem.get("model_bytes") else None, ".0f"),
         row.get("int8_ops") or "-",
     ]
+
+
+def label_set_line(results: dict) -> str:
+    """'' (binary) or the labels behind the macro AUC and those the split cannot evaluate."""
+    d = next((r["drift"] for r in results["rows"] if (r.get("drift") or {}).get("per_label")), None)
+    if not d or d.get("task") == "binary":
+        return ""
+    used = d.get("macro_labels") or []
+    line = f"AUC = macro over the {len(used)} labels evaluable on this split: {', '.join(used)}"
+    missing = d.get("not_evaluable") or []
+    if missing:
+        line += (
+            f"; NOT evaluable (fewer than {d.get('min_per_class')} positive or negative images), "
+            "no AUC, cannot pass a floor: "
+            + ", ".join(f"{m['label']} ({m['positives']}+/{m['negatives']}-)" for m in missing)
+        )
+    sets = {tuple((r.get("drift") or {}).get("macro_labels") or ()) for r in results["rows"]
+            if (r.get("drift") or {}).get("per_label")}  # fmt: skip
+    if len(sets) > 1:  # artifacts exported with different --labels: say so, row by row
+        line += "; WARNING: the rows report different labels, so their AUCs do not compare: " + (
+            "; ".join(f"{r['label']}: {', '.join(r['drift'].get('macro_labels') or [])}"
+                      for r in results["rows"] if (r.get("drift") or {}).get("per_label")))  # fmt: skip
+    return f"{MULTI_LEGEND}\n{line}"
 
 
 def node_cell(row: dict) -> str:
@@ -115,7 +150,7 @@ def _head(results: dict) -> str:
         f"data {data['path']} [{data['split']}, n={data['n']}]; latency at batch {s['batch']}, "
         f"{s['threads']} thread(s); accuracy at each artifact's eval batch (dynamic INT8: 1, as "
         f"its manifest states); drift vs FP32 reference\n{LEGEND}"
-    )
+    ) + (f"\n{labels}" if (labels := label_set_line(results)) else "")
 
 
 def _load(load) -> str:
@@ -151,6 +186,10 @@ def html_report(results: dict) -> str:
         ),
         _section("Confusion matrices at the operating threshold", _grid(confusion_tables(ok))),
     ]
+    if any((r["drift"] or {}).get("per_label") and r["drift"].get("task") != "binary" for r in ok):
+        from edgemed.harness.label_report import per_label_html
+
+        sections.insert(1, _section("Per label (one-vs-rest for multi-class)", per_label_html(ok)))
     if results.get("subgroups"):
         from edgemed.harness.group_report import group_html
 

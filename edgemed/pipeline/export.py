@@ -59,6 +59,7 @@ class ExportRequest:
     output: str | int | None = (
         None  # --output-name/--output-index: the logits of a multi-output model
     )
+    labels: tuple[str, ...] | None = None  # --labels: the labels a multi-label artifact reports
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -227,6 +228,7 @@ def run_export(req: ExportRequest) -> dict:
     backend.check_precision(req.precision)
     drift_budget = budget_for(req.budget, req.precision)
     loaded = load_model_source(req.model, req.checkpoint, req.model_args, req.contract, req.output)
+    loaded = replace(loaded, contract=loaded.contract.with_reported(req.labels))
     check_onnx_source(loaded, backend.name)
     probe_source(loaded, req.precision)
     require_evaluation_data(loaded, req.data)

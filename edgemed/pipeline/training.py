@@ -10,9 +10,11 @@ import numpy as np
 
 from edgemed.contract import Contract
 from edgemed.data import Dataset, load_dataset
+from edgemed.data.npz import with_class_names
 from edgemed.data.overlap import split_overlap
 from edgemed.data.peek import peek_contract
 from edgemed.errors import InputError
+from edgemed.evaluation.drift import label_columns
 from edgemed.evaluation.metrics import auc, binary_metrics, youden_threshold
 from edgemed.fileio import staged_dir, write_json_atomic
 from edgemed.models import ModelSpec
@@ -37,6 +39,7 @@ class TrainConfig:
     near_duplicates: bool = False
     augment: bool = True
     threads: int | None = None
+    class_names: tuple[str, ...] | None = None  # --class-names: overrides the data's names
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -81,7 +84,9 @@ def train(cfg: TrainConfig, ds: Dataset | None = None) -> TrainResult:
         peeked = peek_contract(cfg.data, cfg.image_size, cfg.channels)
         module = _probed_model(cfg, peeked)
         ds = load_dataset(cfg.data, cfg.image_size, cfg.channels, cfg.seed, cfg.near_duplicates)
+    ds = with_class_names(ds, cfg.class_names, "--class-names")
     contract = contract_for(ds)
+    require_evaluable_validation(contract, ds.split("val").labels)
     if module is None or _probe_key(peeked) != _probe_key(contract):
         module = _probed_model(cfg, contract)
     t0 = time.perf_counter()
@@ -153,31 +158,91 @@ def _probe_key(contract: Contract | None) -> tuple | None:
 
 
 def validation_check(contract: Contract, labels: np.ndarray, scores: np.ndarray) -> dict:
-    """Validation AUC (DeLong 95% CI) and whether the model beats chance (lower bound > 0.5)."""
+    """Validation AUC (DeLong 95% CI) and whether the model beats chance (lower bound > 0.5).
+    Multi-label/multi-class: per label (evaluation/labels.py), the macro AUC over the evaluable
+    labels, better_than_chance only when every label is above chance, and a warning naming
+    the labels that are inverted, not above chance or cannot be evaluated."""
     from edgemed.evaluation.stats import delong_covariance, normal_ci
 
     y = np.asarray(labels)
-    if contract.task != "binary" or not 0 < int(y.sum()) < len(y):
+    if contract.task != "binary":
+        out = _per_label_summary(contract, y, np.asarray(scores), "validation")
+        if contract.task == "multilabel":  # operating_threshold kept 0.5 for these
+            out["not_thresholded"] = [
+                p["label"] for p in out["per_label"] if not p["positives"] or not p["negatives"]
+            ]
+        return out
+    if not 0 < int(y.sum()) < len(y):
         return {"auc": None, "auc_ci95": None, "better_than_chance": None}
     aucs, cov = delong_covariance(y.reshape(-1), np.asarray(scores, np.float64))
     lo, hi = normal_ci(float(aucs[0]), float(cov[0, 0]))
     return {"auc": float(aucs[0]), "auc_ci95": [lo, hi], "better_than_chance": lo > 0.5}
 
 
-def evaluate(contract: Contract, labels: np.ndarray, logits: np.ndarray) -> dict:
-    """Binary: AUC (95% CI), accuracy, sensitivity, specificity at the contract threshold.
-    Multiclass/multilabel: macro one-vs-rest AUC and accuracy."""
+def _per_label_summary(
+    contract: Contract, labels: np.ndarray, probs: np.ndarray, where: str
+) -> dict:
+    from edgemed.evaluation.labels import MIN_PER_CLASS, chance_warning, macro, per_label_aucs
+
+    onehot = label_columns(contract, labels)
+    per = per_label_aucs(contract.class_names, onehot, probs)
+    return {
+        "auc": macro(per),
+        "auc_macro_over": [p["label"] for p in per if p["evaluable"]],
+        "better_than_chance": all(p.get("chance") == "above" for p in per),
+        "min_per_class": MIN_PER_CLASS,
+        "per_label": per,
+        "not_evaluable": [p["label"] for p in per if not p["evaluable"]],
+        "warning": chance_warning(per, f"the {where} split ({len(onehot)} images)"),
+    }
+
+
+def selection_auc(contract: Contract, labels: np.ndarray, logits: np.ndarray) -> float:
+    """The model-selection number on validation: the AUC (binary) or the macro AUC over the
+    labels the validation split can evaluate (the same set every epoch: it depends on labels)."""
     if contract.task == "binary":
-        return binary_metrics(labels, contract.scores(logits), contract.threshold).to_dict()
+        return auc(labels, contract.scores(logits))
+    return evaluate(contract, labels, logits)["auc"]
+
+
+def require_evaluable_validation(contract: Contract, labels: np.ndarray) -> None:
+    """Refuse to train when no label of the validation split can be evaluated (nothing to select
+    on: early stopping would follow noise)."""
+    from edgemed.evaluation.labels import label_counts, not_evaluable_text
+
+    if contract.task == "binary":
+        return
+    counts = label_counts(contract.class_names, label_columns(contract, labels))
+    if not any(c.evaluable for c in counts):
+        raise InputError(
+            f"no label can be evaluated on the validation split: {not_evaluable_text(counts)}; "
+            "model selection needs at least one: use a larger validation split"
+        )
+
+
+def evaluate(
+    contract: Contract, labels: np.ndarray, logits: np.ndarray, n_boot: int = 1000
+) -> dict:
+    """Binary: AUC (95% CI), accuracy, sensitivity, specificity at the contract threshold.
+    Multiclass/multilabel: per-label AUC (DeLong 95% CI, chance verdict), sensitivity and
+    specificity at each threshold, the macro AUC over the evaluable labels (named, with the
+    others and their counts), top-1 accuracy (multiclass) or exact-match accuracy (multilabel)."""
+    if contract.task == "binary":
+        return binary_metrics(labels, contract.scores(logits), contract.threshold, n_boot).to_dict()
     probs = contract.probabilities(logits)
-    onehot = labels if labels.ndim == 2 else np.eye(probs.shape[1])[labels]
-    aucs = [
-        auc(onehot[:, k], probs[:, k])
-        for k in range(probs.shape[1])
-        if 0 < onehot[:, k].sum() < len(onehot)
-    ]
-    acc = float((contract.decisions(logits) == labels).mean())
-    return {"n": len(labels), "auc": float(np.mean(aucs)), "auc_per_class": aucs, "accuracy": acc}
+    out = {"n": len(labels)} | _per_label_summary(contract, labels, probs, "test")
+    y = label_columns(contract, labels).astype(bool)
+    d = contract.decisions(logits)
+    if contract.task == "multiclass":
+        out["accuracy_top1"] = float((d == y.argmax(axis=1)).mean())
+        d = np.eye(probs.shape[1], dtype=bool)[d]
+    else:
+        out["accuracy_exact_match"] = float((d == y).all(axis=1).mean())
+    for p, k in zip(out["per_label"], range(y.shape[1]), strict=True):
+        p["threshold"] = float(contract.thresholds[k]) if contract.task != "multiclass" else None
+        p["sensitivity"] = float(d[y[:, k], k].mean()) if p["positives"] else None
+        p["specificity"] = float((~d[~y[:, k], k]).mean()) if p["negatives"] else None
+    return out
 
 
 def predict_logits(module, contract: Contract, images: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -220,9 +285,7 @@ def _fit(module, ds: Dataset, contract: Contract, cfg: TrainConfig) -> tuple[dic
             losses.append(loss.item())
             bar.advance(1, f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.3f}")
         module.eval()
-        val_auc = evaluate(contract, val.labels, predict_logits(module, contract, val.images))[
-            "auc"
-        ]
+        val_auc = selection_auc(contract, val.labels, predict_logits(module, contract, val.images))
         history.append(
             {
                 "epoch": epoch + 1,
@@ -272,7 +335,11 @@ def write_training_dir(result: TrainResult, spec: ModelSpec, out: Path, force: b
     from edgemed.models.checkpoint import save_checkpoint
 
     if result.card["test"].get("auc") is None:
-        raise InputError("training produced no test metrics")
+        missing = ", ".join(result.card["test"].get("not_evaluable") or [])
+        raise InputError(
+            "training produced no test metrics"
+            + (f": no label can be evaluated on the test split ({missing})" if missing else "")
+        )
     with staged_dir(out, force) as tmp:
         save_checkpoint(tmp / "model.pt", result.module, spec, result.contract)
         write_json_atomic(tmp / "card.json", result.card)

@@ -7,6 +7,10 @@ source image, in the shape of a TID 1500 measurement report (not claiming confor
       CONTAINS  CODE     Finding (DCM 121071) = the decision (99EDGEMED code = class name)
       CONTAINS  NUM      Probability of <class> (one per class, UCUM "1")
       CONTAINS  NUM      Operating threshold
+    Multi-label: instead of the decision and the flat NUMs, one Finding (DCM 121071) per reported
+    label (99EDGEMED code = the label), HAS PROPERTIES: Presence (SCT 52101004 present / 2667000
+    absent), Probability of <label>, Operating threshold of <label>.
+    Multi-class: the Finding is the predicted class (argmax), then a probability per class.
       CONTAINS  TEXT     Algorithm Name (DCM 111001), Algorithm Version (DCM 111003) = bundle id,
                          bundle SHA-256, runtime
 Every UID of the SR is derived from the source SOP Instance UID and the bundle id (`derived_uid`),
@@ -16,6 +20,7 @@ it once. The Device Observer UID is derived from the bundle id alone: it changes
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 
@@ -158,9 +163,45 @@ def _source_image(source: Dataset):
     )
 
 
+PRESENT = ("52101004", "Present")
+ABSENT = ("2667000", "Absent")
+
+
+def _label_findings(result: dict) -> list:
+    """Multi-label: one coded finding per reported label with its presence, probability and
+    threshold as properties (the labels the bundle reports: export --labels)."""
+    import highdicom.sr as hsr
+
+    unit, props = _code("1", "no units", "UCUM"), "HAS PROPERTIES"
+    positive = set(result["decision"])
+    items = []
+    for (name, p), t in zip(result["probabilities"].items(), result["threshold"], strict=True):
+        code = _code(_label_code(name), name)
+        item = hsr.CodeContentItem(_code("121071", "Finding", "DCM"), code, "CONTAINS")
+        value = PRESENT if name in positive else ABSENT
+        item.ContentSequence = hsr.ContentSequence(
+            [
+                hsr.CodeContentItem(_code("presence", "Presence"), _code(*value, "SCT"), props),
+                hsr.NumContentItem(_code(f"p-{name}", f"Probability of {name}"), float(p), unit,
+                                   None, props),
+                hsr.NumContentItem(_code(f"t-{name}", f"Operating threshold of {name}"),
+                                   float(t), unit, None, props),
+            ]
+        )  # fmt: skip
+        items.append(item)
+    return items
+
+
+def _label_code(name: str) -> str:
+    """A code value (at most 16 characters) per label: the name, or a digest of a longer one."""
+    return name if len(name) <= 16 else "L" + hashlib.sha256(name.encode()).hexdigest()[:15]
+
+
 def _finding(result: dict) -> list:
     import highdicom.sr as hsr
 
+    if isinstance(result["decision"], list) and isinstance(result["threshold"], list):
+        return _label_findings(result)
     decision = result["decision"]
     names = decision if isinstance(decision, list) else [decision]
     items = [
@@ -203,7 +244,9 @@ def read_sr_result(sr: Dataset) -> dict:
     out: dict = {"findings": [], "probabilities": {}, "text": {}}
     for item in sr.ContentSequence:
         name = item.ConceptNameCodeSequence[0]
-        if item.ValueType == "CODE" and name.CodeValue == "121071":
+        if item.ValueType == "CODE" and name.CodeValue == "121071" and "ContentSequence" in item:
+            _read_label_finding(item, out)
+        elif item.ValueType == "CODE" and name.CodeValue == "121071":
             out["findings"].append(item.ConceptCodeSequence[0].CodeValue)
         elif item.ValueType == "NUM":
             value = float(item.MeasuredValueSequence[0].NumericValue)
@@ -221,3 +264,19 @@ def read_sr_result(sr: Dataset) -> dict:
         elif item.ValueType == "UIDREF" and name.CodeValue == "121012":
             out["device_uid"] = item.UID
     return out
+
+
+def _read_label_finding(item: Dataset, out: dict) -> None:
+    """One multi-label finding: the label, its presence, probability and threshold."""
+    label = item.ConceptCodeSequence[0].CodeMeaning
+    out.setdefault("labels", []).append(label)
+    for child in item.ContentSequence:
+        meaning = child.ConceptNameCodeSequence[0].CodeMeaning
+        if child.ValueType == "CODE" and child.ConceptCodeSequence[0].CodeValue == PRESENT[0]:
+            out["findings"].append(label)
+        elif child.ValueType == "NUM" and meaning.startswith("Operating threshold of "):
+            out.setdefault("thresholds", {})[label] = float(
+                child.MeasuredValueSequence[0].NumericValue
+            )
+        elif child.ValueType == "NUM":
+            out["probabilities"][label] = float(child.MeasuredValueSequence[0].NumericValue)
