@@ -58,7 +58,8 @@ class Predictor:
     """A verified bundle with its runner activated: `predict(path) -> dict`."""
 
     def __init__(self, verified: VerifiedBundle, workdir: Path, threads: int | None = None) -> None:
-        from edgemed.artifact import load_artifact, open_runner
+        from edgemed.artifact import load_artifact
+        from edgemed.backends import open_runner
         from edgemed.provenance import package_version
 
         self.bundle = verified

@@ -273,14 +273,14 @@ def _entry_ok(entry) -> bool:
 
 def runtime_check(manifest: dict) -> str:
     """The bundle's runtime package must be installed here in the same major version."""
-    from edgemed.backends import BACKENDS
     from edgemed.provenance import package_version
+    from edgemed.runtimes import RUNTIMES
 
     rt = manifest["runtime"]
     name, package, built = rt.get("name"), rt.get("package"), rt.get("version")
-    if name not in BACKENDS:
+    if name not in RUNTIMES:
         raise UnavailableError(
-            f"bundle needs runtime {name!r}, which this edgemed does not know ({', '.join(BACKENDS)}); "
+            f"bundle needs runtime {name!r}, which this edgemed does not know ({', '.join(RUNTIMES)}); "
             "upgrade edgemed"
         )
     need = f"{package} {_major(built)}.x (bundle built with {built})"

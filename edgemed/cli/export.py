@@ -18,6 +18,7 @@ from edgemed.cli.options import (
     output_options,
 )
 from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS
+from edgemed.runtimes import RUNTIMES
 
 
 @click.command()
@@ -29,7 +30,7 @@ from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS
 @click.option(
     "--target",
     required=True,
-    help="Runtime (onnx, openvino, tflite, tensorrt), profile name, or profile .toml path.",
+    help=f"Runtime ({', '.join(RUNTIMES)}), profile name, or profile .toml path.",
 )
 @click.option(
     "--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgemed.compress.arch import apply_edit
 from edgemed.compress.method import Method
+from edgemed.models.arch import apply_edit
 
 
 @dataclass(frozen=True)
@@ -132,9 +132,9 @@ def _check_rank(req) -> None:
 
 def _runner(method: str):
     def run(t, ref, ds, req):
-        from edgemed.compress.arch import compressed_spec
         from edgemed.compress.method import Outcome, tune
         from edgemed.errors import InputError
+        from edgemed.models.arch import compressed_spec
 
         edits, layers = factorize(t.module, method, RankRule(req.rank, req.energy))
         if not edits:

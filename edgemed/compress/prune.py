@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgemed.compress.arch import apply_edit
 from edgemed.compress.method import Method
+from edgemed.models.arch import apply_edit
 
 _PASS_TYPES = (
     "ReLU",
@@ -259,9 +259,9 @@ def _run_prune(t, ref, ds, req):
 
 def _run_channel_prune(t, ref, ds, req):
     """Structured L1 channel pruning: smaller Conv/BN layers and their consumers."""
-    from edgemed.compress.arch import compressed_spec
     from edgemed.compress.method import Outcome, tune
     from edgemed.errors import InputError
+    from edgemed.models.arch import compressed_spec
 
     edits, groups = channel_prune(t.module, req.amount)
     if not edits:

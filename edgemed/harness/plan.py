@@ -16,6 +16,7 @@ from edgemed.artifact import MANIFEST, Artifact, load_artifact
 from edgemed.contract import Contract
 from edgemed.errors import InputError, UnavailableError
 from edgemed.fileio import read_json, sha256_file
+from edgemed.runtimes import REFERENCE_RUNTIME, RUNTIMES
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def artifact_bytes(art: Artifact) -> int:
 def load_artifacts(paths: tuple[str, ...]) -> tuple[list[Artifact], dict[Path, str]]:
     """Load and verify every artifact; refuse unknown or unavailable runtimes up front. Among
     several, one whose files do not match its manifest becomes a failed row (the problems)."""
-    from edgemed.backends import BACKENDS, get_backend
+    from edgemed.backends import get_backend
 
     arts, problems = [], {}
     for p in paths:
@@ -86,10 +87,10 @@ def load_artifacts(paths: tuple[str, ...]) -> tuple[list[Artifact], dict[Path, s
             if len(paths) == 1:
                 raise
             problems[art.path] = " ".join(str(exc).split())
-        if art.runtime not in BACKENDS:
+        if art.runtime not in RUNTIMES:
             raise InputError(
                 f"artifact {art.path} has runtime {art.runtime!r}, which this edgemed does not know; "
-                f"known: {', '.join(BACKENDS)}"
+                f"known: {', '.join(RUNTIMES)}"
             )
         missing = get_backend(art.runtime).available()
         if missing:
@@ -202,7 +203,12 @@ def resolve_reference(art: Artifact, arts: list[Artifact], data_key: str) -> Ref
             )
     for other in arts:
         same_model = (other.manifest.get("source") or {}).get("sha256") == source.get("sha256")
-        if other.runtime == "onnx" and other.precision == "fp32" and same_model and source:
+        if (
+            other.runtime == REFERENCE_RUNTIME
+            and other.precision == "fp32"
+            and same_model
+            and source
+        ):
             why = f"FP32 ONNX artifact {other.path} ({problem})"
             return _reference(
                 "onnx", other.model_file, sha256_file(other.model_file), data_key, why

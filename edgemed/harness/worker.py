@@ -38,7 +38,8 @@ def open_job_runner(job: dict):
     """The Runner for the job: an artifact through its backend, or a torch/ONNX reference file."""
     kind, path, threads = job["kind"], Path(job["path"]), job.get("threads")
     if kind == "artifact":
-        from edgemed.artifact import load_artifact, open_runner
+        from edgemed.artifact import load_artifact
+        from edgemed.backends import open_runner
 
         return open_runner(load_artifact(path, verify=False), threads)
     if kind == "torch":

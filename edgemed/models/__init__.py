@@ -43,7 +43,9 @@ class ModelSpec:
         return d
 
 
-# Compressed checkpoints name this internal factory; its base must itself be allowed.
+# Compressed checkpoints name this internal factory; its base must itself be allowed. The name is
+# an identifier stored in every compressed checkpoint already written (the rebuild lived in
+# compress/arch.py then): it is compared, never imported; `edgemed.models.arch.rebuild` runs it.
 REBUILD = "edgemed.compress.arch:rebuild"
 
 
@@ -61,7 +63,7 @@ def build_model(
     """
     check_allowed(spec, factory, origin)
     if spec.name == REBUILD:
-        from edgemed.compress.arch import rebuild
+        from edgemed.models.arch import rebuild
 
         return _call(spec, rebuild, {**spec.kwargs, "factory": factory})
     if spec.is_zoo:

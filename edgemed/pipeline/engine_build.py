@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.artifact import Artifact, load_artifact, write_manifest
+from edgemed.backends.tensorrt import TensorRTBackend
+from edgemed.backends.tensorrt.profile import allow_tensorrt
 from edgemed.errors import DriftError, InputError, UnavailableError
 from edgemed.fileio import (
     refuse_existing,
@@ -45,8 +47,8 @@ class BuildEngineRequest:
     dla_core: int | None = None
     timing_cache: Path | None = None
     max_batch: int = DEFAULT_MAX_BATCH
-    max_auc_drop: float | None = None  # None: the evaluation core's default
-    max_flip_rate: float | None = None
+    # metric key -> limit given (`--max-auc-drop` ...); the export defaults hold for the others
+    limits_given: tuple[tuple[str, float], ...] = ()
     force: bool = False
 
     def to_dict(self) -> dict:
@@ -63,7 +65,7 @@ def profile_from_manifest(d: dict) -> Profile:
 def tensorrt_artifact(path: Path) -> Artifact:
     """Load a TensorRT-ready artifact (ONNX for TensorRT, not already an engine)."""
     art = load_artifact(path)
-    if art.runtime != "tensorrt":
+    if art.runtime != TensorRTBackend.name:
         raise InputError(
             f"{path} is a {art.runtime} artifact; export one for TensorRT with "
             "`edgemed export --target tensorrt` (or a TensorRT profile such as jetson-orin-nano)"
@@ -131,7 +133,11 @@ def default_timing_cache(here) -> Path:
     """One cache per GPU and TensorRT version, under $EDGEMED_CACHE or ~/.cache/edgemed."""
     root = Path(os.environ.get("EDGEMED_CACHE") or Path.home() / ".cache" / "edgemed")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", here.gpu_name).strip("-").lower()
-    return root / "tensorrt" / f"timing-{slug}-cc{here.compute_capability}-trt{here.tensorrt}.cache"
+    return (
+        root
+        / TensorRTBackend.name
+        / f"timing-{slug}-cc{here.compute_capability}-trt{here.tensorrt}.cache"
+    )
 
 
 def check_target_gpu(profile: Profile, here) -> None:
@@ -147,6 +153,13 @@ def check_target_gpu(profile: Profile, here) -> None:
         )
 
 
+def engine_limits(req: BuildEngineRequest):
+    """The drift limits the engine is held to: those given, the export defaults for the rest."""
+    from edgemed.evaluation.limits import EXPORT_DEFAULTS, limits_from
+
+    return limits_from(dict(req.limits_given), EXPORT_DEFAULTS)
+
+
 def build_engine(req: BuildEngineRequest) -> dict:
     """Build, check and write one engine artifact; returns its manifest."""
     from edgemed.backends.tensorrt.device import (
@@ -156,6 +169,7 @@ def build_engine(req: BuildEngineRequest) -> dict:
     )
     from edgemed.backends.tensorrt.precision import build_path
 
+    engine_limits(req)  # a bad limit is refused before any work
     art = tensorrt_artifact(req.artifact)
     profile = profile_from_manifest(art.manifest["profile"])
     precision = engine_precision(art, profile, req.precision)
@@ -167,7 +181,7 @@ def build_engine(req: BuildEngineRequest) -> dict:
     here = device_identity()
     check_target_gpu(profile, here)
     check_dla_request(plan.dla_core, here, precision)
-    profile.allow_tensorrt(here.tensorrt)
+    allow_tensorrt(profile, here.tensorrt)
     path = build_path(art.manifest, precision, here.tensorrt)
     cache = req.timing_cache or (default_timing_cache(here) if profile.timing_cache else None)
     if cache:
@@ -218,7 +232,7 @@ def _device_drift(engine: bytes, plan, art: Artifact, req: BuildEngineRequest):
     from edgemed.backends import run_batches
     from edgemed.backends.tensorrt.engine import TensorRTEngineRunner
     from edgemed.evaluation.drift import drift_from_logits
-    from edgemed.evaluation.limits import EXPORT_DEFAULTS, limits_from, verdict
+    from edgemed.evaluation.limits import verdict
 
     ref = art.manifest["reference"]
     images = np.load(art.path / ref["inputs"])
@@ -233,9 +247,7 @@ def _device_drift(engine: bytes, plan, art: Artifact, req: BuildEngineRequest):
     if sampler is not None:
         memory = sampler.result().to_dict()
     drift = drift_from_logits(art.contract, logits, cand, labels)
-    limits = limits_from(
-        {"auc_drop": req.max_auc_drop, "flip_rate": req.max_flip_rate}, EXPORT_DEFAULTS
-    )
+    limits = engine_limits(req)
     failed = verdict(limits, drift).failed
     if failed:
         raise DriftError(
@@ -271,8 +283,8 @@ def _engine_manifest(req, art, profile, plan, here, facts: dict, drift, memory) 
     path = facts["path"]
     onnx_sha = sha256_file(art.path / path.onnx_file)
     return {
-        "runtime": "tensorrt",
-        "runtime_package": "tensorrt",
+        "runtime": TensorRTBackend.name,
+        "runtime_package": TensorRTBackend.package,
         "target": art.manifest.get("target"),
         "profile": profile.to_dict(),
         "precision": plan.precision,

@@ -32,6 +32,7 @@ from edgemed.pipeline.budget import BudgetOptions, budget_for
 from edgemed.pipeline.fallback import convert_within_budget
 from edgemed.profiles import Profile, resolve_target
 from edgemed.provenance import provenance
+from edgemed.runtimes import RUNTIMES, registration, runtimes_with
 
 MAX_EVAL_IMAGES = 512
 
@@ -97,17 +98,14 @@ def evaluation_set(loaded: LoadedModel, data: str | None, split: str = "val") ->
     )
 
 
-# Backends that convert from the reference ONNX; TFLite converts the torch module (litert-torch).
-ONNX_SOURCE_TARGETS = ("onnx", "openvino", "tensorrt")
-
-
 def check_onnx_source(loaded: LoadedModel, runtime: str) -> None:
-    """An .onnx source only goes to runtimes that convert from ONNX: say so before any work."""
-    if loaded.kind == "onnx" and runtime not in ONNX_SOURCE_TARGETS:
+    """A model goes only to runtimes that convert from its kind (`Registration.sources`): an
+    .onnx source to those that convert the reference ONNX; say so before any work."""
+    if loaded.kind == "onnx" and loaded.kind not in registration(runtime).sources:
         raise InputError(
-            f"{runtime.replace('tflite', 'TFLite')} export needs the torch model (a training dir, "
+            f"{registration(runtime).title} export needs the torch model (a training dir, "
             f".pt checkpoint or package.module:factory), not only an ONNX file; an .onnx model "
-            f"exports to {', '.join(ONNX_SOURCE_TARGETS)}"
+            f"exports to {', '.join(runtimes_with(sources='onnx'))}"
         )
 
 
@@ -215,8 +213,15 @@ def candidate_drift(
 
 
 def _simulated(backend, device: str, precision: str) -> bool:
-    """A target that is not this CPU, whose backend can simulate it here at this precision."""
-    return device != "cpu" and precision in backend.simulated_precisions
+    """A target that is not this CPU, whose runtime can simulate it here at this precision."""
+    sim = RUNTIMES[backend.name].simulation
+    return device != "cpu" and sim is not None and precision in sim.precisions
+
+
+def _simulation_name(runtime: str) -> str | None:
+    """What ran the drift measured here for another device (None: not simulated)."""
+    sim = registration(runtime).simulation
+    return sim.by if sim else None
 
 
 def run_export(req: ExportRequest) -> dict:
@@ -281,7 +286,7 @@ def run_export(req: ExportRequest) -> dict:
         if drift is not None:
             manifest["drift"] = drift.to_dict() | {"eval_batch": eval_batch(conv.info)}
             if profile.device != "cpu":
-                manifest["drift"]["simulated"] = backend.simulation
+                manifest["drift"]["simulated"] = _simulation_name(profile.runtime)
         manifest.update(backend.artifact_extras(tmp, manifest, ref, ev))  # e.g. TensorRT
         return write_manifest(tmp, manifest)
 
@@ -297,7 +302,7 @@ def _maybe_simplify(onnx_path: Path, simplify: bool) -> dict | None:
 def _calibration(req: ExportRequest, loaded: LoadedModel, fp16_calibration: bool = False):
     """Resolve `--calib` for static INT8 (never silently: INT8 without calibration is an error),
     and for FP16 where the backend measures activation magnitudes (TensorRT)."""
-    from edgemed.calibration import calibration_for_export
+    from edgemed.pipeline.calibration import calibration_for_export
 
     return calibration_for_export(
         req.calib,

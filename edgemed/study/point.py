@@ -57,8 +57,8 @@ def run_point(pt: GridPoint, ds: Dataset, cfg: StudyConfig, work: Path, precisio
 
 def time_artifact(art: Path, ds: Dataset, seconds: float) -> dict:
     """Batch-1, 1-thread latency of the artifact's runtime call, and its own test AUC."""
-    from edgemed.artifact import load_artifact, open_runner
-    from edgemed.backends import run_batches
+    from edgemed.artifact import load_artifact
+    from edgemed.backends import open_runner, run_batches
     from edgemed.harness.latency import measure_latency
     from edgemed.pipeline.training import evaluate
 

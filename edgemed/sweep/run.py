@@ -13,6 +13,7 @@ from edgemed.errors import EdgemedError, InputError
 from edgemed.executors import ExecutorSpec, Job, check_available, open_executor
 from edgemed.executors.blobs import pack_dirs, unpack
 from edgemed.fileio import write_json_atomic
+from edgemed.runtimes import registration
 from edgemed.sweep import SweepPlan
 
 SELECTION = "selection.json"
@@ -106,7 +107,11 @@ def export_stage(plan: SweepPlan, out: Path, spec: ExecutorSpec, models: dict[st
     failed: dict[str, str] = {}
     if todo:
         # TensorRT engines are built on the device that will run them.
-        on_device = {t for _, t, _ in todo.values() if resolve_target(t).runtime == "tensorrt"}
+        on_device = {
+            t
+            for _, t, _ in todo.values()
+            if registration(resolve_target(t).runtime).builds_on_device
+        }
         with open_executor(spec, tuple(sorted(on_device))) as ex:
             blobs = {m: ex.put(pack_dirs(p.parent, [p.name])) for m, p in models.items()}
             jobs = [

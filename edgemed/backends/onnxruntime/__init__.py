@@ -136,7 +136,6 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnx"
     package = "onnxruntime"
-    precisions = frozenset({"fp32", "fp16", "int8"})
 
     def __init__(self) -> None:
         # Caches for the accuracy-aware fallback, which converts the same model many times.
@@ -162,7 +161,6 @@ class OnnxRuntimeBackend(Backend):
             granularities=oq.GRANULARITIES,
             default_granularity="per-channel",
             extra_keys=EXTRA_OPTIONS,
-            op_types_ok=True,
         )
 
     def quantizable_nodes(self, req: ConvertRequest) -> tuple[str, ...]:

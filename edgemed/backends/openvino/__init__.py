@@ -161,7 +161,6 @@ class OpenVINOBackend(Backend):
 
     name = "openvino"
     package = "openvino"
-    precisions = frozenset({"fp32", "fp16", "int8"})
 
     def __init__(self) -> None:
         self._quantized: dict[tuple, dict[str, str]] = {}  # accuracy control's candidates
@@ -183,7 +182,6 @@ class OpenVINOBackend(Backend):
             granularities=oq.GRANULARITIES,
             default_granularity="per-channel",
             extra_keys=EXTRA_OPTIONS,
-            op_types_ok=True,
         )
         oq.check_extra(s)
         hint = s.extra.get("inference_precision", "f32")

@@ -45,7 +45,6 @@ REFERENCE_FILES = {
 }
 REFERENCE_MAX_IMAGES = 256
 REFERENCE_MAX_BYTES = 16 * 2**20
-SIMULATED = "onnxruntime-cpu"
 NEXT_STEP = (
     "TensorRT engine not built here: engines are tied to the GPU and TensorRT version, so run "
     "`edgemed build-engine {out}` on the target device"
@@ -55,11 +54,6 @@ NEXT_STEP = (
 class TensorRTBackend(Backend):
     name = "tensorrt"
     package = "tensorrt"
-    precisions = frozenset({"fp32", "fp16", "int8"})
-    # The export pipeline measures drift of targets that are not this CPU through these:
-    simulation = SIMULATED
-    # ORT on CPU reproduces FP32 and Q/DQ INT8 math, and FP16 rounding of weights and activations
-    simulated_precisions = frozenset({"fp32", "fp16", "int8"})
     fp16_calibration = True  # FP16 measures activation magnitudes on the calibration images
 
     def __init__(self) -> None:

@@ -130,7 +130,6 @@ class TFLiteBackend(Backend):
 
     name = "tflite"
     package = "ai-edge-litert"
-    precisions = frozenset({"fp32", "fp16", "int8"})
 
     def available(self) -> str | None:
         if package_version("ai-edge-litert") or package_version("tflite-runtime"):
@@ -149,7 +148,6 @@ class TFLiteBackend(Backend):
             granularities=lc.GRANULARITIES,
             default_granularity="per-channel",
             extra_keys={"integer_output": ("int8",)},
-            op_types_ok=True,
         )
         if s.extra.get("integer_output", False) not in (True, False):
             raise InputError(
