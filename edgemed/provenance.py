@@ -7,6 +7,7 @@ import sys
 from datetime import datetime, timezone
 from importlib import metadata
 
+from edgemed import __version__
 from edgemed.runtimes import all_packages
 
 # What every artifact's numbers depend on besides the backends' own runtimes (from the registry).
@@ -28,7 +29,6 @@ def runtime_versions() -> dict[str, str]:
 
 def provenance(inputs: dict[str, str] | None = None, config: dict | None = None) -> dict:
     """The provenance block every artifact records: versions, input hashes, resolved config."""
-    from edgemed import __version__
 
     return {
         "edgemed": __version__,

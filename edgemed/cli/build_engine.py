@@ -61,7 +61,11 @@ def build_engine(
     model and TensorRT version that built them. The engine is re-checked on the artifact's
     validation images against the FP32 reference before it is written.
     """
-    from edgemed.pipeline.engine_build import BuildEngineRequest, build_engine, default_out
+    from edgemed.pipeline.engine_build import (  # lazy: --help
+        BuildEngineRequest,
+        build_engine,
+        default_out,
+    )
 
     req = BuildEngineRequest(
         artifact=Path(artifact),

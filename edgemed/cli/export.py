@@ -142,10 +142,10 @@ def export(
     force,
 ) -> None:
     """Export MODEL to TARGET at PRECISION, check it against FP32 on real images, write DIR."""
-    from edgemed.calibration import CalibrationOptions
-    from edgemed.models import parse_model_args
-    from edgemed.pipeline.budget import BudgetOptions
-    from edgemed.pipeline.export import ExportRequest, run_export
+    from edgemed.calibration import CalibrationOptions  # lazy: --help
+    from edgemed.models import parse_model_args  # lazy: --help
+    from edgemed.pipeline.budget import BudgetOptions  # lazy: --help
+    from edgemed.pipeline.export import ExportRequest, run_export  # lazy: --help
 
     quant = {"calib_method": calib_method, "granularity": granularity, "quant_mode": quant_mode}
     options = {k: v for k, v in quant.items() if v is not None}

@@ -8,6 +8,8 @@ import shlex
 
 import click
 
+from edgemed.errors import EdgemedError, UnavailableError
+
 
 @click.group()
 def fleet() -> None:
@@ -16,8 +18,8 @@ def fleet() -> None:
 
 def join_command(address: str, targets: tuple[str, ...], num_cpus: int | None) -> list[str]:
     """`ray start` joining HEAD and offering one unit of edgemed-target:P per target profile."""
-    from edgemed.executors import target_resource
-    from edgemed.profiles import resolve_target
+    from edgemed.executors import target_resource  # lazy: --help
+    from edgemed.profiles import resolve_target  # lazy: --help
 
     names = [resolve_target(t).name for t in targets]  # refuses an unknown profile by name
     resources = json.dumps({target_resource(n): 1 for n in names})
@@ -45,8 +47,6 @@ def join(targets, address, num_cpus, run) -> None:
     import shutil
     import subprocess
 
-    from edgemed.errors import EdgemedError, UnavailableError
-
     if shutil.which("ray") is None:
         raise UnavailableError("the `ray` command is not installed: pip install 'edgemed[cluster]'")
     rc = subprocess.run(cmd).returncode
@@ -58,7 +58,7 @@ def join(targets, address, num_cpus, run) -> None:
 @click.option("--address", required=True, help="The Ray head, HOST:PORT.")
 def status(address) -> None:
     """Target profiles the cluster's live nodes offer, with how many nodes offer each."""
-    from edgemed.executors import open_executor, parse_executor
+    from edgemed.executors import open_executor, parse_executor  # lazy: --help
 
     with open_executor(parse_executor(f"ray:{address}")) as ex:
         offered = ex.offered_targets()

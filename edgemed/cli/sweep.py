@@ -19,9 +19,9 @@ def sweep(plan, resume, executor, workers, out, force) -> None:
     """Expand PLAN.toml (data, grid, targets, precisions, [gate]) into train, export and bench
     jobs; write OUT/study, OUT/artifacts, OUT/bench and OUT/selection.json: for each target
     profile, the fastest artifact that passes the clinical gate."""
-    from edgemed.executors import parse_executor
-    from edgemed.sweep import load_plan
-    from edgemed.sweep.run import run_sweep
+    from edgemed.executors import parse_executor  # lazy: --help
+    from edgemed.sweep import load_plan  # lazy: --help
+    from edgemed.sweep.run import run_sweep  # lazy: --help
 
     spec = parse_executor(executor, workers)
     selection = run_sweep(load_plan(Path(plan)), Path(out), spec, resume, force)

@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.artifact import MANIFEST, Artifact, load_artifact
+from edgemed.backends import get_backend
 from edgemed.contract import Contract
+from edgemed.data import card_split_config, load_dataset
+from edgemed.data.locate import data_path
+from edgemed.data.overlap import split_overlap
 from edgemed.errors import InputError, UnavailableError
 from edgemed.fileio import read_json, sha256_file
 from edgemed.runtimes import REFERENCE_RUNTIME, RUNTIMES
@@ -75,7 +79,6 @@ def artifact_bytes(art: Artifact) -> int:
 def load_artifacts(paths: tuple[str, ...]) -> tuple[list[Artifact], dict[Path, str]]:
     """Load and verify every artifact; refuse unknown or unavailable runtimes up front. Among
     several, one whose files do not match its manifest becomes a failed row (the problems)."""
-    from edgemed.backends import get_backend
 
     arts, problems = [], {}
     for p in paths:
@@ -108,7 +111,6 @@ def card_of(art: Artifact) -> dict | None:
 
 def split_config(data: str, card: dict | None) -> dict:
     """The training split settings when benching on the model's own data (so 'test' is its test)."""
-    from edgemed.data import card_split_config
 
     return card_split_config(data, card)
 
@@ -149,8 +151,6 @@ def contract_mismatch(contract: Contract, ds, native: tuple | None, same_data: b
 
 def load_eval_data(data: str, split: str, art: Artifact, cache: dict) -> EvalData:
     """The split at the artifact's input size, checked against its contract (cached per size)."""
-    from edgemed.data import load_dataset
-    from edgemed.data.locate import data_path
 
     path = data_path(data)
     c, card = art.contract, card_of(art)
@@ -160,7 +160,6 @@ def load_eval_data(data: str, split: str, art: Artifact, cache: dict) -> EvalDat
     if key not in cache:
         ds = load_dataset(path, c.input_size, c.channels, **cfg)
         s = ds.split(split)
-        from edgemed.data.overlap import split_overlap
 
         ref = {"path": ds.path, "split": split, "n": len(s), "data_hash": ds.data_hash,
                "split_overlap": split_overlap(ds)}  # fmt: skip

@@ -12,7 +12,10 @@ import numpy as np
 from edgemed.errors import EdgemedError
 from edgemed.evaluation.drift import drift_from_logits
 from edgemed.evaluation.sanity import OutputError
+from edgemed.fileio import sha256_file
+from edgemed.harness.device import busy_warning, load_average
 from edgemed.harness.plan import Config, EvalData, Plan, Reference
+from edgemed.harness.proc import WorkerResult, run_worker
 
 
 class RowRequest(Protocol):
@@ -43,7 +46,6 @@ def reference_logits(
     ref: Reference, plan: Plan, out: Path, tmp: Path, timeout: float
 ) -> np.ndarray:
     """FP32 reference logits on the split (cached in DIR/references, computed in a worker)."""
-    from edgemed.harness.proc import run_worker
 
     cached = out / "references" / f"{ref.key}.npy"
     if cached.is_file():
@@ -67,15 +69,11 @@ def run_row(
     req: RowRequest, cfg: Config, ev: EvalData, ref_logits: np.ndarray, out: Path, tmp: Path
 ) -> dict:
     """Run one configuration in a fresh process and build its row (drift computed here)."""
-    from edgemed.harness.device import busy_warning, load_average
-    from edgemed.harness.proc import run_worker
 
     logits_path = out / "logits" / f"{cfg.key}.npy"
     job = worker_job(req, cfg, tmp / f"data-{ev.key}.npz", logits_path)
     before = load_average()
     if cfg.problem:  # a corrupted artifact is its own failed row, never run
-        from edgemed.harness.proc import WorkerResult
-
         res = WorkerResult("failed", {}, cfg.problem, 0.0)
     else:
         res = run_worker(job, tmp, req.timeout)
@@ -119,7 +117,6 @@ def _reference_is_self(cfg: Config) -> bool:
     its drift is 0 by construction, not a measurement, and the report says so."""
     if cfg.kind != "artifact" or cfg.reference.kind != "onnx":
         return False
-    from edgemed.fileio import sha256_file
 
     models = list(Path(cfg.path).glob("*.onnx"))
     return any(sha256_file(p) == cfg.reference.sha256 for p in models)

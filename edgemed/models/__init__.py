@@ -63,7 +63,7 @@ def build_model(
     """
     check_allowed(spec, factory, origin)
     if spec.name == REBUILD:
-        from edgemed.models.arch import rebuild
+        from edgemed.models.arch import rebuild  # lazy: import cycle with its package
 
         return _call(spec, rebuild, {**spec.kwargs, "factory": factory})
     if spec.is_zoo:
@@ -74,7 +74,7 @@ def build_model(
     module = _call(spec, load_factory(target), kwargs)
     if spec.output is None:
         return module
-    from edgemed.models.outputs import SelectOutput
+    from edgemed.models.outputs import SelectOutput  # lazy: imports torch
 
     return SelectOutput(module, spec.output)
 
@@ -83,7 +83,7 @@ def _call(spec: ModelSpec, factory, kwargs: dict):
     try:
         return factory(**kwargs)
     except ImportError as exc:  # an optional dependency imported when the model is built
-        from edgemed.models.probe import missing_module_error
+        from edgemed.models.probe import missing_module_error  # lazy: numpy (models imports none)
 
         raise missing_module_error(exc, f"model {spec.name!r}") from None
     except (TypeError, KeyError, AttributeError) as exc:
@@ -132,7 +132,7 @@ def load_factory(target: str):
                 f"{exc.name!r} here; check the spelling, pip install its package, or add its "
                 "folder to PYTHONPATH"
             ) from None
-        from edgemed.models.probe import missing_module_error
+        from edgemed.models.probe import missing_module_error  # lazy: numpy (models imports none)
 
         raise missing_module_error(exc, f"model factory {target!r}") from None
     except ImportError as exc:

@@ -19,6 +19,8 @@ from edgemed.calibration import (
     CalibrationSet,
 )
 from edgemed.contract import Contract
+from edgemed.data import card_split_config, load_dataset
+from edgemed.data.locate import data_path, datasets_root
 from edgemed.errors import InputError
 
 if sys.version_info >= (3, 11):
@@ -53,7 +55,6 @@ def load_recipe(path: Path, data_root: Path | None = None) -> CalibrationRecipe:
 
 def _recipe_base(data_root: Path | str | None) -> Path:
     """--data-root, else the datasets root (EDGEMED_DATA or ../shared/datasets), else the cwd."""
-    from edgemed.data.locate import datasets_root
 
     if data_root:
         return Path(data_root)
@@ -65,7 +66,6 @@ def recipe_from_arg(
 ) -> tuple[CalibrationRecipe, str | None]:
     """`--calib` is a recipe .toml or a data path (then: train split, default count, balanced,
     seed 0 unless `--calib-seed`)."""
-    from edgemed.data.locate import data_path
 
     p = data_path(calib)
     if p.suffix == ".toml":
@@ -126,7 +126,6 @@ def resolve_calibration(
     opts: CalibrationOptions = CalibrationOptions(),
 ) -> CalibrationSet:
     """Resolve `--calib` to a checked CalibrationSet for this model's contract."""
-    from edgemed.data import load_dataset
 
     recipe, recipe_path = recipe_from_arg(calib, opts)
     if not Path(recipe.data).exists():
@@ -185,7 +184,6 @@ def select(labels: np.ndarray, count: int, balance: bool, seed: int) -> np.ndarr
 
 def _split_config(data: str, card: dict | None) -> dict:
     """Same split settings as training when calibrating on the model's own data (same test split)."""
-    from edgemed.data import card_split_config
 
     return card_split_config(data, card)
 
@@ -240,7 +238,6 @@ def _check_test_overlap(hashes: tuple[str, ...], card: dict | None, ds, contract
 
 
 def _model_test_hashes(card: dict | None, ds, contract: Contract) -> set[str]:
-    from edgemed.data import load_dataset
 
     d = (card or {}).get("data") or {}
     if d.get("data_hash") == ds.data_hash:

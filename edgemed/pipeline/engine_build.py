@@ -19,9 +19,19 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.artifact import Artifact, load_artifact, write_manifest
+from edgemed.backends import run_batches
 from edgemed.backends.tensorrt import TensorRTBackend
+from edgemed.backends.tensorrt.device import (
+    check_dla_request,
+    device_identity,
+    tensorrt_unavailable,
+)
+from edgemed.backends.tensorrt.engine import EnginePlan, TensorRTEngineRunner, engine_from_onnx
+from edgemed.backends.tensorrt.precision import build_path, check_engine_precision, inspect_engine
 from edgemed.backends.tensorrt.profile import allow_tensorrt
 from edgemed.errors import DriftError, InputError, UnavailableError
+from edgemed.evaluation.drift import drift_from_logits
+from edgemed.evaluation.limits import EXPORT_DEFAULTS, limits_from, verdict
 from edgemed.fileio import (
     refuse_existing,
     sha256_file,
@@ -29,7 +39,11 @@ from edgemed.fileio import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from edgemed.harness.gpu_memory import gpu_memory_sampler
+from edgemed.onnx_export import load_onnx
 from edgemed.profiles import Profile
+from edgemed.progress import Progress
+from edgemed.provenance import provenance
 
 ENGINE_FILE = "model.engine"
 LAYERS_FILE = "engine-layers.json"  # the engine inspector's JSON (ProfilingVerbosity.DETAILED)
@@ -103,7 +117,6 @@ def engine_precision(art: Artifact, profile: Profile, asked: str | None) -> str:
 
 def engine_plan(req: BuildEngineRequest, art: Artifact, profile: Profile, precision: str):
     """Resolve flags over profile settings (flags win; each is recorded in the manifest)."""
-    from edgemed.backends.tensorrt.engine import EnginePlan
 
     workspace = req.workspace_mb if req.workspace_mb is not None else profile.workspace_mb
     dla = req.dla_core if req.dla_core is not None else profile.dla_core
@@ -118,7 +131,6 @@ def engine_plan(req: BuildEngineRequest, art: Artifact, profile: Profile, precis
 
 
 def _input_name(onnx_path: Path) -> str:
-    from edgemed.onnx_export import load_onnx
 
     graph = load_onnx(onnx_path).graph
     inits = {i.name for i in graph.initializer}
@@ -155,19 +167,12 @@ def check_target_gpu(profile: Profile, here) -> None:
 
 def engine_limits(req: BuildEngineRequest):
     """The drift limits the engine is held to: those given, the export defaults for the rest."""
-    from edgemed.evaluation.limits import EXPORT_DEFAULTS, limits_from
 
     return limits_from(dict(req.limits_given), EXPORT_DEFAULTS)
 
 
 def build_engine(req: BuildEngineRequest) -> dict:
     """Build, check and write one engine artifact; returns its manifest."""
-    from edgemed.backends.tensorrt.device import (
-        check_dla_request,
-        device_identity,
-        tensorrt_unavailable,
-    )
-    from edgemed.backends.tensorrt.precision import build_path
 
     engine_limits(req)  # a bad limit is refused before any work
     art = tensorrt_artifact(req.artifact)
@@ -191,9 +196,6 @@ def build_engine(req: BuildEngineRequest) -> dict:
 
 
 def _build_and_write(req, art, profile, plan, path, here, out: Path) -> dict:
-    from edgemed.backends.tensorrt.engine import engine_from_onnx
-    from edgemed.backends.tensorrt.precision import check_engine_precision, inspect_engine
-    from edgemed.progress import Progress
 
     bar = Progress(3, "build-engine")
     bar.note(f"building {plan.precision} engine on {here.gpu_name} (TensorRT {here.tensorrt}, "
@@ -229,10 +231,6 @@ def _fp32_nodes(art: Artifact) -> tuple[str, ...]:
 
 def _device_drift(engine: bytes, plan, art: Artifact, req: BuildEngineRequest):
     """Run the engine on the artifact's reference images; drift vs FP32 and GPU memory peak."""
-    from edgemed.backends import run_batches
-    from edgemed.backends.tensorrt.engine import TensorRTEngineRunner
-    from edgemed.evaluation.drift import drift_from_logits
-    from edgemed.evaluation.limits import verdict
 
     ref = art.manifest["reference"]
     images = np.load(art.path / ref["inputs"])
@@ -269,7 +267,6 @@ class _NoSampler:
 
 def _memory_sampler():
     """tegrastats on Jetson, NVML elsewhere; none (memory not recorded) when neither is there."""
-    from edgemed.harness.gpu_memory import gpu_memory_sampler
 
     try:
         return gpu_memory_sampler(pid=os.getpid())
@@ -278,7 +275,6 @@ def _memory_sampler():
 
 
 def _engine_manifest(req, art, profile, plan, here, facts: dict, drift, memory) -> dict:
-    from edgemed.provenance import provenance
 
     path = facts["path"]
     onnx_sha = sha256_file(art.path / path.onnx_file)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgemed.errors import InputError
+from edgemed.evaluation.limits import BUNDLE_DEFAULTS, METRICS, limits_from
+from edgemed.profiles import resolve_target
 
 GRIDS = ("quick", "default")
 KEYS = {
@@ -42,7 +44,6 @@ class SweepPlan:
 
     def pairs(self) -> list[tuple[str, str]]:
         """(target, precision) for every export, skipping precisions a profile does not offer."""
-        from edgemed.profiles import resolve_target
 
         out = []
         for t in self.targets:
@@ -94,7 +95,6 @@ def _plan(raw: dict, path: Path) -> SweepPlan:
 
 def _gate(raw: dict, path: Path) -> tuple[tuple[str, float], ...]:
     """[gate] max_auc_drop = 0.01 ... (the bench flag names without the dashes)."""
-    from edgemed.evaluation.limits import METRICS
 
     by_name = {m.flag.lstrip("-").replace("-", "_"): k for k, m in METRICS.items()}
     bad = sorted(set(raw) - set(by_name))
@@ -104,8 +104,6 @@ def _gate(raw: dict, path: Path) -> tuple[tuple[str, float], ...]:
 
 
 def _check(plan: SweepPlan, path: Path) -> None:
-    from edgemed.evaluation.limits import BUNDLE_DEFAULTS, limits_from
-    from edgemed.profiles import resolve_target
 
     if plan.grid not in GRIDS:
         raise InputError(f"sweep plan {path}: grid must be one of {list(GRIDS)}, got {plan.grid!r}")

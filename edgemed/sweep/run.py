@@ -9,11 +9,21 @@ import os
 import shutil
 from pathlib import Path
 
+from edgemed.artifact import MANIFEST
 from edgemed.errors import EdgemedError, InputError
+from edgemed.evaluation.drift import Drift
+from edgemed.evaluation.limits import BUNDLE_DEFAULTS, limits_from, verdict
 from edgemed.executors import ExecutorSpec, Job, check_available, open_executor
 from edgemed.executors.blobs import pack_dirs, unpack
-from edgemed.fileio import write_json_atomic
+from edgemed.fileio import read_json, write_json_atomic
+from edgemed.harness.bench import BenchRequest, run_bench
+from edgemed.pipeline.budget import UNGATED, BudgetOptions
+from edgemed.pipeline.export import ExportRequest, run_export
+from edgemed.profiles import resolve_target
+from edgemed.provenance import provenance
 from edgemed.runtimes import registration
+from edgemed.study import StudyConfig
+from edgemed.study.run import partial_dir, run_study
 from edgemed.sweep import SweepPlan
 
 SELECTION = "selection.json"
@@ -47,8 +57,6 @@ def _claim(out: Path, resume: bool, force: bool) -> None:
 
 def train_stage(plan: SweepPlan, out: Path, spec: ExecutorSpec) -> dict[str, Path]:
     """The study grid (trained, exported to ORT, timed): model name -> training dir."""
-    from edgemed.study import StudyConfig
-    from edgemed.study.run import partial_dir, run_study
 
     study_out = out / "study"
     started = study_out.exists() or partial_dir(study_out).exists()
@@ -70,9 +78,6 @@ def train_stage(plan: SweepPlan, out: Path, spec: ExecutorSpec) -> dict[str, Pat
 def export_task(model: object, name: str, target: str, precision: str, data: str) -> dict:
     """On a worker: export one model; the artifact as a blob, or the export's error line."""
     import tempfile
-
-    from edgemed.pipeline.budget import UNGATED, BudgetOptions
-    from edgemed.pipeline.export import ExportRequest, run_export
 
     with tempfile.TemporaryDirectory(prefix="edgemed-export-") as d:
         tmp = Path(d)
@@ -96,7 +101,6 @@ def export_task(model: object, name: str, target: str, precision: str, data: str
 
 def export_stage(plan: SweepPlan, out: Path, spec: ExecutorSpec, models: dict[str, Path]):
     """Every model x (target, precision) not yet exported; returns (artifact dirs, failures)."""
-    from edgemed.profiles import resolve_target
 
     arts_dir = out / "artifacts"
     arts_dir.mkdir(exist_ok=True)
@@ -138,7 +142,6 @@ def export_stage(plan: SweepPlan, out: Path, spec: ExecutorSpec, models: dict[st
 
 def bench_stage(plan: SweepPlan, out: Path, spec: ExecutorSpec, arts: list[Path]) -> dict:
     """Every artifact on a device of its profile (bench --resume where a run was started)."""
-    from edgemed.harness.bench import BenchRequest, run_bench
 
     if not arts:
         raise EdgemedError(f"no artifact could be exported; see {out / 'artifacts'}")
@@ -157,8 +160,6 @@ def bench_stage(plan: SweepPlan, out: Path, spec: ExecutorSpec, arts: list[Path]
 
 def row_target(row: dict) -> str:
     """The target profile of a bench row: where it ran, else its artifact's manifest."""
-    from edgemed.artifact import MANIFEST
-    from edgemed.fileio import read_json
 
     node = row.get("node") or {}
     if node.get("target"):
@@ -168,9 +169,6 @@ def row_target(row: dict) -> str:
 
 def select(plan: SweepPlan, results: dict, export_failures: dict[str, str], out: Path) -> dict:
     """Per target: the fastest artifact (median latency) whose drift passes the clinical gate."""
-    from edgemed.evaluation.drift import Drift
-    from edgemed.evaluation.limits import BUNDLE_DEFAULTS, limits_from, verdict
-    from edgemed.provenance import provenance
 
     limits = limits_from(dict(plan.gate), BUNDLE_DEFAULTS)
     targets: dict[str, dict] = {t: {"candidates": [], "passing": []} for t in plan.targets}

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.backends import Backend, Converted, ConvertRequest, Runner
+from edgemed.backends.fp16 import refuse_nonfinite
 from edgemed.backends.quant import (
     QuantSettings,
     calibration_info,
@@ -176,7 +177,6 @@ class TFLiteBackend(Backend):
             with tempfile.TemporaryDirectory(prefix="edgemed-tflite-") as tmp:
                 lc.tflite_fp32(req.module, contract, Path(tmp) / "fp32.tflite")
                 info = lc.tflite_fp16(Path(tmp) / "fp32.tflite", target)
-            from edgemed.backends.fp16 import refuse_nonfinite
 
             refuse_nonfinite(
                 TFLiteRunner(target), contract, req.validation, "TFLite fp16 (float16 weights)",
