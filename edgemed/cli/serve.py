@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from edgemed.errors import InputError
-
 
 def _opt(name: str, **kw):
     """A flag whose name is also its TOML key (`--ae-title` <-> `ae-title = ...`)."""
@@ -43,8 +41,9 @@ def serve(bundle_path, pubkey, config_path, **flags) -> None:
     import signal
     import threading
 
-    from edgemed.serve.config import build_config, read_toml  # lazy: --help
-    from edgemed.serve.service import Service  # lazy: --help
+    from edgemed.errors import InputError
+    from edgemed.serve.config import build_config, read_toml
+    from edgemed.serve.service import Service
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # not a line per association
@@ -82,7 +81,7 @@ def audit() -> None:
 @click.argument("log_path", metavar="LOG", type=click.Path())
 def audit_verify(log_path) -> None:
     """Check that no entry of LOG was edited, removed, inserted or reordered."""
-    from edgemed.serve.audit import verify_log  # lazy: --help
+    from edgemed.serve.audit import verify_log
 
     report = verify_log(Path(log_path))
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.events.items()))

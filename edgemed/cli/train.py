@@ -16,7 +16,6 @@ from edgemed.cli.options import (
     output_choice,
     output_options,
 )
-from edgemed.errors import InputError
 
 
 @click.command()
@@ -87,10 +86,10 @@ def train(
     force,
 ) -> None:
     """Train a classifier with early stopping on validation AUC; write model.pt and card.json."""
-    from edgemed.fileio import refuse_existing  # lazy: --help
-    from edgemed.models import ModelSpec, parse_model_args  # lazy: --help
-    from edgemed.pipeline.training import TrainConfig, write_training_dir  # lazy: --help
-    from edgemed.pipeline.training import train as run_train  # lazy: --help
+    from edgemed.fileio import refuse_existing
+    from edgemed.models import ModelSpec, parse_model_args
+    from edgemed.pipeline.training import TrainConfig, write_training_dir
+    from edgemed.pipeline.training import train as run_train
 
     refuse_existing(Path(out), force)
     kwargs = parse_model_args(model_args)
@@ -134,7 +133,7 @@ def train(
 
 
 def _warn_overlap(data: dict) -> None:
-    from edgemed.data.overlap import overlap_warning  # lazy: --help
+    from edgemed.data.overlap import overlap_warning
 
     line = overlap_warning(data["split_overlap"], data["path"])
     if line:
@@ -142,6 +141,7 @@ def _warn_overlap(data: dict) -> None:
 
 
 def _check(cfg) -> None:
+    from edgemed.errors import InputError
 
     for name in ("epochs", "batch_size", "patience"):
         if getattr(cfg, name) < 1:

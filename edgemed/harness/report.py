@@ -7,7 +7,6 @@ from __future__ import annotations
 from html import escape
 
 from edgemed.evaluation.pareto import pareto_front
-from edgemed.harness.group_report import group_html
 from edgemed.harness.svg import Axes, color, padded
 
 COLUMNS = (
@@ -153,6 +152,8 @@ def html_report(results: dict) -> str:
         _section("Confusion matrices at the operating threshold", _grid(confusion_tables(ok))),
     ]
     if results.get("subgroups"):
+        from edgemed.harness.group_report import group_html
+
         sections.insert(1, _section("Subgroups", group_html(results)))
     style = (
         "body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;"

@@ -19,14 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemed.artifact import load_artifact
 from edgemed.backends import eval_batch, open_runner, run_batches
-from edgemed.backends.onnxruntime import OnnxRuntimeRunner
 from edgemed.contract import Contract
 from edgemed.errors import EdgemedError, InputError
 from edgemed.fileio import write_json_atomic
-from edgemed.harness.latency import measure_latency
-from edgemed.harness.torch_runner import TorchRunner
 
 FAULT_ENV = "EDGEMED_BENCH_FAULT"
 EVAL_BATCH = 32
@@ -47,9 +43,17 @@ def open_job_runner(job: dict):
     """The Runner for the job: an artifact through its backend, or a torch/ONNX reference file."""
     kind, path, threads = job["kind"], Path(job["path"]), job.get("threads")
     if kind == "artifact":
+        # lazy: loaded after the RSS baseline (in the delta)
+        from edgemed.artifact import load_artifact
+
         return open_runner(load_artifact(path, verify=False), threads)
     if kind == "torch":
+        # lazy: loaded after the RSS baseline (in the delta)
+        from edgemed.harness.torch_runner import TorchRunner
+
         return TorchRunner(path, threads)
+    # lazy: loaded after the RSS baseline (in the delta)
+    from edgemed.backends.onnxruntime import OnnxRuntimeRunner
 
     return OnnxRuntimeRunner(path, threads)
 
@@ -58,6 +62,8 @@ def _eval_batch(job: dict) -> int:
     """The batch the artifact's manifest says its accuracy was measured at (dynamic INT8: 1)."""
     if job["kind"] != "artifact":
         return EVAL_BATCH
+    # lazy: loaded after the RSS baseline (in the delta)
+    from edgemed.artifact import load_artifact
 
     manifest = load_artifact(Path(job["path"]), verify=False).manifest
     return eval_batch(manifest.get("backend") or {}, EVAL_BATCH)
@@ -138,6 +144,8 @@ def gpu_result(sampler) -> dict:
 
 
 def _measure(runner, contract, images: np.ndarray, job: dict) -> dict:
+    # lazy: loaded after the RSS baseline (in the delta)
+    from edgemed.harness.latency import measure_latency
 
     batch = int(job["batch"])
     if runner.batch_limit and batch > runner.batch_limit:

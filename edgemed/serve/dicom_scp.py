@@ -7,8 +7,6 @@ import logging
 from collections.abc import Callable
 from io import BytesIO
 
-from edgemed.errors import InputError
-
 log = logging.getLogger("edgemed.serve")
 
 OUT_OF_RESOURCES = 0xA700
@@ -45,6 +43,8 @@ def start_scp(
     """Listen (non-blocking); `admit(uid, chunks, calling_aet)` spools one instance."""
     from pynetdicom import AE, AllStoragePresentationContexts, evt
     from pynetdicom.sop_class import Verification
+
+    from edgemed.errors import InputError
 
     ae = AE(ae_title=ae_title)
     ae.supported_contexts = AllStoragePresentationContexts

@@ -21,8 +21,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from edgemed.errors import EdgemedError, InputError
-from edgemed.serve.intake import sop_instance_uid, stow_parts
-from edgemed.serve.spool import valid_uid
 
 log = logging.getLogger("edgemed.serve")
 OPEN_PATHS = ("/healthz", "/readyz")
@@ -95,6 +93,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, svc.metrics.render().encode(), "text/plain; version=0.0.4")
         elif path.startswith("/v1/results/"):
             uid = path.removeprefix("/v1/results/")
+            from edgemed.serve.spool import valid_uid
 
             result = svc.result(uid) if valid_uid(uid) else None
             if result is None:
@@ -132,6 +131,7 @@ class Handler(BaseHTTPRequestHandler):
         self._json(200, result)
 
     def _stow(self, body: bytes) -> None:
+        from edgemed.serve.intake import sop_instance_uid, stow_parts
 
         try:
             parts = stow_parts(self.headers.get("Content-Type", ""), body)

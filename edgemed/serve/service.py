@@ -18,14 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgemed.appliance import load
 from edgemed.errors import EdgemedError, InputError
 from edgemed.serve.audit import AuditLog
-from edgemed.serve.config import ServeConfig, modality_filter
-from edgemed.serve.dicom_scp import start_scp
+from edgemed.serve.config import ServeConfig
 from edgemed.serve.forwarder import Forwarder, dest_key
-from edgemed.serve.http import start_http
-from edgemed.serve.intake import check_header, read_header
 from edgemed.serve.metrics import Metrics
 from edgemed.serve.spool import Spool
 from edgemed.serve.sr import Algorithm, build_sr
@@ -44,6 +40,8 @@ class Model:
 
 def open_model(bundle: Path, pubkey: Path, cfg: ServeConfig) -> Model:
     """Verify and load `bundle` completely (appliance.load), or raise; nothing half-switched."""
+    from edgemed.appliance import load
+    from edgemed.serve.config import modality_filter
 
     predictor = load(bundle, pubkey, cfg.threads)
     try:
@@ -83,6 +81,8 @@ class Service:
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
+        from edgemed.serve.dicom_scp import start_scp
+        from edgemed.serve.http import start_http
 
         a = self.model.algorithm
         self.audit.append("started", bundle_id=a.bundle_id, bundle_sha256=a.bundle_sha256)
@@ -191,6 +191,7 @@ class Service:
             return None
 
     def _classify(self, uid: str):
+        from edgemed.serve.intake import check_header, read_header
 
         src = self.spool.path("queue", uid, ".dcm")
         t0 = time.perf_counter()
