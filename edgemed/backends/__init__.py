@@ -17,7 +17,7 @@ import numpy as np
 
 from edgemed.contract import Contract
 from edgemed.errors import InputError, UnavailableError
-from edgemed.runtimes import registration
+from edgemed.runtimes import RUNTIMES, registration
 
 if TYPE_CHECKING:  # types only: torch is imported lazily
     import torch
@@ -96,6 +96,14 @@ class Runner(ABC):
         self.deactivate()
 
 
+class _RegisteredPrecisions:
+    """`Backend.precisions`, on the class and its instances alike: what its registration in
+    `edgemed.runtimes.RUNTIMES` declares (none for a class no runtime name registers)."""
+
+    def __get__(self, obj, cls) -> frozenset[str]:
+        return RUNTIMES[cls.name].precisions if cls.name in RUNTIMES else frozenset()
+
+
 class Backend(ABC):
     """One runtime: can it run here, convert the reference ONNX, open a runner on an artifact.
 
@@ -150,9 +158,7 @@ class Backend(ABC):
         if msg:
             raise UnavailableError(msg)
 
-    @property
-    def precisions(self) -> frozenset[str]:
-        return registration(self.name).precisions
+    precisions = _RegisteredPrecisions()
 
     def check_precision(self, precision: str) -> None:
         if precision not in self.precisions:
