@@ -66,8 +66,8 @@ def nncf_rows(model_dir: Path, loaded, ref, test, tmp: Path) -> list[list]:
 
     from edgemed.backends.openvino import OpenVINORunner, ov_model_from_onnx
     from edgemed.backends.openvino.quant import nncf_output
-    from edgemed.calibration import resolve_calibration
     from edgemed.onnx_export import onnx_from_torch
+    from edgemed.pipeline.calibration import resolve_calibration
 
     onnx_path = onnx_from_torch(loaded.module, loaded.contract, tmp / "ref.onnx")
     cal = resolve_calibration(str(CXR), loaded.contract, loaded.card)
@@ -94,7 +94,8 @@ def nncf_rows(model_dir: Path, loaded, ref, test, tmp: Path) -> list[list]:
 
 
 def export_rows(model_dir: Path, loaded, ref, test, tmp: Path) -> list[list]:
-    from edgemed.artifact import load_artifact, open_runner
+    from edgemed.artifact import load_artifact
+    from edgemed.backends import open_runner
     from edgemed.pipeline.export import ExportRequest, run_export
 
     configs = [(t, p, {}) for t in ("openvino", "tflite") for p in ("fp32", "fp16", "int8")]

@@ -158,8 +158,8 @@ def controlled_row(run, model_dir, target, precision, opts, out, base, ref, test
 
 def measure(out: Path, manifest: dict, ref, test) -> dict:
     """Drift on the test split and batch-1 single-thread latency of one artifact."""
-    from edgemed.artifact import load_artifact, open_runner
-    from edgemed.backends import run_batches
+    from edgemed.artifact import load_artifact
+    from edgemed.backends import open_runner, run_batches
     from edgemed.evaluation.drift import drift_from_logits
     from edgemed.harness.latency import measure_latency
 

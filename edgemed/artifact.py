@@ -79,10 +79,3 @@ def load_artifact(path: str | Path, verify: bool = True) -> Artifact:
                     f"artifact {root}: {name} does not match its manifest hash (modified?); re-export it"
                 )
     return Artifact(root, manifest, Contract.from_dict(manifest["contract"]))
-
-
-def open_runner(artifact: Artifact, threads: int | None = None):
-    """A not-yet-activated Runner for the artifact's runtime."""
-    from edgemed.backends import get_backend
-
-    return get_backend(artifact.runtime).open(artifact, threads)

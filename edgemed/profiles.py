@@ -1,7 +1,8 @@
 """Deployment-target profiles (targets/*.toml): runtime + device settings, validated strictly.
 
-`--target` takes a runtime name (onnx, openvino, tflite, tensorrt), a profile name from the
-targets directory, or a path to a profile file.
+`--target` takes a runtime name (`edgemed.runtimes.RUNTIMES`), a profile name from the targets
+directory, or a path to a profile file. Keys only one runtime understands are declared on its
+registration (`profile_keys`) and checked by its `profile_check`.
 """
 
 from __future__ import annotations
@@ -11,21 +12,15 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from edgemed.backends import BACKENDS
 from edgemed.errors import InputError
 from edgemed.fileio import sha256_file
+from edgemed.runtimes import DEVICES, PRECISIONS, RUNTIMES, profile_checked_fields, registration
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-RUNTIMES = tuple(BACKENDS)  # the registry is the one list of runtime names
-DEVICES = ("cpu", "gpu", "jetson")
-PRECISIONS = ("fp32", "fp16", "int8")
-TENSORRT_MAJORS = (10, 11)
-# JetPack -> the TensorRT generation it ships (TensorRT 11 does not support JetPack).
-JETPACK_TENSORRT = {"6.1": 10, "6.2": 10}
 ARCHES = ("x86_64", "aarch64")  # platform.machine() spellings
 DEVICE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
@@ -72,17 +67,13 @@ class Profile:
             raise InputError(
                 f"profile {where}: precisions must be a non-empty subset of {list(PRECISIONS)}, got {list(self.precisions)}"
             )
-        if self.dla_core is not None and self.runtime != "tensorrt":
-            raise InputError(f"profile {where}: dla_core applies only to the tensorrt runtime")
-        if self.dla_core is not None and (self.dla_core < 0 or self.device != "jetson"):
-            raise InputError(f"profile {where}: dla_core must be >= 0 and needs device = 'jetson'")
-        if self.runtime == "tensorrt" and self.device == "cpu":
-            raise InputError(f"profile {where}: tensorrt needs device 'gpu' or 'jetson'")
-        if self.workspace_mb is not None and self.workspace_mb < 1:
-            raise InputError(f"profile {where}: workspace_mb must be >= 1")
+        devices = registration(self.runtime).devices
+        if self.device not in devices:
+            need = " or ".join(repr(d) for d in DEVICES if d in devices)
+            raise InputError(f"profile {where}: {self.runtime} needs device {need}")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"profile {where}: threads must be >= 1")
-        self._check_tensorrt(where)
+        self._check_runtime_keys(where)
         self._check_device(where)
 
     @property
@@ -108,48 +99,20 @@ class Profile:
                 f"spells them (e.g. ['avx2', 'avx512_vnni']), got {list(self.cpu_flags)}"
             )
 
-    def _check_tensorrt(self, where: str) -> None:
-        """tensorrt_major: 10 and/or 11 for tensorrt targets; a JetPack fixes it (6.1: 10.x)."""
-        if self.runtime != "tensorrt":
-            if self.tensorrt_major or self.jetpack:
-                raise InputError(f"profile {where}: tensorrt_major/jetpack apply only to tensorrt")
-            return
-        if self.jetpack is not None and self.jetpack not in JETPACK_TENSORRT:
-            raise InputError(
-                f"profile {where}: jetpack {self.jetpack!r} is not supported; known: "
-                f"{', '.join(JETPACK_TENSORRT)} (TensorRT 10.x)"
-            )
-        if isinstance(self.tensorrt_major, list):  # as recorded in a manifest
-            object.__setattr__(self, "tensorrt_major", tuple(self.tensorrt_major))
-        if not isinstance(self.tensorrt_major, tuple):
-            raise InputError(f"profile {where}: tensorrt_major must be a list such as [10, 11]")
-        jp = JETPACK_TENSORRT.get(self.jetpack or "")
-        default = (jp,) if jp else (10,) if self.device == "jetson" else TENSORRT_MAJORS
-        majors = tuple(self.tensorrt_major) or default
-        bad = [m for m in majors if m not in TENSORRT_MAJORS]
-        if bad or len(set(majors)) != len(majors):
-            raise InputError(
-                f"profile {where}: tensorrt_major must be distinct values from "
-                f"{list(TENSORRT_MAJORS)}, got {list(majors)}"
-            )
-        if self.device == "jetson" and majors != (jp or 10,):
-            raise InputError(
-                f"profile {where}: a Jetson with JetPack {self.jetpack or '6.x'} builds with "
-                f"TensorRT {jp or 10}.x (TensorRT 11 does not support JetPack); set "
-                f"tensorrt_major = [{jp or 10}]"
-            )
-        object.__setattr__(self, "tensorrt_major", majors)  # frozen: fill in the default once
-
-    def allow_tensorrt(self, version: str) -> None:
-        """Refuse building this target's engine with a TensorRT generation it does not name."""
-        major = int(version.split(".")[0])
-        if major not in self.tensorrt_major:
-            gens = " or ".join(f"{m}.x" for m in self.tensorrt_major)
-            raise InputError(
-                f"target {self.name} builds with TensorRT {gens}, but TensorRT {version} is "
-                f"installed here; build on the target's TensorRT (e.g. Dockerfile.jetson) or "
-                "export for a target that names this generation (tensorrt, desktop-rtx)"
-            )
+    def _check_runtime_keys(self, where: str) -> None:
+        """Keys one runtime declares (`Registration.profile_keys`) are refused on the others'
+        profiles; its `profile_check` validates them and fills in their defaults once."""
+        keys = registration(self.runtime).profile_keys
+        for f in fields(self):
+            if f.name in keys or getattr(self, f.name) in (f.default, [], ()):
+                continue
+            owners = [n for n, r in RUNTIMES.items() if f.name in r.profile_keys]
+            if owners:
+                raise InputError(
+                    f"profile {where}: {f.name} applies only to the {'/'.join(owners)} runtime"
+                )
+        for name, value in profile_checked_fields(self).items():
+            object.__setattr__(self, name, value)  # frozen: fill in the defaults once
 
     def to_dict(self) -> dict:
         return {
@@ -231,8 +194,9 @@ def resolve_target(target: str) -> Profile:
     candidate = targets_dir() / f"{target}.toml"
     if candidate.is_file():
         return load_profile(candidate)
-    if target in RUNTIMES:
-        return Profile(name=target, runtime=target)
+    if target in RUNTIMES:  # the runtime's own defaults, at the precisions it converts to
+        offered = registration(target).precisions
+        return Profile(target, target, precisions=tuple(p for p in PRECISIONS if p in offered))
     raise InputError(
         f"unknown target {target!r}; known targets: {', '.join(known_profiles())} (or a path to a .toml profile)"
     )

@@ -7,6 +7,9 @@ import sys
 from datetime import datetime, timezone
 from importlib import metadata
 
+from edgemed import __version__
+from edgemed.runtimes import all_packages
+
 # What every artifact's numbers depend on besides the backends' own runtimes (from the registry).
 BASE_PACKAGES = ("numpy", "onnx", "torch", "onnxconverter-common", "pydicom", "cryptography")
 
@@ -20,15 +23,12 @@ def package_version(name: str) -> str | None:
 
 def runtime_versions() -> dict[str, str]:
     """Installed versions of the packages an artifact's numbers depend on."""
-    from edgemed.backends import BACKENDS
-
-    names = BASE_PACKAGES + tuple(p for r in BACKENDS.values() for p in r.packages)
+    names = BASE_PACKAGES + all_packages()
     return {n: v for n in dict.fromkeys(names) if (v := package_version(n))}
 
 
 def provenance(inputs: dict[str, str] | None = None, config: dict | None = None) -> dict:
     """The provenance block every artifact records: versions, input hashes, resolved config."""
-    from edgemed import __version__
 
     return {
         "edgemed": __version__,

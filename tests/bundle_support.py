@@ -59,8 +59,8 @@ def bench_report(artifact: Path, out: Path) -> Path:
 def measured_bench_report(artifact: Path, out: Path) -> Path:
     """results.json (edgemed-bench/1) with real numbers: the artifact run by its own runtime on the
     real chest X-ray test split vs the torch FP32 reference of its source model (harness.drift)."""
-    from edgemed.artifact import load_artifact, open_runner
-    from edgemed.backends import run_batches
+    from edgemed.artifact import load_artifact
+    from edgemed.backends import open_runner, run_batches
     from edgemed.data import load_dataset
     from edgemed.evaluation.drift import drift_from_logits
     from edgemed.fileio import sha256_file

@@ -70,8 +70,8 @@ def int8_bundle(cxr_model, keys, tmp_path_factory) -> Path:
 
 def test_predict_equals_running_the_artifact_directly(cxr_bundle, cxr_onnx, keys, inputs):
     from edgemed.appliance import load
-    from edgemed.artifact import load_artifact, open_runner
-    from edgemed.backends import run_batches
+    from edgemed.artifact import load_artifact
+    from edgemed.backends import open_runner, run_batches
 
     art = load_artifact(cxr_onnx)
     images = cxr_test_images(3)[..., None]

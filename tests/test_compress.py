@@ -117,9 +117,9 @@ def _randomized_bn(module):
     ],
 )
 def test_full_rank_factorization_reproduces_the_original(method, name):
-    from edgemed.compress.arch import compressed_spec, rebuild
     from edgemed.compress.lowrank import RankRule, factorize
     from edgemed.models import ModelSpec, build_model
+    from edgemed.models.arch import compressed_spec, rebuild
 
     spec = ModelSpec(name, {"width": 0.25} if name == "resnet18" else {})
     torch.manual_seed(0)

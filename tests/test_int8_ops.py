@@ -50,9 +50,10 @@ def test_accuracy_control_never_answers_with_the_fp32_model(cxr_onnx, tmp_path):
     scored as a failed attempt without being measured, so it can never be chosen."""
     from edgemed.backends import ConvertRequest
     from edgemed.backends.onnxruntime import OnnxRuntimeBackend
-    from edgemed.calibration import CalibrationOptions, calibration_for_export
+    from edgemed.calibration import CalibrationOptions
     from edgemed.contract import Contract
     from edgemed.pipeline.budget import BudgetOptions, budget_for
+    from edgemed.pipeline.calibration import calibration_for_export
     from edgemed.pipeline.fallback import _Search
 
     contract = Contract.from_dict(json.loads((cxr_onnx / "manifest.json").read_text())["contract"])
@@ -131,9 +132,10 @@ def test_tflite_keeps_a_conv_before_a_relu6_float_without_a_crash(tmp_path):
     from edgemed.backends.int8_ops import count_int8
     from edgemed.backends.quant import QuantSettings
     from edgemed.backends.tflite import convert as lc
-    from edgemed.calibration import CalibrationOptions, calibration_for_export
+    from edgemed.calibration import CalibrationOptions
     from edgemed.contract import Contract
     from edgemed.models import ModelSpec, build_model
+    from edgemed.pipeline.calibration import calibration_for_export
 
     module = build_model(ModelSpec("mobilenetv2-small"), 1, 1).eval()
     contract = Contract(input_size=(28, 28), channels=1, class_names=("normal", "pneumonia"))

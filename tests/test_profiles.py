@@ -78,7 +78,10 @@ def _profile(tmp_path: Path, text: str) -> Path:
         ('runtime = "tensorrt"\ndevice = "cpu"\n', "needs device 'gpu' or 'jetson'"),
         ('runtime = "onnx"\nprecisions = ["int4"]\n', "precisions must be"),
         ('runtime = "tensorrt"\ndevice = "gpu"\nworkspace_mb = 0\n', "workspace_mb must be"),
-        ('runtime = "onnx"\ntensorrt_major = [10]\n', "apply only to tensorrt"),
+        (
+            'runtime = "onnx"\ntensorrt_major = [10]\n',
+            "tensorrt_major applies only to the tensorrt runtime",
+        ),
         ('runtime = "tensorrt"\ndevice = "gpu"\ntensorrt_major = [9]\n', "distinct values from"),
         ('runtime = "tensorrt"\ndevice = "gpu"\ntensorrt_major = 11\n', "must be a list"),
         (

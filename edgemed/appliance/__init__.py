@@ -24,9 +24,14 @@ import numpy as np
 from edgemed.appliance.images import InputSpec, read_input
 from edgemed.appliance.tarstream import Limits
 from edgemed.appliance.verify import VerifiedBundle, verify_bundle
+from edgemed.artifact import load_artifact
+from edgemed.backends import open_runner
 from edgemed.bundle import CONTRACT_NAME, MODEL_DIR
 from edgemed.contract import Contract
 from edgemed.errors import InputError
+from edgemed.evaluation.sanity import check_outputs
+from edgemed.fileio import private_tempdir
+from edgemed.provenance import package_version
 
 __all__ = ["Limits", "Predictor", "load", "verify_bundle"]
 WORKDIR_PREFIX = "edgemed-appliance-"
@@ -43,7 +48,6 @@ def load(
 
     The private dir is TMPDIR/edgemed-appliance-PID-XXXX; those left by killed processes are
     removed here, and this one on close, on any error and at interpreter exit."""
-    from edgemed.fileio import private_tempdir
 
     workdir = private_tempdir(WORKDIR_PREFIX)
     try:
@@ -58,8 +62,6 @@ class Predictor:
     """A verified bundle with its runner activated: `predict(path) -> dict`."""
 
     def __init__(self, verified: VerifiedBundle, workdir: Path, threads: int | None = None) -> None:
-        from edgemed.artifact import load_artifact, open_runner
-        from edgemed.provenance import package_version
 
         self.bundle = verified
         self.contract = Contract.from_json((workdir / CONTRACT_NAME).read_text())
@@ -109,7 +111,6 @@ class Predictor:
 
     def decide(self, logits: np.ndarray) -> dict:
         """Probabilities per class name and the decision at the contract's threshold."""
-        from edgemed.evaluation.sanity import check_outputs
 
         c = self.contract
         # Never a decision from NaN/Inf or from the wrong number of outputs (one line, non-zero).

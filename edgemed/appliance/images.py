@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.contract import Contract
+from edgemed.data.dicom import dicom_pixels, is_dicom
+from edgemed.data.images import pil_to_array, resize_array
 from edgemed.errors import InputError
 from edgemed.imagecheck import check_content, decode_errors, open_image
 
@@ -63,8 +65,6 @@ class InputSpec:
 
 def read_input(path: str | Path, spec: InputSpec) -> np.ndarray:
     """Decode, check and resize one input file to uint8 (H, W, C) by the contract."""
-    from edgemed.data.dicom import dicom_pixels, is_dicom
-    from edgemed.data.images import resize_array
 
     path = Path(path)
     if not path.is_file():
@@ -80,8 +80,6 @@ def read_input(path: str | Path, spec: InputSpec) -> np.ndarray:
 
 def raster_pixels(path: Path, spec: InputSpec) -> np.ndarray:
     """PNG/JPEG/BMP/TIFF -> uint8 (H, W) or (H, W, 3) by the training reader's conversion rule."""
-
-    from edgemed.data.images import pil_to_array
 
     try:
         with open_image(path) as img:

@@ -22,6 +22,9 @@ from pathlib import Path, PurePosixPath
 from edgemed.appliance.tarstream import REFETCH, Limits, TarStream
 from edgemed.bundle import FORMAT, MANIFEST_NAME, MAX_MANIFEST_BYTES, SIGNATURE_NAME
 from edgemed.errors import InputError, UnavailableError
+from edgemed.provenance import package_version
+from edgemed.runtimes import RUNTIMES
+from edgemed.signing import fingerprint, load_public_key, signature_is_valid
 
 __all__ = ["Limits", "VerifiedBundle", "verify_bundle"]
 
@@ -61,7 +64,6 @@ def verify_bundle(
     read; then each member is read only if it is listed, at its signed size, and (when
     extracting) written only after its bytes matched their signed SHA-256.
     """
-    from edgemed.signing import fingerprint, load_public_key
 
     path, limits = Path(bundle), limits or Limits()
     if not path.is_file():
@@ -216,7 +218,6 @@ def _create(dest: Path, name: str):
 
 
 def check_signature(key, manifest_raw: bytes | None, signature: bytes | None, path: Path) -> None:
-    from edgemed.signing import fingerprint, signature_is_valid
 
     for name, data in ((MANIFEST_NAME, manifest_raw), (SIGNATURE_NAME, signature)):
         if data is None:
@@ -273,14 +274,12 @@ def _entry_ok(entry) -> bool:
 
 def runtime_check(manifest: dict) -> str:
     """The bundle's runtime package must be installed here in the same major version."""
-    from edgemed.backends import BACKENDS
-    from edgemed.provenance import package_version
 
     rt = manifest["runtime"]
     name, package, built = rt.get("name"), rt.get("package"), rt.get("version")
-    if name not in BACKENDS:
+    if name not in RUNTIMES:
         raise UnavailableError(
-            f"bundle needs runtime {name!r}, which this edgemed does not know ({', '.join(BACKENDS)}); "
+            f"bundle needs runtime {name!r}, which this edgemed does not know ({', '.join(RUNTIMES)}); "
             "upgrade edgemed"
         )
     need = f"{package} {_major(built)}.x (bundle built with {built})"

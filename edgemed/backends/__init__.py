@@ -1,7 +1,8 @@
 """Runtime backends behind one small interface, imported lazily by name.
 
-Adding a runtime = one module here + one line in BACKENDS + one test class subclassing the shared
-backend test template. Each backend imports its runtime inside its methods, never at import time.
+Adding a runtime = its package here + one `Registration` in `edgemed.runtimes.RUNTIMES` (what it
+can do) + one test class subclassing the shared backend test template. Each backend imports its
+runtime inside its methods, never at import time.
 """
 
 from __future__ import annotations
@@ -16,37 +17,15 @@ import numpy as np
 
 from edgemed.contract import Contract
 from edgemed.errors import InputError, UnavailableError
+from edgemed.runtimes import RUNTIMES, registration
 
-if TYPE_CHECKING:  # types only: torch is imported lazily, profiles reads BACKENDS from here
+if TYPE_CHECKING:  # types only: torch is imported lazily
     import torch
 
     from edgemed.artifact import Artifact
     from edgemed.calibration import CalibrationSet
     from edgemed.evaluation.limits import Limits
     from edgemed.profiles import Profile
-
-
-@dataclass(frozen=True)
-class Registration:
-    """Where a backend lives ("module:Class", imported only when used) and the distributions whose
-    versions its artifacts' numbers depend on (recorded in every artifact's provenance)."""
-
-    entry: str
-    packages: tuple[str, ...]
-
-
-# The one place runtime names live: profiles, provenance, bench and bundles read them from here.
-BACKENDS: dict[str, Registration] = {
-    "onnx": Registration("edgemed.backends.onnxruntime:OnnxRuntimeBackend", ("onnxruntime",)),
-    "openvino": Registration("edgemed.backends.openvino:OpenVINOBackend", ("openvino", "nncf")),
-    "tflite": Registration(
-        "edgemed.backends.tflite:TFLiteBackend",
-        ("ai-edge-litert", "tflite-runtime", "litert-torch"),
-    ),
-    "tensorrt": Registration(
-        "edgemed.backends.tensorrt:TensorRTBackend", ("tensorrt", "polygraphy")
-    ),
-}
 
 
 class ValidationImages(Protocol):
@@ -117,6 +96,14 @@ class Runner(ABC):
         self.deactivate()
 
 
+class _RegisteredPrecisions:
+    """`Backend.precisions`, on the class and its instances alike: what its registration in
+    `edgemed.runtimes.RUNTIMES` declares (none for a class no runtime name registers)."""
+
+    def __get__(self, obj, cls) -> frozenset[str]:
+        return RUNTIMES[cls.name].precisions if cls.name in RUNTIMES else frozenset()
+
+
 class Backend(ABC):
     """One runtime: can it run here, convert the reference ONNX, open a runner on an artifact.
 
@@ -130,11 +117,8 @@ class Backend(ABC):
     `Converted.info["excluded_nodes"]`. The default returns () and `--accuracy-control` is refused.
     """
 
-    name: str = ""
+    name: str = ""  # its key in `edgemed.runtimes.RUNTIMES`, where its capabilities are declared
     package: str = ""  # pip distribution that provides the runtime
-    precisions: frozenset[str] = frozenset()
-    # Precisions whose artifacts for another device this CPU can run closely (`simulation_runner`)
-    simulated_precisions: frozenset[str] = frozenset()
     fp16_calibration: bool = False  # FP16 needs calibration images too (activation magnitudes)
 
     @abstractmethod
@@ -161,7 +145,8 @@ class Backend(ABC):
         return {}
 
     def simulation_runner(self, model_path: Path, info: dict) -> Runner:
-        """A runner on this CPU for an artifact meant for another device (`simulated_precisions`)."""
+        """A runner on this CPU for an artifact meant for another device (the registration's
+        `simulation`)."""
         raise UnavailableError(f"{self.name} artifacts for another device cannot run here")
 
     def quantizable_nodes(self, req: ConvertRequest) -> tuple[str, ...]:
@@ -173,6 +158,8 @@ class Backend(ABC):
         if msg:
             raise UnavailableError(msg)
 
+    precisions = _RegisteredPrecisions()
+
     def check_precision(self, precision: str) -> None:
         if precision not in self.precisions:
             raise InputError(
@@ -182,11 +169,15 @@ class Backend(ABC):
 
 
 def get_backend(name: str) -> Backend:
-    """The backend registered under `name` (its module is imported only now)."""
-    if name not in BACKENDS:
-        raise InputError(f"unknown runtime {name!r}; known runtimes: {', '.join(BACKENDS)}")
-    module_name, _, attr = BACKENDS[name].entry.partition(":")
+    """The backend registered under `name` (its module is imported only now, by the dotted name
+    its registration gives in the fixed table `edgemed.runtimes.RUNTIMES`)."""
+    module_name, _, attr = registration(name).entry.partition(":")
     return getattr(importlib.import_module(module_name), attr)()
+
+
+def open_runner(artifact: Artifact, threads: int | None = None) -> Runner:
+    """A not-yet-activated Runner for the artifact's runtime."""
+    return get_backend(artifact.runtime).open(artifact, threads)
 
 
 # Dynamic INT8 computes activation ranges per call, over the whole batch: its outputs depend on

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemed.backends import run_batches
 from edgemed.backends.quant import QuantSettings
 from edgemed.contract import Contract
 from edgemed.errors import DriftError, InputError
+from edgemed.onnx_export import save_onnx
 from edgemed.provenance import package_version
 
 FP16_MAX = 65504.0
@@ -73,6 +75,7 @@ class KeptNode:
 
 def activation_magnitudes(onnx_path: Path, calibration, contract: Contract) -> dict[str, float]:
     """max |x| of every float tensor (graph input, node inputs/outputs) over the calibration images."""
+    # lazy: import cycle (backends.onnxruntime imports this module)
     from edgemed.backends.onnxruntime.quant import ranges_from_calibration
 
     ranges = ranges_from_calibration(Path(onnx_path), calibration, contract, "minmax", {})
@@ -114,8 +117,6 @@ def mixed_fp16_onnx(src: Path, dst: Path, keep: tuple[str, ...]) -> dict:
     """FP16 ONNX with the `keep` nodes in FP32 and FP32 graph inputs/outputs; checked, then saved."""
     import onnx
     from onnxconverter_common import float16
-
-    from edgemed.onnx_export import save_onnx
 
     model = float16.convert_float_to_float16(
         onnx.load(str(src)),
@@ -208,7 +209,6 @@ def overflowing_nodes(onnx_path: Path, contract: Contract, images: np.ndarray) -
 
 def refuse_nonfinite(runner, contract: Contract, validation, what: str, fix: str) -> None:
     """Run `runner` on the validation images; NaN/Inf logits -> DriftError (one line)."""
-    from edgemed.backends import run_batches
 
     if validation is None:
         return  # nothing runs here; the export warns that the budget was not checked
@@ -228,8 +228,6 @@ def fp16_from_onnx(src: Path, out_path: Path, settings: QuantSettings) -> dict:
     weight beyond FP16's range stay FP32 (the converter would clip it, silently)."""
     import onnx
     from onnxconverter_common import float16
-
-    from edgemed.onnx_export import save_onnx
 
     model = onnx.load(str(src))
     kept = nodes_to_keep_fp32(model, {}, Fp16Thresholds(init_max=FP16_MAX))

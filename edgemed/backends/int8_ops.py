@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgemed.backends.tflite import load_interpreter_class
 from edgemed.errors import DriftError
 
 # Below this fraction of compute ops in INT8 the artifact is mostly float: say so visibly.
@@ -158,8 +159,6 @@ def _ov_int8_input(node, depth: int = 4) -> bool:
 def tflite_int8(path: Path) -> Int8Coverage:
     """TFLite: compute ops with an int8/uint8 input tensor (the interpreter's op details)."""
     import numpy as np
-
-    from edgemed.backends.tflite import load_interpreter_class
 
     cls, _ = load_interpreter_class()
     it = cls(model_path=str(path))

@@ -14,6 +14,7 @@ from pathlib import Path
 from edgemed.backends import ConvertRequest
 from edgemed.errors import InputError
 from edgemed.fileio import write_json_atomic
+from edgemed.runtimes import RUNTIMES, registration, with_op_types
 
 CALIBRATION_FILE = "calibration.json"
 # Quantization options and the precisions they apply to (exclude_nodes: keep layers in float).
@@ -45,8 +46,6 @@ class QuantSettings:
         return {k: v for k, v in d.items() if v not in (None, {}, [])}
 
 
-# Backends that accept --option exclude_op_types (named in the refusal elsewhere).
-OP_TYPE_BACKENDS = ("onnx", "openvino", "tflite")
 # Options with a flag of their own on `edgemed export`; every other key comes as --option KEY=VALUE.
 CLI_FLAGS = frozenset({"calib_method", "granularity", "quant_mode"})
 
@@ -66,19 +65,20 @@ def quant_settings(
     granularities: tuple[str, ...] = (),
     default_granularity: str | None = None,
     extra_keys: dict[str, tuple[str, ...]] | None = None,
-    op_types_ok: bool = False,
 ) -> QuantSettings:
     """Validate `req.options` for `backend` at `req.precision` and fill in the backend defaults.
 
     `extra_keys` maps each backend-specific option to the precisions it applies to. A dynamic
-    mode takes no calibration method (nothing is calibrated). `op_types_ok`: the backend keeps
-    whole op types in float (`exclude_op_types`); elsewhere that option is refused.
+    mode takes no calibration method (nothing is calibrated). `exclude_op_types` is refused
+    unless the runtime's registration names its `op_type_vocabulary`.
     """
     opts, extra_keys = dict(req.options), dict(extra_keys or {})
-    if opts.get("exclude_op_types") and not op_types_ok:
+    if opts.get("exclude_op_types") and not registration(backend).op_type_vocabulary:
+        names = with_op_types()
+        vocab = "; ".join(f"{n}: {RUNTIMES[n].op_type_vocabulary}" for n in names)
         raise InputError(
             f"target {backend} cannot keep op types in float; --option exclude_op_types is "
-            f"accepted by {', '.join(OP_TYPE_BACKENDS)}; name the layers with --option "
+            f"accepted by {', '.join(names)} ({vocab}); name the layers with --option "
             "exclude_nodes=... instead"
         )
     _refuse_unknown(opts, backend, extra_keys)

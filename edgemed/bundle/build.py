@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edgemed import __version__
 from edgemed.artifact import MANIFEST as ARTIFACT_MANIFEST
 from edgemed.artifact import Artifact, load_artifact
+from edgemed.backends import get_backend
 from edgemed.bundle import (
     CALIBRATION_NAME,
     CONTRACT_NAME,
@@ -29,6 +31,8 @@ from edgemed.bundle.gate import REPORT_HTML, RESULTS_NAME, GateDecision, release
 from edgemed.errors import InputError
 from edgemed.evaluation.limits import Limits
 from edgemed.fileio import publish, refuse_existing, remove_stale, sha256_bytes, writing
+from edgemed.provenance import package_version, runtime_versions
+from edgemed.signing import fingerprint, load_private_key
 
 MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
 
@@ -56,8 +60,6 @@ def manifest_bytes(manifest: dict) -> bytes:
 
 def build_bundle(req: BundleRequest) -> dict:
     """Gate, collect, sign and write the bundle atomically; returns the signed manifest."""
-    from edgemed.backends import get_backend
-    from edgemed.signing import load_private_key
 
     out = Path(req.out)
     if out.is_dir():
@@ -128,9 +130,6 @@ def _calibration_document(art: Artifact, files: dict[str, bytes]) -> str | None:
 def bundle_manifest(
     art, backend, files, documents, gate: GateDecision, key, modalities, req
 ) -> dict:
-    from edgemed import __version__
-    from edgemed.provenance import package_version, runtime_versions
-    from edgemed.signing import fingerprint
 
     package = art.manifest.get("runtime_package") or backend.package
     built_with = (art.manifest.get("provenance") or {}).get("runtimes", {}).get(package)

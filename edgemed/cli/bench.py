@@ -87,9 +87,9 @@ def bench(
     compare them side by side with the FP32 reference: AUC (bootstrap CI, DeLong), sensitivity,
     specificity, decision flips, calibration, latency and memory. Writes DIR/results.json,
     DIR/results.jsonl and DIR/report.html; exits non-zero when a gate is exceeded."""
-    from edgemed.harness.bench import BenchRequest, enforce, run_bench
-    from edgemed.harness.group_report import group_tables
-    from edgemed.harness.report import terminal_table
+    from edgemed.harness.bench import BenchRequest, enforce, run_bench  # lazy: --help
+    from edgemed.harness.group_report import group_tables  # lazy: --help
+    from edgemed.harness.report import terminal_table  # lazy: --help
 
     req = BenchRequest(
         artifacts=tuple(artifacts),

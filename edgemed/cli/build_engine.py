@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from edgemed.cli.options import force_option
+from edgemed.cli.options import force_option, limit_options
+from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS
 
 
 @click.command("build-engine")
@@ -36,16 +37,7 @@ from edgemed.cli.options import force_option
     show_default=True,
     help="Largest batch the engine accepts (optimized for batch 1).",
 )
-@click.option(
-    "--max-auc-drop",
-    type=float,
-    help="Drift budget on the shipped validation images: AUC drop vs FP32 (default 0.005).",
-)
-@click.option(
-    "--max-flip-rate",
-    type=float,
-    help="Drift budget: decisive decision flip rate vs FP32 (default 0.01).",
-)
+@limit_options(EXPORT_DEFAULTS, keys=EXPORT_LIMITS)  # held on the shipped validation images
 @click.option(
     "--out",
     type=click.Path(),
@@ -59,8 +51,7 @@ def build_engine(
     dla_core,
     timing_cache,
     max_batch,
-    max_auc_drop,
-    max_flip_rate,
+    limits_given,
     out,
     force,
 ) -> None:
@@ -70,7 +61,11 @@ def build_engine(
     model and TensorRT version that built them. The engine is re-checked on the artifact's
     validation images against the FP32 reference before it is written.
     """
-    from edgemed.pipeline.engine_build import BuildEngineRequest, build_engine, default_out
+    from edgemed.pipeline.engine_build import (  # lazy: --help
+        BuildEngineRequest,
+        build_engine,
+        default_out,
+    )
 
     req = BuildEngineRequest(
         artifact=Path(artifact),
@@ -80,8 +75,7 @@ def build_engine(
         dla_core=dla_core,
         timing_cache=Path(timing_cache) if timing_cache else None,
         max_batch=max_batch,
-        max_auc_drop=max_auc_drop,
-        max_flip_rate=max_flip_rate,
+        limits_given=tuple((k, v) for k, v in limits_given.items() if v is not None),
         force=force,
     )
     m = build_engine(req)

@@ -15,7 +15,7 @@ from edgemed.evaluation.limits import BUNDLE_DEFAULTS
 @force_option
 def keygen(out, force) -> None:
     """Create an Ed25519 key pair: OUT/edgemed.key (private, mode 0600) and OUT/edgemed.pub."""
-    from edgemed.signing import git_work_tree_warning, write_keypair
+    from edgemed.signing import git_work_tree_warning, write_keypair  # lazy: --help
 
     priv, pub = write_keypair(Path(out), force)
     warning = git_work_tree_warning(priv)
@@ -67,8 +67,8 @@ def bundle(
     force,
 ) -> None:
     """Pack ARTIFACT + contract + bench evidence into one signed bundle (release gate first)."""
-    from edgemed.bundle.build import BundleRequest, build_bundle
-    from edgemed.bundle.gate import gate_limits
+    from edgemed.bundle.build import BundleRequest, build_bundle  # lazy: --help
+    from edgemed.bundle.gate import gate_limits  # lazy: --help
 
     model, report, record = _model_and_report(model, report, selection, device)
     req = BundleRequest(
@@ -141,7 +141,7 @@ def limit_options(fn):
 
 
 def _limits(max_bundle_mb: int, max_members: int):
-    from edgemed.appliance.tarstream import Limits
+    from edgemed.appliance.tarstream import Limits  # lazy: --help
 
     return Limits(max_bundle_bytes=max_bundle_mb << 20, max_members=max_members)
 
@@ -152,7 +152,7 @@ def _limits(max_bundle_mb: int, max_members: int):
 @limit_options
 def verify(bundle_path, pubkey, max_bundle_mb, max_members) -> None:
     """Check BUNDLE: archive safety, signature, every file and hash, runtime; one line per check."""
-    from edgemed.appliance.verify import verify_bundle
+    from edgemed.appliance.verify import verify_bundle  # lazy: --help
 
     limits = _limits(max_bundle_mb, max_members)
     verify_bundle(Path(bundle_path), Path(pubkey), echo=click.echo, limits=limits)
@@ -175,7 +175,7 @@ def predict(bundle_path, images, pubkey, threads, max_bundle_mb, max_members) ->
     non-finite model output) fails the whole call without partial output."""
     import time
 
-    from edgemed.appliance import load, result_line
+    from edgemed.appliance import load, result_line  # lazy: --help
 
     limits = _limits(max_bundle_mb, max_members)
     with load(Path(bundle_path), Path(pubkey), threads, limits=limits) as predictor:

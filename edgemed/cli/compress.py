@@ -16,6 +16,7 @@ from edgemed.cli.options import (
     out_option,
 )
 from edgemed.compress import METHODS
+from edgemed.errors import InputError
 
 
 @click.command()
@@ -69,9 +70,8 @@ def compress(
     force,
 ) -> None:
     """Compress MODEL by METHOD, fine-tune, and write model.pt + card.json (before/after numbers)."""
-    from edgemed.compress.request import CompressRequest
-    from edgemed.errors import InputError
-    from edgemed.models import parse_model_args
+    from edgemed.compress.request import CompressRequest  # lazy: --help
+    from edgemed.models import parse_model_args  # lazy: --help
 
     if not model or not method:
         raise InputError("edgemed compress needs --model MODEL and --method METHOD")
@@ -93,7 +93,7 @@ def compress(
         threads=threads,
         force=force,
     )
-    from edgemed.compress.pipeline import run_compress
+    from edgemed.compress.pipeline import run_compress  # lazy: --help
 
     click.echo(compress_summary(run_compress(req), out))
 

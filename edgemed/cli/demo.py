@@ -6,7 +6,10 @@ from pathlib import Path
 
 import click
 
+from edgemed.cli.export import export_summary
 from edgemed.cli.options import force_option
+from edgemed.cli.train import summary_line
+from edgemed.errors import EdgemedError
 
 
 @click.command()
@@ -23,10 +26,10 @@ def demo(out, epochs, force) -> None:
     """Train the default compact CNN on the bundled chest X-ray subset, export it to ONNX (FP32 and
     INT8 calibrated on the bundled train split, plus other quick targets installed here), check
     parity against torch on real images, and bench them side by side against the FP32 model."""
-    from edgemed.fileio import refuse_existing
-    from edgemed.models import ModelSpec
-    from edgemed.pipeline.export import ExportRequest, run_export
-    from edgemed.pipeline.training import TrainConfig, train, write_training_dir
+    from edgemed.fileio import refuse_existing  # lazy: --help
+    from edgemed.models import ModelSpec  # lazy: --help
+    from edgemed.pipeline.export import ExportRequest, run_export  # lazy: --help
+    from edgemed.pipeline.training import TrainConfig, train, write_training_dir  # lazy: --help
 
     root = Path(out)
     refuse_existing(root, force)
@@ -37,14 +40,12 @@ def demo(out, epochs, force) -> None:
     )
     result = train(cfg)
     write_training_dir(result, cfg.model, root / "model", force=True)
-    from edgemed.cli.train import summary_line
 
     click.echo(summary_line(result.card, root / "model"))
     click.echo(f"[2/4] exporting to ONNX and checking parity -> {root / 'onnx-fp32'}")
     m = run_export(
         ExportRequest(model=str(root / "model"), target="onnx", out=root / "onnx-fp32", force=True)
     )
-    from edgemed.cli.export import export_summary
 
     click.echo(export_summary(m, root / "onnx-fp32"))
     click.echo(
@@ -61,10 +62,8 @@ QUICK_TARGETS = (("onnx", "int8"), ("openvino", "fp32"), ("openvino", "int8"))
 
 def _quick_exports(root: Path) -> list[Path]:
     """Export the quick targets; a runtime missing here is skipped with a note saying why."""
-    from edgemed.cli.export import export_summary
-    from edgemed.data import embedded_dataset_path
-    from edgemed.errors import EdgemedError
-    from edgemed.pipeline.export import ExportRequest, run_export
+    from edgemed.data import embedded_dataset_path  # lazy: --help
+    from edgemed.pipeline.export import ExportRequest, run_export  # lazy: --help
 
     done = []
     for target, precision in QUICK_TARGETS:
@@ -92,7 +91,7 @@ def _quick_exports(root: Path) -> list[Path]:
 
 
 def _unavailable(runtime: str) -> str | None:
-    from edgemed.backends import get_backend
+    from edgemed.backends import get_backend  # lazy: --help
 
     try:
         return get_backend(runtime).available()
@@ -102,8 +101,8 @@ def _unavailable(runtime: str) -> str | None:
 
 def _bench(root: Path, artifacts: list[Path]) -> None:
     """Bench every artifact and the torch FP32 reference on the test split; print the table."""
-    from edgemed.harness.bench import BenchRequest, enforce, run_bench
-    from edgemed.harness.report import terminal_table
+    from edgemed.harness.bench import BenchRequest, enforce, run_bench  # lazy: --help
+    from edgemed.harness.report import terminal_table  # lazy: --help
 
     req = BenchRequest(
         artifacts=tuple(str(a) for a in artifacts),

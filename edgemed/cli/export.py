@@ -18,6 +18,7 @@ from edgemed.cli.options import (
     output_options,
 )
 from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS
+from edgemed.runtimes import RUNTIMES
 
 
 @click.command()
@@ -29,7 +30,7 @@ from edgemed.evaluation.limits import EXPORT_DEFAULTS, EXPORT_LIMITS
 @click.option(
     "--target",
     required=True,
-    help="Runtime (onnx, openvino, tflite, tensorrt), profile name, or profile .toml path.",
+    help=f"Runtime ({', '.join(RUNTIMES)}), profile name, or profile .toml path.",
 )
 @click.option(
     "--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True
@@ -148,11 +149,11 @@ def export(
     force,
 ) -> None:
     """Export MODEL to TARGET at PRECISION, check it against FP32 on real images, write DIR."""
-    from edgemed.calibration import CalibrationOptions
-    from edgemed.data.npz import parse_names
-    from edgemed.models import parse_model_args
-    from edgemed.pipeline.budget import BudgetOptions
-    from edgemed.pipeline.export import ExportRequest, run_export
+    from edgemed.calibration import CalibrationOptions  # lazy: --help
+    from edgemed.data.npz import parse_names  # lazy: --help
+    from edgemed.models import parse_model_args  # lazy: --help
+    from edgemed.pipeline.budget import BudgetOptions  # lazy: --help
+    from edgemed.pipeline.export import ExportRequest, run_export  # lazy: --help
 
     quant = {"calib_method": calib_method, "granularity": granularity, "quant_mode": quant_mode}
     options = {k: v for k, v in quant.items() if v is not None}

@@ -8,6 +8,8 @@ import shlex
 
 import click
 
+from edgemed.errors import EdgemedError, UnavailableError
+
 
 @click.group()
 def fleet() -> None:
@@ -16,8 +18,8 @@ def fleet() -> None:
 
 def join_command(address: str, targets: tuple[str, ...], num_cpus: int | None) -> list[str]:
     """`ray start` joining HEAD and offering one unit of edgemed-target:P per target profile."""
-    from edgemed.executors import target_resource
-    from edgemed.profiles import expand_devices, resolve_target
+    from edgemed.executors import target_resource  # lazy: --help
+    from edgemed.profiles import expand_devices, resolve_target  # lazy: --help
 
     # a device name (x86-edge) offers all of its profiles; an unknown name is refused by name
     names = [resolve_target(t).name for t in expand_devices(targets)]
@@ -46,8 +48,6 @@ def join(targets, address, num_cpus, run) -> None:
         return
     import shutil
     import subprocess
-
-    from edgemed.errors import EdgemedError, UnavailableError
 
     if shutil.which("ray") is None:
         raise UnavailableError("the `ray` command is not installed: pip install 'edgemed[cluster]'")
@@ -82,7 +82,7 @@ def check_reachable(address: str, timeout_s: float) -> None:
 @click.option("--address", required=True, help="The Ray head, HOST:PORT.")
 def status(address) -> None:
     """Target profiles the cluster's live nodes offer, with how many nodes offer each."""
-    from edgemed.executors import open_executor, parse_executor
+    from edgemed.executors import open_executor, parse_executor  # lazy: --help
 
     check_reachable(address, CONNECT_TIMEOUT_S)
     with open_executor(parse_executor(f"ray:{address}")) as ex:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from edgemed.evaluation.limits import METRICS
+
 out_option = click.option(
     "--out",
     "out",
@@ -45,7 +47,7 @@ def output_choice(output_name: str | None, output_index: int | None) -> str | in
 
 
 def _set_max_pixels(ctx: click.Context, param: click.Parameter, value: int) -> int:
-    from edgemed.imagecheck import set_max_pixels
+    from edgemed.imagecheck import set_max_pixels  # lazy: --help
 
     set_max_pixels(value)
     return value
@@ -96,8 +98,6 @@ def limit_options(defaults: tuple[str, ...], keys: tuple[str, ...] | None = None
     the command receives them as `limits_given` (metric key -> value or None). `defaults` are the
     metrics this command gates even when their flag is not given (shown in --help)."""
     import functools
-
-    from edgemed.evaluation.limits import METRICS
 
     chosen = [k for k in METRICS if keys is None or k in keys]
 

@@ -65,10 +65,10 @@ def study(
 ) -> None:
     """Train, export (ORT INT8) and time a grid of compact models and a large baseline;
     write study.json, study.md and pareto.svg."""
-    from edgemed.executors import parse_executor
-    from edgemed.study import StudyConfig
-    from edgemed.study.report import pick_lines
-    from edgemed.study.run import run_study
+    from edgemed.executors import parse_executor  # lazy: --help
+    from edgemed.study import StudyConfig  # lazy: --help
+    from edgemed.study.report import pick_lines  # lazy: --help
+    from edgemed.study.run import run_study  # lazy: --help
 
     cfg = StudyConfig(
         data=data,

@@ -28,10 +28,10 @@ def sweep(plan, resume, allow_proxy, executor, workers, out, force) -> None:
     output) and OUT/selection.json + .html: per device, among the artifacts that pass the clinical
     gate, fit the profile's budgets and were measured on that device, those within the [select]
     margin of the best test AUC, and of them the fastest (or smallest: [select] objective)."""
-    from edgemed.errors import NotMeasuredError
-    from edgemed.executors import parse_executor
-    from edgemed.sweep import load_plan
-    from edgemed.sweep.run import run_sweep
+    from edgemed.errors import NotMeasuredError  # lazy: --help
+    from edgemed.executors import parse_executor  # lazy: --help
+    from edgemed.sweep import load_plan  # lazy: --help
+    from edgemed.sweep.run import run_sweep  # lazy: --help
 
     spec = parse_executor(executor, workers)
     selection = run_sweep(load_plan(Path(plan)), Path(out), spec, resume, force, allow_proxy)

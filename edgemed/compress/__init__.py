@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 
+from edgemed.errors import InputError
+
 METHODS: dict[str, str] = {
     "prune": "edgemed.compress.prune:PRUNE",
     "channel-prune": "edgemed.compress.prune:CHANNEL_PRUNE",
@@ -21,7 +23,6 @@ METHODS: dict[str, str] = {
 
 def get_method(name: str):
     """The `Method` registered under `name` (its module is imported only now)."""
-    from edgemed.errors import InputError
 
     if name not in METHODS:
         raise InputError(f"unknown compression method {name!r}; choose one of {', '.join(METHODS)}")

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 
-from edgemed.compress.method import Method
+from edgemed.compress.method import Method, Outcome, tune
+from edgemed.errors import InputError
 
 
 def _sign_scale_module():
@@ -80,8 +81,6 @@ def values_per_channel(weight) -> list[int]:
 
 def _run_binarize(t, ref, ds, req):
     """XNOR-Net weights in every conv but the stem; stored as float, 1-bit size reported."""
-    from edgemed.compress.method import Outcome, tune
-    from edgemed.errors import InputError
 
     paths = binarize_convs(t.module)
     if not paths:

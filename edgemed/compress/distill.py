@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from edgemed.compress.method import Method
+from edgemed.compress.finetune import fit, hard_loss
+from edgemed.compress.method import Method, Outcome, fit_settings
+from edgemed.errors import InputError
 
 
 def soft_kl(student_logits, teacher_logits, task: str, temperature: float):
@@ -60,7 +62,6 @@ def kl_to_teacher(student, teacher, x, task: str, temperature: float = 1.0) -> f
 
 
 def _check_distill(req) -> None:
-    from edgemed.errors import InputError
 
     if not req.teacher:
         raise InputError("--method distill needs --teacher MODEL (a trained, larger model's dir)")
@@ -72,8 +73,6 @@ def _check_distill(req) -> None:
 
 def _run_distill(t, ref, ds, req):
     """Train the student on the teacher's softened outputs plus the hard labels."""
-    from edgemed.compress.finetune import fit, hard_loss
-    from edgemed.compress.method import Outcome, fit_settings
 
     s = req.settings()
     task = t.contract.task

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgemed.compress.arch import apply_edit
-from edgemed.compress.method import Method
+from edgemed.compress.method import Method, Outcome, tune
+from edgemed.errors import InputError
+from edgemed.models.arch import apply_edit, compressed_spec
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,6 @@ def _fill_tucker(old, new, edit: dict) -> None:
 
 
 def _check_rank(req) -> None:
-    from edgemed.errors import InputError
 
     if (req.rank is None) == (req.energy is None):
         raise InputError(
@@ -132,9 +132,6 @@ def _check_rank(req) -> None:
 
 def _runner(method: str):
     def run(t, ref, ds, req):
-        from edgemed.compress.arch import compressed_spec
-        from edgemed.compress.method import Outcome, tune
-        from edgemed.errors import InputError
 
         edits, layers = factorize(t.module, method, RankRule(req.rank, req.energy))
         if not edits:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from edgemed.compress.finetune import FitSettings, fit, hard_loss
 from edgemed.contract import Contract
 from edgemed.models import ModelSpec
 
@@ -54,14 +55,12 @@ class Method:
 
 
 def fit_settings(req):
-    from edgemed.compress.finetune import FitSettings
 
     return FitSettings(epochs=req.fit_epochs, lr=req.fit_lr, seed=req.seed)
 
 
 def tune(t: Subject, ds, req, label: str):
     """Fine-tune `t.module` on the hard labels (every method but distillation)."""
-    from edgemed.compress.finetune import fit, hard_loss
 
     hard = hard_loss(t.contract.task)
     return fit(t.module, ds, t.contract, fit_settings(req), lambda z, y, x: hard(z, y), label)

@@ -13,8 +13,11 @@ from edgemed.contract import Contract
 from edgemed.data import Dataset, model_dataset
 from edgemed.errors import InputError
 from edgemed.fileio import refuse_existing, staged_dir, write_json_atomic
-from edgemed.models import ModelSpec
+from edgemed.models import ZOO, ModelSpec, build_model
+from edgemed.models.checkpoint import save_checkpoint
+from edgemed.models.complexity import measure_complexity
 from edgemed.models.source import LoadedModel, load_model_source
+from edgemed.pipeline.training import evaluate, operating_threshold, predict_logits
 from edgemed.provenance import provenance
 
 
@@ -35,7 +38,6 @@ def run_compress(req: CompressRequest) -> dict:
     contract = rethreshold(outcome.module, reference.contract, ds)
     after = measure(outcome.module, outcome.spec, contract, ds)
     card = compression_card(req, reference, target, outcome, contract, ds, before, after)
-    from edgemed.models.checkpoint import save_checkpoint
 
     with staged_dir(Path(req.out), req.force) as tmp:
         save_checkpoint(tmp / "model.pt", outcome.module, outcome.spec, contract)
@@ -58,8 +60,6 @@ def subject_from(model: str, what: str) -> Subject:
 def student_for(req: CompressRequest, teacher: Subject) -> Subject:
     """The student of a student method: a fresh zoo/factory model (seeded), or a trained model dir."""
     import torch
-
-    from edgemed.models import ZOO, build_model
 
     if Path(req.model).expanduser().exists():
         student = subject_from(req.model, "student")
@@ -94,8 +94,6 @@ def dataset_for(subject: Subject, data: str | None) -> Dataset:
 
 def measure(module, spec: ModelSpec, contract: Contract, ds: Dataset) -> dict:
     """Parameters, MACs, checkpoint size (raw and gzip -9) and test metrics of one model."""
-    from edgemed.models.complexity import measure_complexity
-    from edgemed.pipeline.training import evaluate, predict_logits
 
     module.eval()
     c = measure_complexity(module, contract.input_shape(1))
@@ -115,7 +113,6 @@ def measure(module, spec: ModelSpec, contract: Contract, ds: Dataset) -> dict:
 
 def checkpoint_bytes(module, spec: ModelSpec, contract: Contract) -> bytes:
     """The bytes `model.pt` would have on disk."""
-    from edgemed.models.checkpoint import save_checkpoint
 
     with tempfile.TemporaryDirectory() as d:
         save_checkpoint(Path(d) / "model.pt", module, spec, contract)
@@ -125,7 +122,6 @@ def checkpoint_bytes(module, spec: ModelSpec, contract: Contract) -> bytes:
 def rethreshold(module, contract: Contract, ds: Dataset) -> Contract:
     """Binary and multilabel: choose the operating threshold(s) again on validation (Youden), as
     `edgemed train` does."""
-    from edgemed.pipeline.training import operating_threshold, predict_logits
 
     if contract.task == "multiclass":
         return contract

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgemed.compress.arch import apply_edit
-from edgemed.compress.method import Method
+from edgemed.compress.method import Method, Outcome, tune
+from edgemed.errors import InputError
+from edgemed.models.arch import apply_edit, compressed_spec
 
 _PASS_TYPES = (
     "ReLU",
@@ -236,7 +237,6 @@ def _is_depthwise(m) -> bool:
 
 
 def _check_amount(req) -> None:
-    from edgemed.errors import InputError
 
     if req.amount is None:
         raise InputError(
@@ -248,7 +248,6 @@ def _check_amount(req) -> None:
 
 def _run_prune(t, ref, ds, req):
     """Global unstructured magnitude pruning; the architecture is unchanged (zeros only)."""
-    from edgemed.compress.method import Outcome, tune
 
     params = magnitude_prune(t.module, req.amount)
     result = tune(t, ds, req, "prune fine-tune")
@@ -259,9 +258,6 @@ def _run_prune(t, ref, ds, req):
 
 def _run_channel_prune(t, ref, ds, req):
     """Structured L1 channel pruning: smaller Conv/BN layers and their consumers."""
-    from edgemed.compress.arch import compressed_spec
-    from edgemed.compress.method import Outcome, tune
-    from edgemed.errors import InputError
 
     edits, groups = channel_prune(t.module, req.amount)
     if not edits:

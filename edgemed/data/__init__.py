@@ -104,11 +104,11 @@ def load_dataset(
             f"data path {p} does not exist; pass an .npz file or a folder of class folders"
         )
     if p.is_file() and p.suffix == ".npz":
-        from edgemed.data.npz import load_npz
+        from edgemed.data.npz import load_npz  # lazy: import cycle with its package
 
         return load_npz(p, image_size, channels)
     if p.is_dir():
-        from edgemed.data.folder import load_folder
+        from edgemed.data.folder import load_folder  # lazy: import cycle with its package
 
         return load_folder(p, image_size, channels, seed, near_duplicates, fractions)
     raise InputError(f"data path {p} is neither an .npz file nor a folder of class folders")

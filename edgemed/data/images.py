@@ -8,6 +8,7 @@ import numpy as np
 
 from edgemed.data.dicom import DICOM_SUFFIXES, dicom_pixels
 from edgemed.errors import InputError
+from edgemed.imagecheck import check_content, decode_errors, open_image
 
 # Files a class-folder tree may hold: common image formats and single-frame DICOM images.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *DICOM_SUFFIXES)
@@ -66,8 +67,6 @@ def read_image(
 ) -> np.ndarray:
     """Decode an image file to uint8 (H, W, C); an unreadable file is an InputError naming it."""
 
-    from edgemed.imagecheck import check_content, decode_errors, open_image
-
     if Path(path).suffix.lower() in DICOM_SUFFIXES:
         if not Path(path).is_file():
             raise InputError(f"image {path} does not exist")
@@ -90,8 +89,6 @@ def image_from_pixels(
     """Decoded uint8 (H, W) or (H, W, 3) pixels (e.g. a DICOM image as a viewer shows it,
     edgemed.data.dicom) -> checked uint8 (h, w, channels) at `size`."""
     from PIL import Image
-
-    from edgemed.imagecheck import check_content
 
     out = np.asarray(pil_to_array(Image.fromarray(arr), channels)).reshape(*arr.shape[:2], channels)
     check_content(out, f"image {path}")

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.contract import Contract
+from edgemed.data.folder import DEFAULT_FOLDER_SIZE
 from edgemed.data.locate import data_path
+from edgemed.data.npz import KNOWN_CLASSES, npy_shape
 
 
 def peek_contract(path: str, image_size: tuple[int, int] | None, channels: int) -> Contract | None:
@@ -40,7 +42,6 @@ def _contract(size, channels: int, names: tuple[str, ...], task: str) -> Contrac
 
 
 def _peek_npz(p: Path, image_size, channels: int) -> Contract | None:
-    from edgemed.data.npz import KNOWN_CLASSES, npy_shape
 
     with np.load(p, allow_pickle=False) as f:
         shape = npy_shape(f.zip, "train_images")
@@ -57,7 +58,6 @@ def _peek_npz(p: Path, image_size, channels: int) -> Contract | None:
 
 
 def _peek_folder(p: Path, image_size, channels: int) -> Contract | None:
-    from edgemed.data.folder import DEFAULT_FOLDER_SIZE
 
     classes = tuple(
         sorted(d.name for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))

@@ -15,8 +15,10 @@ import re
 from pathlib import Path
 
 from edgemed.data.dicom import DICOM_SUFFIXES, read_dicom
+from edgemed.data.folder import list_class_files
 from edgemed.errors import InputError
 from edgemed.evaluation.groups import GroupTable, ImageKeys, groups_from_csv
+from edgemed.imagecheck import decode_errors
 
 AGE_BAND = "AgeBand"  # derived from PatientAge: decades, "0-9", "10-19", ..., "90+"
 MISSING = "missing"  # an attribute absent or empty in a file: its own, visible group
@@ -118,8 +120,6 @@ def file_properties(path: Path) -> tuple[str, str]:
     e.g. ('JPEG grayscale', '<0.1 MP'); PNGs of any mode are one format."""
     from PIL import Image
 
-    from edgemed.imagecheck import decode_errors
-
     try:
         with Image.open(path) as im:
             fmt, mode, (w, h) = im.format, im.mode, im.size
@@ -137,7 +137,6 @@ def file_properties(path: Path) -> tuple[str, str]:
 def folder_groups_csv(root: Path) -> str:
     """The groups CSV of a class-folder tree: image id (path relative to `root`) -> source
     format, resolution band."""
-    from edgemed.data.folder import list_class_files
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

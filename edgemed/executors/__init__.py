@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from edgemed.errors import EdgemedError, InputError
+from edgemed.errors import EdgemedError, InputError, UnavailableError
 
 RESOURCE_PREFIX = "edgemed-target:"
 CLUSTER_HINT = "pip install 'edgemed[cluster]'"
@@ -56,8 +56,6 @@ def parse_executor(text: str, workers: int | None = None) -> ExecutorSpec:
 def check_available(spec: ExecutorSpec) -> None:
     """Refuse a Ray executor without Ray before anything is read or written."""
     import importlib.util
-
-    from edgemed.errors import UnavailableError
 
     if spec.kind == "ray" and importlib.util.find_spec("ray") is None:
         raise UnavailableError(
@@ -114,11 +112,11 @@ class Executor(Protocol):
 def open_executor(spec: ExecutorSpec, targets: tuple[str, ...] = ()) -> Iterator[Executor]:
     """The executor for `spec`; a local Ray offers `targets` (one unit each) and is stopped after."""
     if spec.kind == "local":
-        from edgemed.executors.local import LocalExecutor
+        from edgemed.executors.local import LocalExecutor  # lazy: import cycle with its package
 
         yield LocalExecutor()
         return
-    from edgemed.executors.ray_exec import ray_executor
+    from edgemed.executors.ray_exec import ray_executor  # lazy: import cycle with its package
 
     with ray_executor(spec, targets) as ex:
         yield ex

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import edgemed
 from edgemed.errors import EdgemedError, InputError, UnavailableError
 from edgemed.executors import (
     CLUSTER_HINT,
@@ -79,7 +80,6 @@ def _connect(ray, address: str) -> None:
 
 
 def _start_local(ray, workers: int | None, targets: tuple[str, ...]) -> None:
-    import edgemed
 
     root = str(Path(edgemed.__file__).resolve().parents[1])
     path = os.environ.get("PYTHONPATH", "")
@@ -101,8 +101,6 @@ def node_info() -> dict:
     import socket
 
     import ray
-
-    import edgemed
 
     return {
         "executor": "ray",

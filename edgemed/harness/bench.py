@@ -16,9 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemed.data.overlap import overlap_warning
 from edgemed.errors import DriftError, EdgemedError, InputError
 from edgemed.evaluation.drift import Drift
+from edgemed.evaluation.group_sources import parse_dicom_spec
 from edgemed.evaluation.limits import BENCH_DEFAULTS, Limits, limits_from, verdict
+from edgemed.executors import check_available, parse_executor
 from edgemed.fileio import (
     append_jsonl,
     private_tempdir,
@@ -26,10 +29,15 @@ from edgemed.fileio import (
     write_json_atomic,
     writing,
 )
+from edgemed.harness.device import device_info, load_average
+from edgemed.harness.distributed import run_rows_on_cluster
 from edgemed.harness.outdir import JSONL, prepare_out
 from edgemed.harness.plan import Config, Plan, build_plan
+from edgemed.harness.report import html_report
 from edgemed.harness.rows import reference_logits, row_summary, run_row
 from edgemed.harness.subgroups import add_subgroups, read_groups
+from edgemed.progress import Progress
+from edgemed.provenance import provenance
 
 FORMAT = "edgemed-bench/1"
 RESULTS, REPORT = "results.json", "report.html"
@@ -81,12 +89,9 @@ class BenchRequest:
                 "--min-sens, ...) to apply to each group"
             )
         if self.groups and self.groups.startswith("dicom:"):
-            from edgemed.evaluation.group_sources import parse_dicom_spec
-
             parse_dicom_spec(self.groups)  # an unknown attribute keyword is refused now
 
     def executor_spec(self):
-        from edgemed.executors import check_available, parse_executor
 
         spec = parse_executor(self.executor, self.workers)
         check_available(spec)
@@ -106,7 +111,6 @@ class BenchRequest:
 
 def run_bench(req: BenchRequest, progress: bool = True) -> dict:
     """Plan (refusing bad input), run what is not done yet, write results and report."""
-    from edgemed.harness.device import device_info
 
     plan = build_plan(
         req.artifacts, req.data, req.split, req.threads, req.batch, req.include_reference
@@ -136,7 +140,6 @@ def run_bench(req: BenchRequest, progress: bool = True) -> dict:
 
 
 def _warn_overlap(plan: Plan) -> None:
-    from edgemed.data.overlap import overlap_warning
 
     for ev in plan.data.values():
         line = overlap_warning(ev.ref["split_overlap"], ev.ref["path"], ev.ref["split"])
@@ -160,7 +163,6 @@ def _settings(req: BenchRequest, plan: Plan) -> dict:
 
 
 def _run_rows(req, plan: Plan, todo: list[Config], out: Path, tmp: Path, done, progress) -> None:
-    from edgemed.progress import Progress
 
     if not todo:
         return
@@ -183,8 +185,6 @@ def _run_rows(req, plan: Plan, todo: list[Config], out: Path, tmp: Path, done, p
         for cfg in todo:
             record(run_row(req, cfg, plan.data[cfg.data_key], refs[cfg.reference.key], out, tmp))
     else:  # artifact rows on the devices offering their target profile (edgemed.executors)
-        from edgemed.harness.distributed import run_rows_on_cluster
-
         run_rows_on_cluster(req, plan, todo, (out, tmp), refs, record)
     bar.close()
 
@@ -201,8 +201,6 @@ def assemble_results(
     req: BenchRequest, plan: Plan, done: dict, device: dict, settings: dict, tables: dict
 ) -> dict:
     """The results.json document (schema edgemed-bench/1)."""
-    from edgemed.harness.device import load_average
-    from edgemed.provenance import provenance
 
     rows = [dict(done[c.key]) for c in plan.configs if c.key in done]
     first = next(iter(plan.data.values()))
@@ -243,7 +241,6 @@ def gate_violations(limits: Limits, rows: list[dict]) -> list[str]:
 
 
 def write_outputs(out: Path, results: dict) -> None:
-    from edgemed.harness.report import html_report
 
     write_json_atomic(out / RESULTS, results)
     write_bytes_atomic(out / REPORT, html_report(results).encode())

@@ -10,6 +10,8 @@ import os
 import platform
 from pathlib import Path
 
+from edgemed.provenance import runtime_versions
+
 # ISA extensions that change what INT8/BF16 kernels a runtime can use.
 FLAGS_OF_INTEREST = (
     "avx2",
@@ -84,7 +86,6 @@ def memory_total_mb() -> float | None:
 
 def device_info() -> dict:
     """The results.json "device" block."""
-    from edgemed.provenance import runtime_versions
 
     load = load_average()
     return {

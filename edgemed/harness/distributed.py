@@ -8,6 +8,8 @@ computed here, and each row is appended to DIR/results.jsonl as it arrives, with
 
 from __future__ import annotations
 
+import platform
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -16,7 +18,10 @@ from edgemed.artifact import MANIFEST
 from edgemed.executors import Job, open_executor
 from edgemed.executors.blobs import Blob, pack_dirs, unpack
 from edgemed.fileio import read_json, write_bytes_atomic
+from edgemed.harness.device import busy_warning, cpu_info, load_average
 from edgemed.harness.plan import Config, Plan
+from edgemed.harness.proc import WorkerResult, run_worker
+from edgemed.harness.rows import finish_row, run_row, worker_job
 
 
 def artifact_target(cfg: Config) -> str:
@@ -26,11 +31,6 @@ def artifact_target(cfg: Config) -> str:
 
 def row_task(job: dict, art: Blob, name: str, data: Blob, timeout: float) -> dict:
     """On the device's node: unpack (checked), run the worker process there, return its result."""
-    import platform
-    import tempfile
-
-    from edgemed.harness.device import busy_warning, cpu_info, load_average
-    from edgemed.harness.proc import run_worker
 
     with tempfile.TemporaryDirectory(prefix="edgemed-bench-node-") as d:
         tmp = Path(d)
@@ -61,7 +61,6 @@ def run_rows_on_cluster(
     req, plan: Plan, todo: list[Config], dirs: tuple[Path, Path], refs: dict, record: Callable
 ) -> None:
     """Torch-reference and corrupted rows here as usual; artifact rows on their devices."""
-    from edgemed.harness.rows import run_row
 
     out, tmp = dirs
     here = [c for c in todo if c.kind != "artifact" or c.problem]
@@ -79,7 +78,6 @@ def run_rows_on_cluster(
 
 
 def _jobs(ex, req, remote: list[Config], targets: dict, tmp: Path) -> list[Job]:
-    from edgemed.harness.rows import worker_job
 
     data = {k: ex.put(Blob.of((tmp / f"data-{k}.npz").read_bytes())) for k in targets_data(remote)}
     jobs = []
@@ -96,8 +94,6 @@ def targets_data(remote: list[Config]) -> list[str]:
 
 
 def _on_done(req, plan: Plan, remote: list[Config], targets: dict, refs: dict, out: Path, record):
-    from edgemed.harness.proc import WorkerResult
-    from edgemed.harness.rows import finish_row
 
     by_key = {c.key: c for c in remote}
 

@@ -13,9 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.artifact import MANIFEST, Artifact, load_artifact
+from edgemed.backends import get_backend
 from edgemed.contract import Contract
+from edgemed.data import card_split_config, load_dataset
+from edgemed.data.locate import data_path
+from edgemed.data.overlap import split_overlap
 from edgemed.errors import InputError, UnavailableError
 from edgemed.fileio import read_json, sha256_file
+from edgemed.runtimes import REFERENCE_RUNTIME, RUNTIMES
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,6 @@ def artifact_bytes(art: Artifact) -> int:
 def load_artifacts(paths: tuple[str, ...]) -> tuple[list[Artifact], dict[Path, str]]:
     """Load and verify every artifact; refuse unknown or unavailable runtimes up front. Among
     several, one whose files do not match its manifest becomes a failed row (the problems)."""
-    from edgemed.backends import BACKENDS, get_backend
 
     arts, problems = [], {}
     for p in paths:
@@ -86,10 +90,10 @@ def load_artifacts(paths: tuple[str, ...]) -> tuple[list[Artifact], dict[Path, s
             if len(paths) == 1:
                 raise
             problems[art.path] = " ".join(str(exc).split())
-        if art.runtime not in BACKENDS:
+        if art.runtime not in RUNTIMES:
             raise InputError(
                 f"artifact {art.path} has runtime {art.runtime!r}, which this edgemed does not know; "
-                f"known: {', '.join(BACKENDS)}"
+                f"known: {', '.join(RUNTIMES)}"
             )
         missing = get_backend(art.runtime).available()
         if missing:
@@ -107,7 +111,6 @@ def card_of(art: Artifact) -> dict | None:
 
 def split_config(data: str, card: dict | None) -> dict:
     """The training split settings when benching on the model's own data (so 'test' is its test)."""
-    from edgemed.data import card_split_config
 
     return card_split_config(data, card)
 
@@ -148,8 +151,6 @@ def contract_mismatch(contract: Contract, ds, native: tuple | None, same_data: b
 
 def load_eval_data(data: str, split: str, art: Artifact, cache: dict) -> EvalData:
     """The split at the artifact's input size, checked against its contract (cached per size)."""
-    from edgemed.data import load_dataset
-    from edgemed.data.locate import data_path
 
     path = data_path(data)
     c, card = art.contract, card_of(art)
@@ -159,7 +160,6 @@ def load_eval_data(data: str, split: str, art: Artifact, cache: dict) -> EvalDat
     if key not in cache:
         ds = load_dataset(path, c.input_size, c.channels, **cfg)
         s = ds.split(split)
-        from edgemed.data.overlap import split_overlap
 
         ref = {"path": ds.path, "split": split, "n": len(s), "data_hash": ds.data_hash,
                "split_overlap": split_overlap(ds)}  # fmt: skip
@@ -202,7 +202,12 @@ def resolve_reference(art: Artifact, arts: list[Artifact], data_key: str) -> Ref
             )
     for other in arts:
         same_model = (other.manifest.get("source") or {}).get("sha256") == source.get("sha256")
-        if other.runtime == "onnx" and other.precision == "fp32" and same_model and source:
+        if (
+            other.runtime == REFERENCE_RUNTIME
+            and other.precision == "fp32"
+            and same_model
+            and source
+        ):
             why = f"FP32 ONNX artifact {other.path} ({problem})"
             return _reference(
                 "onnx", other.model_file, sha256_file(other.model_file), data_key, why

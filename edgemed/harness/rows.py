@@ -5,17 +5,29 @@ local row loop (edgemed.harness.bench) and the cluster one (edgemed.harness.dist
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from edgemed.errors import EdgemedError
 from edgemed.evaluation.drift import drift_from_logits
 from edgemed.evaluation.sanity import OutputError
+from edgemed.fileio import sha256_file
+from edgemed.harness.device import busy_warning, load_average
 from edgemed.harness.plan import Config, EvalData, Plan, Reference
+from edgemed.harness.proc import WorkerResult, run_worker
 
-if TYPE_CHECKING:
-    from edgemed.harness.bench import BenchRequest
+
+class RowRequest(Protocol):
+    """What a row reads from `edgemed.harness.bench.BenchRequest` (declared here so that rows,
+    which bench imports, does not import bench back)."""
+
+    threads: int
+    batch: int
+    timeout: float
+    n_boot: int
+
+    def latency_settings(self) -> dict: ...
 
 
 def _job(name: str, kind: str, path: Path, contract, data: Path, logits: Path, **extra) -> dict:
@@ -34,7 +46,6 @@ def reference_logits(
     ref: Reference, plan: Plan, out: Path, tmp: Path, timeout: float
 ) -> np.ndarray:
     """FP32 reference logits on the split (cached in DIR/references, computed in a worker)."""
-    from edgemed.harness.proc import run_worker
 
     cached = out / "references" / f"{ref.key}.npy"
     if cached.is_file():
@@ -55,18 +66,14 @@ def reference_logits(
 
 
 def run_row(
-    req: BenchRequest, cfg: Config, ev: EvalData, ref_logits: np.ndarray, out: Path, tmp: Path
+    req: RowRequest, cfg: Config, ev: EvalData, ref_logits: np.ndarray, out: Path, tmp: Path
 ) -> dict:
     """Run one configuration in a fresh process and build its row (drift computed here)."""
-    from edgemed.harness.device import busy_warning, load_average
-    from edgemed.harness.proc import run_worker
 
     logits_path = out / "logits" / f"{cfg.key}.npy"
     job = worker_job(req, cfg, tmp / f"data-{ev.key}.npz", logits_path)
     before = load_average()
     if cfg.problem:  # a corrupted artifact is its own failed row, never run
-        from edgemed.harness.proc import WorkerResult
-
         res = WorkerResult("failed", {}, cfg.problem, 0.0)
     else:
         res = run_worker(job, tmp, req.timeout)
@@ -75,7 +82,7 @@ def run_row(
     return row
 
 
-def worker_job(req: BenchRequest, cfg: Config, data: Path, logits_path: Path) -> dict:
+def worker_job(req: RowRequest, cfg: Config, data: Path, logits_path: Path) -> dict:
     """The job file edgemed.harness.worker runs for one configuration."""
     kind = "artifact" if cfg.kind == "artifact" else cfg.reference.kind
     job = _job(cfg.key, kind, cfg.path, cfg.contract, data, logits_path)
@@ -86,7 +93,7 @@ def worker_job(req: BenchRequest, cfg: Config, data: Path, logits_path: Path) ->
 
 
 def finish_row(
-    req: BenchRequest, cfg: Config, ev: EvalData, ref_logits, res, load, logits_path: Path
+    req: RowRequest, cfg: Config, ev: EvalData, ref_logits, res, load, logits_path: Path
 ) -> dict:
     """The row of a finished worker: its measurements, and drift against the FP32 reference."""
     row = base_row(cfg, req, res, *load)
@@ -110,13 +117,12 @@ def _reference_is_self(cfg: Config) -> bool:
     its drift is 0 by construction, not a measurement, and the report says so."""
     if cfg.kind != "artifact" or cfg.reference.kind != "onnx":
         return False
-    from edgemed.fileio import sha256_file
 
     models = list(Path(cfg.path).glob("*.onnx"))
     return any(sha256_file(p) == cfg.reference.sha256 for p in models)
 
 
-def base_row(cfg: Config, req: BenchRequest, res, before, after) -> dict:
+def base_row(cfg: Config, req: RowRequest, res, before, after) -> dict:
     memory = {"peak_rss_delta_mb": None, **res.row.get("memory", {})}
     memory.update(model_bytes=cfg.model_bytes, gpu=gpu_memory_block(cfg, res.row))
     return {

@@ -8,12 +8,19 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.errors import EdgemedError
+from edgemed.evaluation.group_sources import dicom_group_table
+from edgemed.evaluation.groups import (
+    ImageKeys,
+    group_drifts,
+    group_violations,
+    read_groups_csv,
+    worst_groups,
+)
 from edgemed.harness.plan import Plan
 
 
 def read_groups(groups: str | None, plan: Plan) -> dict:
     """The groups file checked against each evaluated data set (data key -> GroupTable)."""
-    from edgemed.evaluation.groups import ImageKeys, read_groups_csv
 
     if not groups:
         return {}
@@ -21,8 +28,6 @@ def read_groups(groups: str | None, plan: Plan) -> dict:
     def table(ev):
         keys = ImageKeys(ev.ids, ev.hashes, ev.known)
         if groups.startswith("dicom:"):  # from each evaluated image's own DICOM header
-            from edgemed.evaluation.group_sources import dicom_group_table
-
             return dicom_group_table(groups, ev.ref["path"], keys)
         return read_groups_csv(groups, keys)
 
@@ -32,7 +37,6 @@ def read_groups(groups: str | None, plan: Plan) -> dict:
 def add_subgroups(req, plan: Plan, rows: list[dict], tables: dict) -> list[str]:
     """Each finished row's drift per group (from its saved logits); returns the per-group gate
     violations when --gate-per-group."""
-    from edgemed.evaluation.groups import group_drifts, group_violations, worst_groups
 
     violations = []
     configs = {c.key: c for c in plan.configs}

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.backends import Runner
+from edgemed.models.checkpoint import load_checkpoint
 
 
 class TorchRunner(Runner):
@@ -19,8 +20,6 @@ class TorchRunner(Runner):
 
     def activate(self) -> None:
         import torch
-
-        from edgemed.models.checkpoint import load_checkpoint
 
         if self.threads:
             torch.set_num_threads(self.threads)

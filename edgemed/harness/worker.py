@@ -19,6 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemed.backends import eval_batch, open_runner, run_batches
+from edgemed.contract import Contract
+from edgemed.errors import EdgemedError, InputError
+from edgemed.fileio import write_json_atomic
+
 FAULT_ENV = "EDGEMED_BENCH_FAULT"
 EVAL_BATCH = 32
 
@@ -38,13 +43,16 @@ def open_job_runner(job: dict):
     """The Runner for the job: an artifact through its backend, or a torch/ONNX reference file."""
     kind, path, threads = job["kind"], Path(job["path"]), job.get("threads")
     if kind == "artifact":
-        from edgemed.artifact import load_artifact, open_runner
+        # lazy: loaded after the RSS baseline (in the delta)
+        from edgemed.artifact import load_artifact
 
         return open_runner(load_artifact(path, verify=False), threads)
     if kind == "torch":
+        # lazy: loaded after the RSS baseline (in the delta)
         from edgemed.harness.torch_runner import TorchRunner
 
         return TorchRunner(path, threads)
+    # lazy: loaded after the RSS baseline (in the delta)
     from edgemed.backends.onnxruntime import OnnxRuntimeRunner
 
     return OnnxRuntimeRunner(path, threads)
@@ -54,8 +62,8 @@ def _eval_batch(job: dict) -> int:
     """The batch the artifact's manifest says its accuracy was measured at (dynamic INT8: 1)."""
     if job["kind"] != "artifact":
         return EVAL_BATCH
+    # lazy: loaded after the RSS baseline (in the delta)
     from edgemed.artifact import load_artifact
-    from edgemed.backends import eval_batch
 
     manifest = load_artifact(Path(job["path"]), verify=False).manifest
     return eval_batch(manifest.get("backend") or {}, EVAL_BATCH)
@@ -81,9 +89,6 @@ def latency_input(contract, images: np.ndarray, batch: int) -> np.ndarray:
 def run_job(job: dict) -> dict:
     """Load, time and run one configuration; returns the worker part of the bench row."""
     import contextlib
-
-    from edgemed.backends import run_batches
-    from edgemed.contract import Contract
 
     images = np.load(job["data"])["images"]
     contract = Contract.from_dict(job["contract"])
@@ -120,10 +125,9 @@ def gpu_sampler(job: dict):
     """NVML/tegrastats sampler for GPU configurations (None, reason) where there is none."""
     if job.get("device", "cpu") == "cpu":
         return None, {"peak_mb": None, "reason": "this configuration runs on the CPU"}
-    from edgemed.errors import EdgemedError
 
     try:
-        from edgemed.harness.gpu_memory import gpu_memory_sampler
+        from edgemed.harness.gpu_memory import gpu_memory_sampler  # lazy: ImportError handled below
 
         return gpu_memory_sampler(pid=os.getpid()), None
     except ImportError:
@@ -140,12 +144,11 @@ def gpu_result(sampler) -> dict:
 
 
 def _measure(runner, contract, images: np.ndarray, job: dict) -> dict:
+    # lazy: loaded after the RSS baseline (in the delta)
     from edgemed.harness.latency import measure_latency
 
     batch = int(job["batch"])
     if runner.batch_limit and batch > runner.batch_limit:
-        from edgemed.errors import InputError
-
         raise InputError(
             f"this artifact has a fixed batch of {runner.batch_limit}; bench it with --batch {runner.batch_limit}"
         )
@@ -165,8 +168,6 @@ def _measure(runner, contract, images: np.ndarray, job: dict) -> dict:
 def main(argv: list[str]) -> int:
     job_path = Path(argv[0])
     job = json.loads(job_path.read_text())
-    from edgemed.errors import EdgemedError
-    from edgemed.fileio import write_json_atomic
 
     try:
         row = run_job(job)

@@ -43,7 +43,9 @@ class ModelSpec:
         return d
 
 
-# Compressed checkpoints name this internal factory; its base must itself be allowed.
+# Compressed checkpoints name this internal factory; its base must itself be allowed. The name is
+# an identifier stored in every compressed checkpoint already written (the rebuild lived in
+# compress/arch.py then): it is compared, never imported; `edgemed.models.arch.rebuild` runs it.
 REBUILD = "edgemed.compress.arch:rebuild"
 
 
@@ -61,7 +63,7 @@ def build_model(
     """
     check_allowed(spec, factory, origin)
     if spec.name == REBUILD:
-        from edgemed.compress.arch import rebuild
+        from edgemed.models.arch import rebuild  # lazy: import cycle with its package
 
         return _call(spec, rebuild, {**spec.kwargs, "factory": factory})
     if spec.is_zoo:
@@ -72,7 +74,7 @@ def build_model(
     module = _call(spec, load_factory(target), kwargs)
     if spec.output is None:
         return module
-    from edgemed.models.outputs import SelectOutput
+    from edgemed.models.outputs import SelectOutput  # lazy: imports torch
 
     return SelectOutput(module, spec.output)
 
@@ -81,7 +83,7 @@ def _call(spec: ModelSpec, factory, kwargs: dict):
     try:
         return factory(**kwargs)
     except ImportError as exc:  # an optional dependency imported when the model is built
-        from edgemed.models.probe import missing_module_error
+        from edgemed.models.probe import missing_module_error  # lazy: numpy (models imports none)
 
         raise missing_module_error(exc, f"model {spec.name!r}") from None
     except (TypeError, KeyError, AttributeError) as exc:
@@ -130,7 +132,7 @@ def load_factory(target: str):
                 f"{exc.name!r} here; check the spelling, pip install its package, or add its "
                 "folder to PYTHONPATH"
             ) from None
-        from edgemed.models.probe import missing_module_error
+        from edgemed.models.probe import missing_module_error  # lazy: numpy (models imports none)
 
         raise missing_module_error(exc, f"model factory {target!r}") from None
     except ImportError as exc:

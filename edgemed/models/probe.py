@@ -12,6 +12,7 @@ import re
 
 import numpy as np
 
+from edgemed.backends.onnxruntime import unsupported_error
 from edgemed.contract import Contract
 from edgemed.errors import InputError
 
@@ -40,7 +41,7 @@ def missing_module_error(exc: ImportError, who: str) -> InputError:
 
 def probe_torch(module, contract: Contract, who: str) -> None:
     """Run the module at batch 2 and 1 on the contract's input; InputError on any mismatch."""
-    from edgemed.models.outputs import SelectOutput, pick
+    from edgemed.models.outputs import SelectOutput, pick  # lazy: imports torch
 
     raw, choice = (
         (module.net, module.choice) if isinstance(module, SelectOutput) else (module, None)
@@ -230,8 +231,6 @@ def probe_onnx(model, contract: Contract, precision: str, path) -> None:
     try:
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT's own Fail/InvalidGraph types
-        from edgemed.backends.onnxruntime import unsupported_error
-
         raise unsupported_error(path) or InputError(
             f"ONNX Runtime cannot load {path} ({first_line(exc)}); re-export it"
         ) from None

@@ -8,6 +8,15 @@ from pathlib import Path
 from edgemed.contract import Contract
 from edgemed.errors import InputError
 from edgemed.fileio import read_json, sha256_file
+from edgemed.models import REBUILD, ModelSpec, build_model
+from edgemed.models.checkpoint import (
+    FORMAT,
+    checkpoint_spec,
+    load_checkpoint,
+    load_state,
+    read_checkpoint,
+)
+from edgemed.onnx_export import check_onnx_input, contract_from_onnx, load_onnx
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,6 @@ def _from_training_dir(d: Path) -> LoadedModel:
 
 
 def _from_checkpoint(path: Path) -> LoadedModel:
-    from edgemed.models.checkpoint import load_checkpoint
 
     module, spec, contract = load_checkpoint(path)
     source = {
@@ -80,7 +88,6 @@ def _from_checkpoint(path: Path) -> LoadedModel:
 
 
 def _from_onnx(path: Path, contract_path: str | None, output: str | int | None) -> LoadedModel:
-    from edgemed.onnx_export import check_onnx_input, contract_from_onnx, load_onnx
 
     model = load_onnx(path)
     contract = _contract_file(contract_path) if contract_path else contract_from_onnx(model)
@@ -106,8 +113,6 @@ def _from_factory(
     output: str | int | None = None,
 ) -> LoadedModel:
     """The factory the user named; an edgemed checkpoint given with it must name the same one."""
-    from edgemed.models import REBUILD, ModelSpec, build_model
-    from edgemed.models.checkpoint import FORMAT, checkpoint_spec, load_state, read_checkpoint
 
     state = read_checkpoint(Path(checkpoint)) if checkpoint else None
     stored = None

@@ -1,7 +1,7 @@
 """The pipeline stages, each a function from one value to the next:
 
 model source (edgemed.models) -> `training.train` -> reference ONNX (`edgemed.onnx_export`) ->
-calibration set (`edgemed.calibration`) -> backend convert (`edgemed.backends`) -> evaluate
+calibration set (`calibration.py`) -> backend convert (`edgemed.backends`) -> evaluate
 (`edgemed.evaluation`) -> commit (`export.run_export`, atomic); `fallback` is accuracy control
 (keep the most sensitive layers in float), `engine_build` builds TensorRT engines on the device.
 

@@ -19,7 +19,19 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.artifact import Artifact, load_artifact, write_manifest
+from edgemed.backends import run_batches
+from edgemed.backends.tensorrt import TensorRTBackend
+from edgemed.backends.tensorrt.device import (
+    check_dla_request,
+    device_identity,
+    tensorrt_unavailable,
+)
+from edgemed.backends.tensorrt.engine import EnginePlan, TensorRTEngineRunner, engine_from_onnx
+from edgemed.backends.tensorrt.precision import build_path, check_engine_precision, inspect_engine
+from edgemed.backends.tensorrt.profile import allow_tensorrt
 from edgemed.errors import DriftError, InputError, UnavailableError
+from edgemed.evaluation.drift import drift_from_logits
+from edgemed.evaluation.limits import EXPORT_DEFAULTS, limits_from, verdict
 from edgemed.fileio import (
     refuse_existing,
     sha256_file,
@@ -27,7 +39,11 @@ from edgemed.fileio import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from edgemed.harness.gpu_memory import gpu_memory_sampler
+from edgemed.onnx_export import load_onnx
 from edgemed.profiles import Profile
+from edgemed.progress import Progress
+from edgemed.provenance import provenance
 
 ENGINE_FILE = "model.engine"
 LAYERS_FILE = "engine-layers.json"  # the engine inspector's JSON (ProfilingVerbosity.DETAILED)
@@ -45,8 +61,8 @@ class BuildEngineRequest:
     dla_core: int | None = None
     timing_cache: Path | None = None
     max_batch: int = DEFAULT_MAX_BATCH
-    max_auc_drop: float | None = None  # None: the evaluation core's default
-    max_flip_rate: float | None = None
+    # metric key -> limit given (`--max-auc-drop` ...); the export defaults hold for the others
+    limits_given: tuple[tuple[str, float], ...] = ()
     force: bool = False
 
     def to_dict(self) -> dict:
@@ -63,7 +79,7 @@ def profile_from_manifest(d: dict) -> Profile:
 def tensorrt_artifact(path: Path) -> Artifact:
     """Load a TensorRT-ready artifact (ONNX for TensorRT, not already an engine)."""
     art = load_artifact(path)
-    if art.runtime != "tensorrt":
+    if art.runtime != TensorRTBackend.name:
         raise InputError(
             f"{path} is a {art.runtime} artifact; export one for TensorRT with "
             "`edgemed export --target tensorrt` (or a TensorRT profile such as jetson-orin-nano)"
@@ -101,7 +117,6 @@ def engine_precision(art: Artifact, profile: Profile, asked: str | None) -> str:
 
 def engine_plan(req: BuildEngineRequest, art: Artifact, profile: Profile, precision: str):
     """Resolve flags over profile settings (flags win; each is recorded in the manifest)."""
-    from edgemed.backends.tensorrt.engine import EnginePlan
 
     workspace = req.workspace_mb if req.workspace_mb is not None else profile.workspace_mb
     dla = req.dla_core if req.dla_core is not None else profile.dla_core
@@ -116,7 +131,6 @@ def engine_plan(req: BuildEngineRequest, art: Artifact, profile: Profile, precis
 
 
 def _input_name(onnx_path: Path) -> str:
-    from edgemed.onnx_export import load_onnx
 
     graph = load_onnx(onnx_path).graph
     inits = {i.name for i in graph.initializer}
@@ -131,7 +145,11 @@ def default_timing_cache(here) -> Path:
     """One cache per GPU and TensorRT version, under $EDGEMED_CACHE or ~/.cache/edgemed."""
     root = Path(os.environ.get("EDGEMED_CACHE") or Path.home() / ".cache" / "edgemed")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", here.gpu_name).strip("-").lower()
-    return root / "tensorrt" / f"timing-{slug}-cc{here.compute_capability}-trt{here.tensorrt}.cache"
+    return (
+        root
+        / TensorRTBackend.name
+        / f"timing-{slug}-cc{here.compute_capability}-trt{here.tensorrt}.cache"
+    )
 
 
 def check_target_gpu(profile: Profile, here) -> None:
@@ -147,15 +165,16 @@ def check_target_gpu(profile: Profile, here) -> None:
         )
 
 
+def engine_limits(req: BuildEngineRequest):
+    """The drift limits the engine is held to: those given, the export defaults for the rest."""
+
+    return limits_from(dict(req.limits_given), EXPORT_DEFAULTS)
+
+
 def build_engine(req: BuildEngineRequest) -> dict:
     """Build, check and write one engine artifact; returns its manifest."""
-    from edgemed.backends.tensorrt.device import (
-        check_dla_request,
-        device_identity,
-        tensorrt_unavailable,
-    )
-    from edgemed.backends.tensorrt.precision import build_path
 
+    engine_limits(req)  # a bad limit is refused before any work
     art = tensorrt_artifact(req.artifact)
     profile = profile_from_manifest(art.manifest["profile"])
     precision = engine_precision(art, profile, req.precision)
@@ -167,7 +186,7 @@ def build_engine(req: BuildEngineRequest) -> dict:
     here = device_identity()
     check_target_gpu(profile, here)
     check_dla_request(plan.dla_core, here, precision)
-    profile.allow_tensorrt(here.tensorrt)
+    allow_tensorrt(profile, here.tensorrt)
     path = build_path(art.manifest, precision, here.tensorrt)
     cache = req.timing_cache or (default_timing_cache(here) if profile.timing_cache else None)
     if cache:
@@ -177,9 +196,6 @@ def build_engine(req: BuildEngineRequest) -> dict:
 
 
 def _build_and_write(req, art, profile, plan, path, here, out: Path) -> dict:
-    from edgemed.backends.tensorrt.engine import engine_from_onnx
-    from edgemed.backends.tensorrt.precision import check_engine_precision, inspect_engine
-    from edgemed.progress import Progress
 
     bar = Progress(3, "build-engine")
     bar.note(f"building {plan.precision} engine on {here.gpu_name} (TensorRT {here.tensorrt}, "
@@ -215,10 +231,6 @@ def _fp32_nodes(art: Artifact) -> tuple[str, ...]:
 
 def _device_drift(engine: bytes, plan, art: Artifact, req: BuildEngineRequest):
     """Run the engine on the artifact's reference images; drift vs FP32 and GPU memory peak."""
-    from edgemed.backends import run_batches
-    from edgemed.backends.tensorrt.engine import TensorRTEngineRunner
-    from edgemed.evaluation.drift import drift_from_logits
-    from edgemed.evaluation.limits import EXPORT_DEFAULTS, limits_from, verdict
 
     ref = art.manifest["reference"]
     images = np.load(art.path / ref["inputs"])
@@ -233,9 +245,7 @@ def _device_drift(engine: bytes, plan, art: Artifact, req: BuildEngineRequest):
     if sampler is not None:
         memory = sampler.result().to_dict()
     drift = drift_from_logits(art.contract, logits, cand, labels)
-    limits = limits_from(
-        {"auc_drop": req.max_auc_drop, "flip_rate": req.max_flip_rate}, EXPORT_DEFAULTS
-    )
+    limits = engine_limits(req)
     failed = verdict(limits, drift).failed
     if failed:
         raise DriftError(
@@ -257,7 +267,6 @@ class _NoSampler:
 
 def _memory_sampler():
     """tegrastats on Jetson, NVML elsewhere; none (memory not recorded) when neither is there."""
-    from edgemed.harness.gpu_memory import gpu_memory_sampler
 
     try:
         return gpu_memory_sampler(pid=os.getpid())
@@ -266,13 +275,12 @@ def _memory_sampler():
 
 
 def _engine_manifest(req, art, profile, plan, here, facts: dict, drift, memory) -> dict:
-    from edgemed.provenance import provenance
 
     path = facts["path"]
     onnx_sha = sha256_file(art.path / path.onnx_file)
     return {
-        "runtime": "tensorrt",
-        "runtime_package": "tensorrt",
+        "runtime": TensorRTBackend.name,
+        "runtime_package": TensorRTBackend.package,
         "target": art.manifest.get("target"),
         "profile": profile.to_dict(),
         "precision": plan.precision,

@@ -21,17 +21,25 @@ from edgemed.backends import (
     get_backend,
     run_batches,
 )
+from edgemed.backends.onnxruntime import OnnxRuntimeRunner
 from edgemed.calibration import CalibrationOptions
 from edgemed.contract import Contract
+from edgemed.data import model_dataset
 from edgemed.errors import DriftError, InputError
 from edgemed.evaluation.drift import Drift, drift_from_logits
 from edgemed.evaluation.sanity import OutputError
 from edgemed.fileio import staged_dir, write_json_atomic
+from edgemed.models import probe
+from edgemed.models.probe import onnx_with_output
 from edgemed.models.source import LoadedModel, load_model_source
+from edgemed.onnx_export import embed_contract, load_onnx, onnx_from_torch, save_onnx, simplify_onnx
 from edgemed.pipeline.budget import BudgetOptions, budget_for
+from edgemed.pipeline.calibration import calibration_for_export
 from edgemed.pipeline.fallback import convert_within_budget
+from edgemed.pipeline.training import predict_logits
 from edgemed.profiles import Profile, resolve_target
 from edgemed.provenance import provenance
+from edgemed.runtimes import RUNTIMES, registration, runtimes_with
 
 MAX_EVAL_IMAGES = 512
 
@@ -83,7 +91,6 @@ def evaluation_set(loaded: LoadedModel, data: str | None, split: str = "val") ->
 
     The card's data hash must still match, so parity is never measured on different data silently.
     """
-    from edgemed.data import model_dataset
 
     c = loaded.contract
     ds = model_dataset(loaded.card, data, c.input_size, c.channels, card_split=False)
@@ -98,17 +105,14 @@ def evaluation_set(loaded: LoadedModel, data: str | None, split: str = "val") ->
     )
 
 
-# Backends that convert from the reference ONNX; TFLite converts the torch module (litert-torch).
-ONNX_SOURCE_TARGETS = ("onnx", "openvino", "tensorrt")
-
-
 def check_onnx_source(loaded: LoadedModel, runtime: str) -> None:
-    """An .onnx source only goes to runtimes that convert from ONNX: say so before any work."""
-    if loaded.kind == "onnx" and runtime not in ONNX_SOURCE_TARGETS:
+    """A model goes only to runtimes that convert from its kind (`Registration.sources`): an
+    .onnx source to those that convert the reference ONNX; say so before any work."""
+    if loaded.kind == "onnx" and loaded.kind not in registration(runtime).sources:
         raise InputError(
-            f"{runtime.replace('tflite', 'TFLite')} export needs the torch model (a training dir, "
+            f"{registration(runtime).title} export needs the torch model (a training dir, "
             f".pt checkpoint or package.module:factory), not only an ONNX file; an .onnx model "
-            f"exports to {', '.join(ONNX_SOURCE_TARGETS)}"
+            f"exports to {', '.join(runtimes_with(sources='onnx'))}"
         )
 
 
@@ -128,12 +132,10 @@ def require_evaluation_data(loaded: LoadedModel, data: str | None) -> None:
 
 def probe_source(loaded: LoadedModel, precision: str) -> None:
     """One forward pass at batch 2 and 1 before any data is read (see edgemed.models.probe)."""
-    from edgemed.models import probe
 
     if loaded.kind == "torch":
         probe.probe_torch(loaded.module, loaded.contract, f"model {_source_name(loaded)}")
         return
-    from edgemed.onnx_export import load_onnx
 
     model = probe.onnx_with_output(load_onnx(loaded.onnx_path), loaded.output, loaded.onnx_path)
     probe.probe_onnx(model, loaded.contract, precision, loaded.onnx_path)
@@ -147,8 +149,6 @@ def _source_name(loaded: LoadedModel) -> str:
 def reference_onnx(loaded: LoadedModel, path: Path, opset: int) -> tuple[Path, Contract]:
     """The FP32 reference ONNX (exported from torch, or the user's ONNX, its chosen output only)
     with the contract embedded; the contract returned records its input and output names."""
-    from edgemed.models.probe import onnx_with_output
-    from edgemed.onnx_export import embed_contract, load_onnx, onnx_from_torch, save_onnx
 
     if loaded.kind == "torch":
         contract = loaded.contract.with_io_names("input", "logits")
@@ -164,10 +164,7 @@ def reference_onnx(loaded: LoadedModel, path: Path, opset: int) -> tuple[Path, C
 def reference_logits(loaded: LoadedModel, onnx_path: Path, ev: EvalSet) -> np.ndarray:
     """FP32 reference outputs: torch when we have the module, else ONNX Runtime on the input ONNX."""
     if loaded.kind == "torch":
-        from edgemed.pipeline.training import predict_logits
-
         return predict_logits(loaded.module, loaded.contract, ev.images)
-    from edgemed.backends.onnxruntime import OnnxRuntimeRunner
 
     with OnnxRuntimeRunner(onnx_path) as r:
         return run_batches(r, loaded.contract, ev.images)
@@ -177,7 +174,6 @@ def check_parity(
     contract: Contract, ref: np.ndarray, onnx_path: Path, ev: EvalSet, tol: float, source: str
 ) -> Drift:
     """ONNX Runtime vs the reference: max |delta p| <= tol and no decision flips, else DriftError."""
-    from edgemed.backends.onnxruntime import OnnxRuntimeRunner
 
     with OnnxRuntimeRunner(onnx_path) as r:
         onnx_logits = run_batches(r, contract, ev.images)
@@ -216,8 +212,15 @@ def candidate_drift(
 
 
 def _simulated(backend, device: str, precision: str) -> bool:
-    """A target that is not this CPU, whose backend can simulate it here at this precision."""
-    return device != "cpu" and precision in backend.simulated_precisions
+    """A target that is not this CPU, whose runtime can simulate it here at this precision."""
+    sim = RUNTIMES[backend.name].simulation
+    return device != "cpu" and sim is not None and precision in sim.precisions
+
+
+def _simulation_name(runtime: str) -> str | None:
+    """What ran the drift measured here for another device (None: not simulated)."""
+    sim = registration(runtime).simulation
+    return sim.by if sim else None
 
 
 def run_export(req: ExportRequest) -> dict:
@@ -283,7 +286,7 @@ def run_export(req: ExportRequest) -> dict:
         if drift is not None:
             manifest["drift"] = drift.to_dict() | {"eval_batch": eval_batch(conv.info)}
             if profile.device != "cpu":
-                manifest["drift"]["simulated"] = backend.simulation
+                manifest["drift"]["simulated"] = _simulation_name(profile.runtime)
         manifest.update(backend.artifact_extras(tmp, manifest, ref, ev))  # e.g. TensorRT
         return write_manifest(tmp, manifest)
 
@@ -291,7 +294,6 @@ def run_export(req: ExportRequest) -> dict:
 def _maybe_simplify(onnx_path: Path, simplify: bool) -> dict | None:
     if not simplify:
         return None
-    from edgemed.onnx_export import simplify_onnx
 
     return simplify_onnx(onnx_path)
 
@@ -299,7 +301,6 @@ def _maybe_simplify(onnx_path: Path, simplify: bool) -> dict | None:
 def _calibration(req: ExportRequest, loaded: LoadedModel, fp16_calibration: bool = False):
     """Resolve `--calib` for static INT8 (never silently: INT8 without calibration is an error),
     and for FP16 where the backend measures activation magnitudes (TensorRT)."""
-    from edgemed.calibration import calibration_for_export
 
     return calibration_for_export(
         req.calib,

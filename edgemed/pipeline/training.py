@@ -16,8 +16,12 @@ from edgemed.data.peek import peek_contract
 from edgemed.errors import InputError
 from edgemed.evaluation.drift import label_columns
 from edgemed.evaluation.metrics import auc, binary_metrics, youden_threshold
+from edgemed.evaluation.stats import delong_covariance, normal_ci
 from edgemed.fileio import staged_dir, write_json_atomic
-from edgemed.models import ModelSpec
+from edgemed.models import ModelSpec, build_model
+from edgemed.models.checkpoint import save_checkpoint
+from edgemed.models.complexity import measure_complexity
+from edgemed.models.probe import probe_torch
 from edgemed.progress import Progress
 from edgemed.provenance import provenance
 
@@ -73,8 +77,6 @@ def contract_for(ds: Dataset) -> Contract:
 def train(cfg: TrainConfig, ds: Dataset | None = None) -> TrainResult:
     """Run training and evaluation; returns the best-on-validation model, its contract and card."""
     import torch
-
-    from edgemed.models.complexity import measure_complexity
 
     torch.manual_seed(cfg.seed)
     if cfg.threads:
@@ -137,9 +139,6 @@ def _probed_model(cfg: TrainConfig, contract: Contract | None):
     """Build the model and run one batch through it (edgemed.models.probe) when `contract` is known."""
     import torch
 
-    from edgemed.models import build_model
-    from edgemed.models.probe import probe_torch
-
     if contract is None:
         return None
     torch.manual_seed(cfg.seed)  # the same initial weights however often the model is built
@@ -162,7 +161,6 @@ def validation_check(contract: Contract, labels: np.ndarray, scores: np.ndarray)
     Multi-label/multi-class: per label (evaluation/labels.py), the macro AUC over the evaluable
     labels, better_than_chance only when every label is above chance, and a warning naming
     the labels that are inverted, not above chance or cannot be evaluated."""
-    from edgemed.evaluation.stats import delong_covariance, normal_ci
 
     y = np.asarray(labels)
     if contract.task != "binary":
@@ -332,7 +330,6 @@ def _augment(x, gen):
 
 def write_training_dir(result: TrainResult, spec: ModelSpec, out: Path, force: bool) -> Path:
     """Write `model.pt` and `card.json` into `out` atomically."""
-    from edgemed.models.checkpoint import save_checkpoint
 
     if result.card["test"].get("auc") is None:
         missing = ", ".join(result.card["test"].get("not_evaluable") or [])

@@ -15,7 +15,10 @@ from pathlib import Path
 from edgemed.data import Dataset
 from edgemed.executors import Executor, Job, RunOutcome
 from edgemed.executors.blobs import pack_dirs, unpack
+from edgemed.models import ModelSpec, build_model
+from edgemed.models.complexity import measure_complexity
 from edgemed.study import GridPoint, StudyConfig
+from edgemed.study.point import run_point
 
 
 def point_files(pt: GridPoint, precision: str) -> list[str]:
@@ -26,8 +29,6 @@ def point_files(pt: GridPoint, precision: str) -> list[str]:
 def point_task(pt: GridPoint, ds: Dataset, cfg: StudyConfig, precision: str) -> dict:
     """On a worker: one grid point in a node-local temp dir; its row and its files as a blob."""
     import tempfile
-
-    from edgemed.study.point import run_point
 
     with tempfile.TemporaryDirectory(prefix="edgemed-point-") as d:
         row = run_point(pt, ds, cfg, Path(d), precision)
@@ -40,8 +41,6 @@ def largest_first(points: list[GridPoint], ds: Dataset, channels: int) -> list[G
     Workers take tasks in submission order; the grid lists the largest models last, and one of
     them started last on an otherwise idle cluster sets the makespan.
     """
-    from edgemed.models import ModelSpec, build_model
-    from edgemed.models.complexity import measure_complexity
 
     size = ds.split("train").images.shape[1:3]
     outputs = 1 if ds.task == "binary" else len(ds.class_names)

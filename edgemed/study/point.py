@@ -6,7 +6,14 @@ import os
 import time
 from pathlib import Path
 
+from edgemed.artifact import load_artifact
+from edgemed.backends import open_runner, run_batches
 from edgemed.data import Dataset
+from edgemed.harness.latency import measure_latency
+from edgemed.models import ModelSpec
+from edgemed.pipeline.budget import UNGATED, BudgetOptions
+from edgemed.pipeline.export import ExportRequest, run_export
+from edgemed.pipeline.training import TrainConfig, evaluate, train, write_training_dir
 from edgemed.study import GridPoint, StudyConfig
 
 LATENCY_PRECISION = "int8"  # every point is timed as its ONNX Runtime static INT8 export
@@ -14,10 +21,6 @@ LATENCY_PRECISION = "int8"  # every point is timed as its ONNX Runtime static IN
 
 def run_point(pt: GridPoint, ds: Dataset, cfg: StudyConfig, work: Path, precision: str) -> dict:
     """Train one grid point, export it to ONNX Runtime at `precision`, time it; the result row."""
-    from edgemed.models import ModelSpec
-    from edgemed.pipeline.budget import UNGATED, BudgetOptions
-    from edgemed.pipeline.export import ExportRequest, run_export
-    from edgemed.pipeline.training import TrainConfig, train, write_training_dir
 
     t0, cpu0, load0 = time.perf_counter(), time.process_time(), os.getloadavg()
     tcfg = TrainConfig(
@@ -57,10 +60,6 @@ def run_point(pt: GridPoint, ds: Dataset, cfg: StudyConfig, work: Path, precisio
 
 def time_artifact(art: Path, ds: Dataset, seconds: float) -> dict:
     """Batch-1, 1-thread latency of the artifact's runtime call, and its own test AUC."""
-    from edgemed.artifact import load_artifact, open_runner
-    from edgemed.backends import run_batches
-    from edgemed.harness.latency import measure_latency
-    from edgemed.pipeline.training import evaluate
 
     artifact = load_artifact(art)
     test = ds.split("test")

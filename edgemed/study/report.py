@@ -9,6 +9,7 @@ from pathlib import Path
 from edgemed.evaluation.pareto import pareto_front
 from edgemed.fileio import write_bytes_atomic, write_json_atomic
 from edgemed.provenance import provenance
+from edgemed.study.plot import pareto_svg
 
 AUC_MARGIN = 0.01
 
@@ -53,7 +54,6 @@ def picks(rows: list[dict]) -> dict:
 
 def write_report(work: Path, cfg, ds, grid, done: dict, sessions: list[dict]) -> dict:
     """Write study.json, study.md and pareto.svg into `work`; returns the study dict."""
-    from edgemed.study.plot import pareto_svg
 
     rows = [done[p.name] for p in grid if p.name in done]
     study = {

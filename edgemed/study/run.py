@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edgemed.data import Dataset, load_dataset
 from edgemed.errors import InputError
-from edgemed.executors import ExecutorSpec, check_available
+from edgemed.executors import ExecutorSpec, check_available, open_executor
 from edgemed.fileio import append_jsonl, read_jsonl
 from edgemed.progress import Progress
 from edgemed.study import (
@@ -25,7 +25,9 @@ from edgemed.study import (
     extended_points,
     quick_grid,
 )
+from edgemed.study.distributed import run_points
 from edgemed.study.point import LATENCY_PRECISION, run_point
+from edgemed.study.report import write_report
 
 POINTS = "points.jsonl"
 STUDY_FOLDER_SIZE = (
@@ -40,7 +42,6 @@ def partial_dir(out: Path) -> Path:
 def run_study(cfg: StudyConfig, executor: ExecutorSpec | None = None) -> dict:
     """Train/export/time every grid point not yet done; write study.json, study.md, pareto.svg.
     `executor` (default local, in this process) says where the points run."""
-    from edgemed.study.report import write_report
 
     check_config(cfg)
     check_available(executor or ExecutorSpec("local"))
@@ -79,8 +80,6 @@ def run_study(cfg: StudyConfig, executor: ExecutorSpec | None = None) -> dict:
 
 def _run_distributed(spec, todo, ds, cfg, work, precision, record, bar) -> None:
     """The points on Ray; unfinished ones (a node gone) leave OUT.partial for --resume."""
-    from edgemed.executors import open_executor
-    from edgemed.study.distributed import run_points
 
     with open_executor(spec) as ex:
         bar.note(f"{len(todo)} points on {ex.label}")

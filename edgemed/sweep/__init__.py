@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgemed.errors import InputError
+from edgemed.evaluation.limits import BUNDLE_DEFAULTS, METRICS, limits_from
+from edgemed.profiles import resolve_target
 from edgemed.sweep.select import SelectRule
 
 GRIDS = ("quick", "default")
@@ -51,7 +53,6 @@ class SweepPlan:
 
     def pairs(self) -> list[tuple[str, str]]:
         """(target, precision) for every export, skipping precisions a profile does not offer."""
-        from edgemed.profiles import resolve_target
 
         out = []
         for t in self.targets:
@@ -122,7 +123,6 @@ def _plan(raw: dict, path: Path) -> SweepPlan:
 
 def _gate(raw: dict, path: Path) -> tuple[tuple[str, float], ...]:
     """[gate] max_auc_drop = 0.01 ... (the bench flag names without the dashes)."""
-    from edgemed.evaluation.limits import METRICS
 
     by_name = {m.flag.lstrip("-").replace("-", "_"): k for k, m in METRICS.items()}
     bad = sorted(set(raw) - set(by_name))
@@ -156,8 +156,6 @@ def _select(raw: object, path: Path) -> SelectRule:
 
 
 def _check(plan: SweepPlan, path: Path) -> None:
-    from edgemed.evaluation.limits import BUNDLE_DEFAULTS, limits_from
-    from edgemed.profiles import resolve_target
 
     if plan.data != "embedded" and not Path(plan.data).expanduser().exists():
         raise InputError(

@@ -15,11 +15,21 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from edgemed.errors import EdgemedError, InputError
+from edgemed.evaluation.limits import BUNDLE_DEFAULTS, limits_from
 from edgemed.executors import ExecutorSpec, Job, check_available, open_executor
 from edgemed.executors.blobs import pack_dirs, unpack
 from edgemed.fileio import write_bytes_atomic, write_json_atomic
+from edgemed.harness.bench import BenchRequest, run_bench
+from edgemed.pipeline.budget import UNGATED, BudgetOptions
+from edgemed.pipeline.export import ExportRequest, run_export
+from edgemed.profiles import resolve_target
+from edgemed.provenance import provenance
+from edgemed.runtimes import registration
+from edgemed.study import StudyConfig, default_grid, quick_grid
+from edgemed.study.run import partial_dir, run_study
 from edgemed.sweep import SweepPlan
 from edgemed.sweep.console import LOG_NAME, Stage, into_log
+from edgemed.sweep.select import select as select_devices
 
 SELECTION = "selection.json"
 SELECTION_HTML = "selection.html"
@@ -67,8 +77,6 @@ def _claim(out: Path, resume: bool, force: bool) -> None:
 
 def train_stage(plan: SweepPlan, out: Path, spec: ExecutorSpec, term=None) -> dict[str, Path]:
     """The study grid (trained, exported to ORT, timed): model name -> training dir."""
-    from edgemed.study import StudyConfig, default_grid, quick_grid
-    from edgemed.study.run import partial_dir, run_study
 
     study_out = out / "study"
     started = study_out.exists() or partial_dir(study_out).exists()
@@ -95,9 +103,6 @@ def train_stage(plan: SweepPlan, out: Path, spec: ExecutorSpec, term=None) -> di
 def export_task(model: object, name: str, target: str, precision: str, data: str) -> dict:
     """On a worker: export one model; the artifact as a blob, or the export's error line."""
     import tempfile
-
-    from edgemed.pipeline.budget import UNGATED, BudgetOptions
-    from edgemed.pipeline.export import ExportRequest, run_export
 
     with tempfile.TemporaryDirectory(prefix="edgemed-export-") as d:
         tmp = Path(d)
@@ -147,7 +152,6 @@ def export_stage(
     plan: SweepPlan, out: Path, spec: ExecutorSpec, models: dict[str, Path], term=None
 ):
     """Every model x (target, precision) not yet exported; returns (artifact dirs, failures)."""
-    from edgemed.profiles import resolve_target
 
     arts_dir = out / "artifacts"
     arts_dir.mkdir(exist_ok=True)
@@ -159,7 +163,11 @@ def export_stage(
     stage = Stage(term, 2, STAGES, "export", len(todo)) if term else None
     if todo:
         # TensorRT engines are built on the device that will run them.
-        on_device = {t for _, t, _ in todo.values() if resolve_target(t).runtime == "tensorrt"}
+        on_device = {
+            t
+            for _, t, _ in todo.values()
+            if registration(resolve_target(t).runtime).builds_on_device
+        }
         with open_executor(spec, tuple(sorted(on_device))) as ex:
             blobs = {m: ex.put(pack_dirs(p.parent, [p.name])) for m, p in models.items()}
             jobs = [
@@ -195,7 +203,6 @@ def bench_stage(
     plan: SweepPlan, out: Path, spec: ExecutorSpec, arts: list[Path], term=None
 ) -> dict:
     """Every artifact on a device of its profile (bench --resume where a run was started)."""
-    from edgemed.harness.bench import BenchRequest, run_bench
 
     if not arts:
         raise EdgemedError(f"no artifact could be exported; see {out / 'artifacts'}")
@@ -221,9 +228,6 @@ def select(
     plan: SweepPlan, results: dict, export_failures: dict[str, str], out: Path, allow_proxy: bool
 ) -> dict:
     """The selection document: per device the chosen artifact and every candidate's outcome."""
-    from edgemed.evaluation.limits import BUNDLE_DEFAULTS, limits_from
-    from edgemed.provenance import provenance
-    from edgemed.sweep.select import select as select_devices
 
     limits = limits_from(dict(plan.gate), BUNDLE_DEFAULTS)
     return {

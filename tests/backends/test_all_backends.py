@@ -12,9 +12,11 @@ from importlib import metadata
 
 import numpy as np
 
+from edgemed.runtimes import RUNTIMES
 from tests.conftest import CXR
 
-TARGETS = ("onnx", "openvino", "tflite")
+# Every registered runtime that runs on this CPU (a device runtime has its own gpu tests).
+TARGETS = tuple(n for n, r in RUNTIMES.items() if "cpu" in r.devices)
 
 
 def _major_minor(dist: str) -> tuple[int, int]:
@@ -30,8 +32,8 @@ def test_every_backend_runs_in_one_environment(cxr_model, tmp_path):
     import onnxruntime
     import openvino
 
-    from edgemed.artifact import load_artifact, open_runner
-    from edgemed.backends import get_backend, run_batches
+    from edgemed.artifact import load_artifact
+    from edgemed.backends import get_backend, open_runner, run_batches
     from edgemed.calibration import CalibrationOptions
     from edgemed.data import load_dataset
     from edgemed.evaluation.drift import drift_from_logits

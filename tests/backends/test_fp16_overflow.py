@@ -40,8 +40,8 @@ def _export(kind: str, target: str, contract: Path, out: Path, *extra: str):
 
 
 def _outputs_on_test_split(artifact: Path) -> np.ndarray:
-    from edgemed.artifact import load_artifact, open_runner
-    from edgemed.backends import get_backend, run_batches
+    from edgemed.artifact import load_artifact
+    from edgemed.backends import get_backend, open_runner, run_batches
     from edgemed.data import load_dataset
 
     art = load_artifact(artifact)

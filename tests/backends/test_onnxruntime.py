@@ -85,8 +85,8 @@ def test_logits_stay_float(int8_per_tensor):
 
 
 def test_dynamic_int8_runs_real_images(cxr_model, tmp_path):
-    from edgemed.artifact import load_artifact, open_runner
-    from edgemed.backends import run_batches
+    from edgemed.artifact import load_artifact
+    from edgemed.backends import open_runner, run_batches
     from edgemed.data import load_dataset
 
     out = tmp_path / "dyn"
@@ -120,9 +120,10 @@ def calibration_ranges(cxr_model, tmp_path_factory) -> dict:
     """Activation ranges of the real model from the three calibration methods."""
     from edgemed.backends.onnxruntime import quant as oq
     from edgemed.backends.quant import QuantSettings
-    from edgemed.calibration import CalibrationOptions, resolve_calibration
+    from edgemed.calibration import CalibrationOptions
     from edgemed.models.source import load_model_source
     from edgemed.onnx_export import onnx_from_torch
+    from edgemed.pipeline.calibration import resolve_calibration
 
     d = tmp_path_factory.mktemp("ranges")
     loaded = load_model_source(str(cxr_model))

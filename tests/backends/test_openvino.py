@@ -32,7 +32,8 @@ class TestOpenVINO(BackendTemplate):
         return out, json.loads((out / "manifest.json").read_text())
 
     def test_fp32_executes_in_f32_with_f32_weights(self, cxr_model, artifacts, tmp_path_factory):
-        from edgemed.artifact import load_artifact, open_runner
+        from edgemed.artifact import load_artifact
+        from edgemed.backends import open_runner
 
         out, m = self._manifest(cxr_model, artifacts, tmp_path_factory, "fp32")
         b = m["backend"]
@@ -120,8 +121,9 @@ def test_layer_candidates_are_every_op_nncf_quantized(cxr_onnx, cxr_model, tmp_p
     from edgemed.backends import ConvertRequest
     from edgemed.backends.onnxruntime import OnnxRuntimeBackend
     from edgemed.backends.openvino import OpenVINOBackend
-    from edgemed.calibration import CalibrationOptions, calibration_for_export
+    from edgemed.calibration import CalibrationOptions
     from edgemed.contract import Contract
+    from edgemed.pipeline.calibration import calibration_for_export
 
     contract = Contract.from_dict(json.loads((cxr_onnx / "manifest.json").read_text())["contract"])
     cal = calibration_for_export(str(CXR), "int8", contract, None, CalibrationOptions(64))
@@ -146,9 +148,10 @@ def test_percentile_and_minmax_ranges_differ(cxr_model, tmp_path):
     from edgemed.backends import ConvertRequest
     from edgemed.backends.openvino import OpenVINOBackend, ov_model_from_onnx
     from edgemed.backends.openvino import quant as oq
-    from edgemed.calibration import CalibrationOptions, resolve_calibration
+    from edgemed.calibration import CalibrationOptions
     from edgemed.models.source import load_model_source
     from edgemed.onnx_export import onnx_from_torch
+    from edgemed.pipeline.calibration import resolve_calibration
 
     loaded = load_model_source(str(cxr_model))
     onnx_path = onnx_from_torch(loaded.module, loaded.contract, tmp_path / "ref.onnx")
@@ -178,10 +181,11 @@ def test_nncf_accuracy_control_without_validation_images_is_refused(cxr_model, t
     from edgemed.backends import ConvertRequest
     from edgemed.backends.openvino import OpenVINOBackend, ov_model_from_onnx
     from edgemed.backends.openvino import quant as oq
-    from edgemed.calibration import CalibrationOptions, resolve_calibration
+    from edgemed.calibration import CalibrationOptions
     from edgemed.errors import InputError
     from edgemed.models.source import load_model_source
     from edgemed.onnx_export import onnx_from_torch
+    from edgemed.pipeline.calibration import resolve_calibration
 
     loaded = load_model_source(str(cxr_model))
     onnx_path = onnx_from_torch(loaded.module, loaded.contract, tmp_path / "ref.onnx")

@@ -28,6 +28,7 @@ from edgemed.backends.tensorrt.device import (
 )
 from edgemed.errors import InputError, UnavailableError
 from edgemed.fileio import sha256_bytes
+from tests.backends.template import BackendTemplate
 from tests.conftest import CXR, assert_user_error, run_cli, tree_snapshot
 
 TRT_MISSING = tensorrt_unavailable()
@@ -71,6 +72,22 @@ def fp32_artifact(cxr_model, tmp_path_factory) -> Path:
     assert res.code == 0, res
     assert "edgemed build-engine" in res.out and "simulated: onnxruntime-cpu" in res.out
     return out
+
+
+class TestTensorRT(BackendTemplate):
+    """The shared template: export and manifests here; running needs an engine built on a GPU."""
+
+    backend = "tensorrt"
+    precisions = ("fp32", "fp16", "int8")
+
+    @pytest.fixture(scope="class")
+    def artifacts(self, fp32_artifact, fp16_artifact, int8_artifact) -> dict:
+        return {"fp32": fp32_artifact, "fp16": fp16_artifact, "int8": int8_artifact}
+
+    def runnable_artifact(self, art: Path, tmp_path_factory) -> Path:
+        out = tmp_path_factory.mktemp("trt-engine") / "engine"
+        _build(art, out)
+        return out
 
 
 @pytest.fixture(scope="module")
@@ -454,16 +471,17 @@ def test_build_path_refuses_old_fp16_artifacts_and_other_generations(fp16_artifa
 
 
 def test_profiles_name_their_tensorrt_generation():
+    from edgemed.backends.tensorrt.profile import allow_tensorrt
     from edgemed.profiles import resolve_target
 
     assert resolve_target("jetson-orin-nano").tensorrt_major == (10,)
     assert resolve_target("jetson-agx-orin").tensorrt_major == (10,)
     rtx = resolve_target("desktop-rtx")
     assert rtx.tensorrt_major == (10, 11)
-    rtx.allow_tensorrt("10.13.0")
-    rtx.allow_tensorrt("11.4.0")
+    allow_tensorrt(rtx, "10.13.0")
+    allow_tensorrt(rtx, "11.4.0")
     with pytest.raises(InputError, match=r"builds with TensorRT 10.x, but TensorRT 11.4.0"):
-        resolve_target("jetson-orin-nano").allow_tensorrt("11.4.0")
+        allow_tensorrt(resolve_target("jetson-orin-nano"), "11.4.0")
 
 
 # --- the engine's layer precisions, as the engine inspector reports them (pure, here) ----------
@@ -547,8 +565,8 @@ def _build(art: Path, out: Path, *args: str):
 def test_engine_builds_runs_and_meets_budget(
     precision, int8_artifact, fp16_artifact, fp32_artifact, cxr_model, test_split, tmp_path
 ):
-    from edgemed.artifact import load_artifact, open_runner
-    from edgemed.backends import run_batches
+    from edgemed.artifact import load_artifact
+    from edgemed.backends import open_runner, run_batches
     from edgemed.evaluation.drift import drift_from_logits
 
     art = {"int8": int8_artifact, "fp16": fp16_artifact, "fp32": fp32_artifact}[precision]
@@ -575,7 +593,8 @@ def test_engine_builds_runs_and_meets_budget(
 @pytest.mark.gpu
 @needs_trt
 def test_engine_from_another_device_or_corrupt_is_refused_on_device(int8_artifact, tmp_path):
-    from edgemed.artifact import load_artifact, open_runner
+    from edgemed.artifact import load_artifact
+    from edgemed.backends import open_runner
 
     _build(int8_artifact, tmp_path / "engine")
     moved = tmp_path / "moved"

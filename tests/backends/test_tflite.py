@@ -72,7 +72,8 @@ class TestTFLite(BackendTemplate):
     def test_int8_has_int8_input_and_float_logits(self, cxr_model, artifacts, tmp_path_factory):
         from ai_edge_litert.interpreter import Interpreter
 
-        from edgemed.artifact import load_artifact, open_runner
+        from edgemed.artifact import load_artifact
+        from edgemed.backends import open_runner
 
         out, m = self._art(cxr_model, artifacts, tmp_path_factory, "int8")
         b = m["backend"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.backends import Backend, Converted, ConvertRequest, Runner
-from edgemed.backends.fp16 import fp16_from_onnx
+from edgemed.backends.fp16 import FP16_MAX, fp16_from_onnx, overflowing_nodes, refuse_nonfinite
 from edgemed.backends.onnxruntime import quant as oq
 from edgemed.backends.quant import (
     QuantSettings,
@@ -26,7 +26,7 @@ from edgemed.backends.quant import (
     quant_settings,
     write_calibration_manifest,
 )
-from edgemed.errors import InputError
+from edgemed.errors import DriftError, InputError
 from edgemed.fileio import sha256_file
 from edgemed.provenance import package_version
 
@@ -136,7 +136,6 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnx"
     package = "onnxruntime"
-    precisions = frozenset({"fp32", "fp16", "int8"})
 
     def __init__(self) -> None:
         # Caches for the accuracy-aware fallback, which converts the same model many times.
@@ -162,7 +161,6 @@ class OnnxRuntimeBackend(Backend):
             granularities=oq.GRANULARITIES,
             default_granularity="per-channel",
             extra_keys=EXTRA_OPTIONS,
-            op_types_ok=True,
         )
 
     def quantizable_nodes(self, req: ConvertRequest) -> tuple[str, ...]:
@@ -238,9 +236,6 @@ class OnnxRuntimeBackend(Backend):
         """Refuse FP16 nodes whose values leave FP16's range on the validation images (measured
         in FP32: ONNX Runtime's CPU provider computes many FP16 ops in FP32 and would hide it),
         naming them; then refuse NaN/Inf outputs."""
-        from edgemed.backends.fp16 import FP16_MAX, overflowing_nodes, refuse_nonfinite
-        from edgemed.errors import DriftError
-
         if req.validation is None:
             return
         blocked = {*parse_node_list(req.options.get("exclude_nodes")),

@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from edgemed.backends.quant import QuantSettings
-from edgemed.contract import Contract
+from edgemed.contract import CONTRACT_KEY, Contract
 from edgemed.errors import InputError
 from edgemed.fileio import sha256_file
+from edgemed.onnx_export import embed_contract, save_onnx
 from edgemed.progress import Progress
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -326,9 +327,6 @@ def dynamic_int8_from_onnx(pre_path: Path, out_path: Path, settings: QuantSettin
 def ensure_contract(path: Path, contract: Contract) -> None:
     """The contract travels inside every ONNX artifact; re-embed it if a tool dropped it."""
     import onnx
-
-    from edgemed.contract import CONTRACT_KEY
-    from edgemed.onnx_export import embed_contract, save_onnx
 
     model = onnx.load(str(path))
     if not any(p.key == CONTRACT_KEY for p in model.metadata_props):

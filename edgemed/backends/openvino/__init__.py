@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.backends import Backend, Converted, ConvertRequest, Runner
+from edgemed.backends.fp16 import refuse_nonfinite
 from edgemed.backends.openvino import quant as oq
 from edgemed.backends.openvino.quant import compile_config
 from edgemed.backends.quant import (
@@ -30,6 +31,7 @@ from edgemed.backends.quant import (
     write_calibration_manifest,
 )
 from edgemed.errors import InputError, UnavailableError
+from edgemed.evaluation.limits import METRICS
 from edgemed.fileio import sha256_file
 from edgemed.provenance import package_version
 
@@ -161,7 +163,6 @@ class OpenVINOBackend(Backend):
 
     name = "openvino"
     package = "openvino"
-    precisions = frozenset({"fp32", "fp16", "int8"})
 
     def __init__(self) -> None:
         self._quantized: dict[tuple, dict[str, str]] = {}  # accuracy control's candidates
@@ -183,7 +184,6 @@ class OpenVINOBackend(Backend):
             granularities=oq.GRANULARITIES,
             default_granularity="per-channel",
             extra_keys=EXTRA_OPTIONS,
-            op_types_ok=True,
         )
         oq.check_extra(s)
         hint = s.extra.get("inference_precision", "f32")
@@ -247,8 +247,6 @@ class OpenVINOBackend(Backend):
                 file=sys.stderr,
             )
         if s.precision == "fp16":
-            from edgemed.backends.fp16 import refuse_nonfinite
-
             refuse_nonfinite(
                 OpenVINORunner(xml, hint), req.contract, req.validation,
                 f"OpenVINO fp16 (executed in {executed})",
@@ -284,8 +282,6 @@ class OpenVINOBackend(Backend):
             check_node_names(s.exclude_op_types, types, self.name, "exclude_op_types")
         control = None
         if req.accuracy_control is not None:
-            from edgemed.evaluation.limits import METRICS
-
             given = req.accuracy_control.get("auc_drop")
             control = METRICS["auc_drop"].default if given is None else given
         ignored = [ops[n] for n in s.exclude_nodes]

@@ -18,7 +18,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgemed.backends import Backend, Converted, ConvertRequest, Runner
+from edgemed.backends import Backend, Converted, ConvertRequest, Runner, fp16
+from edgemed.backends.fp16 import THRESHOLD_OPTIONS, fp16_thresholds
+from edgemed.backends.onnxruntime import OnnxRuntimeRunner
+from edgemed.backends.onnxruntime import quant as oq
+from edgemed.backends.onnxruntime.quant import (
+    FP16_CANDIDATES,
+    Preprocessed,
+    ensure_contract,
+    nodes_of_types,
+)
 from edgemed.backends.quant import (
     QuantSettings,
     calibration_info,
@@ -26,6 +35,14 @@ from edgemed.backends.quant import (
     quant_settings,
     write_calibration_manifest,
 )
+from edgemed.backends.tensorrt.device import (
+    check_engine_compatible,
+    device_identity,
+    read_engine_file,
+    tensorrt_unavailable,
+)
+from edgemed.backends.tensorrt.engine import TensorRTEngineRunner
+from edgemed.backends.tensorrt.qdq import METHODS, WEIGHTED_OPS, trt_qdq_from_onnx
 from edgemed.calibration import CalibrationSet
 from edgemed.errors import InputError
 from edgemed.fileio import write_json_atomic
@@ -45,7 +62,6 @@ REFERENCE_FILES = {
 }
 REFERENCE_MAX_IMAGES = 256
 REFERENCE_MAX_BYTES = 16 * 2**20
-SIMULATED = "onnxruntime-cpu"
 NEXT_STEP = (
     "TensorRT engine not built here: engines are tied to the GPU and TensorRT version, so run "
     "`edgemed build-engine {out}` on the target device"
@@ -55,11 +71,6 @@ NEXT_STEP = (
 class TensorRTBackend(Backend):
     name = "tensorrt"
     package = "tensorrt"
-    precisions = frozenset({"fp32", "fp16", "int8"})
-    # The export pipeline measures drift of targets that are not this CPU through these:
-    simulation = SIMULATED
-    # ORT on CPU reproduces FP32 and Q/DQ INT8 math, and FP16 rounding of weights and activations
-    simulated_precisions = frozenset({"fp32", "fp16", "int8"})
     fp16_calibration = True  # FP16 measures activation magnitudes on the calibration images
 
     def __init__(self) -> None:
@@ -70,16 +81,11 @@ class TensorRTBackend(Backend):
         self._magnitudes: dict[tuple, dict[str, float]] = {}
 
     def available(self) -> str | None:
-        from edgemed.backends.tensorrt.device import tensorrt_unavailable
-
         return tensorrt_unavailable()
 
     def settings(self, req: ConvertRequest) -> QuantSettings:
         """Validated options: static INT8 only, per-channel weights, ORT's calibration methods;
         FP16: the thresholds above which a layer stays FP32 (`fp16_data_max`, `fp16_init_max`)."""
-        from edgemed.backends.fp16 import THRESHOLD_OPTIONS, fp16_thresholds
-        from edgemed.backends.tensorrt.qdq import METHODS
-
         self.check_precision(req.precision)
         s = quant_settings(
             req,
@@ -95,9 +101,6 @@ class TensorRTBackend(Backend):
         return s
 
     def quantizable_nodes(self, req: ConvertRequest) -> tuple[str, ...]:
-        from edgemed.backends.onnxruntime.quant import FP16_CANDIDATES, nodes_of_types
-        from edgemed.backends.tensorrt.qdq import WEIGHTED_OPS
-
         precision = self.settings(req).precision
         if precision == "fp16":  # nodes of the reference ONNX the FP16 ONNX can keep FP32
             return nodes_of_types(req.onnx_path, FP16_CANDIDATES)
@@ -132,10 +135,6 @@ class TensorRTBackend(Backend):
     def _fp16(self, req: ConvertRequest, target: Path, s: QuantSettings) -> dict:
         """The strongly typed FP16 ONNX: AutoCast's rule on measured magnitudes, then the guard."""
         import onnx
-
-        from edgemed.backends import fp16
-        from edgemed.backends.onnxruntime import OnnxRuntimeRunner
-        from edgemed.backends.onnxruntime.quant import ensure_contract
 
         cal = req.calibration
         if not isinstance(cal, CalibrationSet):
@@ -177,9 +176,6 @@ class TensorRTBackend(Backend):
         }
 
     def _int8(self, req: ConvertRequest, target: Path, s: QuantSettings) -> dict:
-        from edgemed.backends.onnxruntime import quant as oq
-        from edgemed.backends.tensorrt.qdq import trt_qdq_from_onnx
-
         cal = req.calibration
         if not isinstance(cal, CalibrationSet):
             raise InputError(
@@ -202,8 +198,6 @@ class TensorRTBackend(Backend):
 
     def _preprocessed(self, onnx_path: Path) -> Path:
         if self._pre is None:  # ONNX Runtime's quantization tools, imported only when used
-            from edgemed.backends.onnxruntime.quant import Preprocessed
-
             self._pre = Preprocessed(self._scratch)
         return self._pre(onnx_path)
 
@@ -218,7 +212,6 @@ class TensorRTBackend(Backend):
         whose u8s8 path saturates on x86 CPUs without VNNI (AVX2 only; measured 120 of 270 chest
         X-ray decisions flipped), arithmetic TensorRT does not do. Unfused Q/DQ is exact math.
         """
-        from edgemed.backends.onnxruntime import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(Path(model_path), optimization="ORT_ENABLE_BASIC")
 
@@ -239,13 +232,6 @@ class TensorRTBackend(Backend):
 
     def open(self, artifact: Artifact, threads: int | None = None) -> Runner:
         """A runner on a built engine (an engine dir from `edgemed build-engine`)."""
-        from edgemed.backends.tensorrt.device import (
-            check_engine_compatible,
-            device_identity,
-            read_engine_file,
-        )
-        from edgemed.backends.tensorrt.engine import TensorRTEngineRunner
-
         self.require()
         manifest, artifact_dir = artifact.manifest, artifact.path
         engine = manifest.get("engine")

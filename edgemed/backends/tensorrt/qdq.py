@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemed.backends.onnxruntime.quant import quantize_with_ranges
 from edgemed.backends.quant import QuantSettings
 from edgemed.errors import InputError
 from edgemed.provenance import package_version
@@ -40,8 +41,6 @@ def trt_qdq_from_onnx(pre_path: Path, out_path: Path, ranges, settings: QuantSet
     the inputs of weighted ops, whose outputs stay float: TensorRT's documented placement.
     """
     from onnxruntime.quantization import QuantType
-
-    from edgemed.backends.onnxruntime.quant import quantize_with_ranges
 
     quantize_with_ranges(
         pre_path,

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.backends import Backend, Converted, ConvertRequest, Runner
+from edgemed.backends.fp16 import refuse_nonfinite
 from edgemed.backends.quant import (
     QuantSettings,
     calibration_info,
@@ -130,7 +131,6 @@ class TFLiteBackend(Backend):
 
     name = "tflite"
     package = "ai-edge-litert"
-    precisions = frozenset({"fp32", "fp16", "int8"})
 
     def available(self) -> str | None:
         if package_version("ai-edge-litert") or package_version("tflite-runtime"):
@@ -149,7 +149,6 @@ class TFLiteBackend(Backend):
             granularities=lc.GRANULARITIES,
             default_granularity="per-channel",
             extra_keys={"integer_output": ("int8",)},
-            op_types_ok=True,
         )
         if s.extra.get("integer_output", False) not in (True, False):
             raise InputError(
@@ -178,7 +177,6 @@ class TFLiteBackend(Backend):
             with tempfile.TemporaryDirectory(prefix="edgemed-tflite-") as tmp:
                 lc.tflite_fp32(req.module, contract, Path(tmp) / "fp32.tflite")
                 info = lc.tflite_fp16(Path(tmp) / "fp32.tflite", target)
-            from edgemed.backends.fp16 import refuse_nonfinite
 
             refuse_nonfinite(
                 TFLiteRunner(target), contract, req.validation, "TFLite fp16 (float16 weights)",

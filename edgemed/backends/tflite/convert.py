@@ -30,7 +30,7 @@ from pathlib import Path
 
 from edgemed.backends.quant import QuantSettings
 from edgemed.contract import Contract
-from edgemed.errors import InputError
+from edgemed.errors import DriftError, InputError
 from edgemed.progress import Progress
 
 # Activation observers. minmax is the default, measured on the chest X-ray CNN (468 test images,
@@ -272,7 +272,6 @@ def _export_for_calibration(wrapped, contract: Contract):
 def _prepare(quantize_pt2e, graph, quantizer, excluded: tuple[str, ...]):
     """PT2E prepare; a split of shared quantization it still cannot make is a failed attempt
     (DriftError: accuracy control records it and goes on), never a traceback."""
-    from edgemed.errors import DriftError
 
     try:
         return quantize_pt2e.prepare_pt2e(graph, quantizer)

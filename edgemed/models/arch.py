@@ -1,6 +1,6 @@
 """Rebuildable compressed architectures: a base ModelSpec plus an ordered list of layer edits.
 
-A compressed checkpoint stores `ModelSpec("edgemed.compress.arch:rebuild", {"base": ...,
+A compressed checkpoint stores `ModelSpec(REBUILD, {"base": ...,
 "in_channels": C, "num_outputs": K, "edits": [...]})`. Each edit replaces the module at a dotted
 path by a module of new shape built from the one already there (so kernel, stride, padding and
 bias carry over). Compression methods install their layers through `apply_edit` too, so what they
