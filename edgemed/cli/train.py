@@ -16,6 +16,7 @@ from edgemed.cli.options import (
     output_choice,
     output_options,
 )
+from edgemed.cli.recipe import recipe_from_options, recipe_options
 
 
 @click.command()
@@ -58,6 +59,7 @@ from edgemed.cli.options import (
     is_flag=True,
     help="Also keep perceptually near-identical images in one split.",
 )
+@recipe_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=COUNT, help="torch intra-op threads (default: all cores).")
 @max_pixels_option
@@ -84,6 +86,7 @@ def train(
     threads,
     out,
     force,
+    **recipe,
 ) -> None:
     """Train a classifier with early stopping on validation AUC; write model.pt and card.json."""
     from edgemed.fileio import refuse_existing
@@ -108,10 +111,14 @@ def train(
         channels=int(channels),
         near_duplicates=near_duplicates,
         threads=threads,
+        **recipe_from_options(recipe),
     )
     _check(cfg)
     result = run_train(cfg)
     write_training_dir(result, cfg.model, Path(out), force)
+    init = result.card["training"]["recipe"]["init"]
+    if init:
+        click.echo(init_line(init))
     click.echo(summary_line(result.card, out))
     v = result.card.get("validation") or {}
     if v.get("better_than_chance") is False:
@@ -156,6 +163,14 @@ def _check(cfg) -> None:
             raise InputError(
                 f"--{key} (or --model-arg {key}=...) must be a positive number, got {v!r}"
             )
+
+
+def init_line(init: dict) -> str:
+    return (
+        f"init {init['path']}: {init['loaded']} tensors loaded, {len(init['adapted'])} adapted "
+        f"{init['adapted']}, {len(init['reinitialised'])} re-initialised {init['reinitialised']}, "
+        f"{init['ignored_count']} ignored"
+    )
 
 
 def summary_line(card: dict, out) -> str:

@@ -54,14 +54,14 @@ class Method:
 
 
 def fit_settings(req):
-    from edgemed.compress.finetune import FitSettings
+    from edgemed.pipeline.loop import Recipe
 
-    return FitSettings(epochs=req.fit_epochs, lr=req.fit_lr, seed=req.seed)
+    return Recipe(epochs=req.fit_epochs, lr=req.fit_lr, seed=req.seed)
 
 
 def tune(t: Subject, ds, req, label: str):
     """Fine-tune `t.module` on the hard labels (every method but distillation)."""
     from edgemed.compress.finetune import fit, hard_loss
 
-    hard = hard_loss(t.contract.task)
+    hard = hard_loss(t.contract.task, ds, t.contract.num_outputs)
     return fit(t.module, ds, t.contract, fit_settings(req), lambda z, y, x: hard(z, y), label)
