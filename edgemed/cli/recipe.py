@@ -27,7 +27,11 @@ def recipe_options(f):
         click.option(
             "--translate", type=float, help=f"Max shift, fraction of size {_AUGMENT_HELP}."
         ),
-        click.option("--scale", type=float, help=f"Max zoom change, fraction {_AUGMENT_HELP}."),
+        click.option(
+            "--scale",
+            type=float,
+            help=f"Largest zoom factor (>= 1; zooms in 1/S..S) {_AUGMENT_HELP}.",
+        ),
         click.option(
             "--intensity",
             type=float,
