@@ -58,7 +58,12 @@ def run_one(src: Path, config: dict, save: str | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src)}
     job = json.dumps({"config": config, "save": save})
     out = subprocess.run(
-        [sys.executable, "-c", ONE, job], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", ONE, job],
+        env=env,
+        cwd=src,  # `python -c` puts the working directory first on sys.path
+        capture_output=True,
+        text=True,
+        check=False,
     )
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
     if out.returncode or not line:

@@ -160,7 +160,8 @@ def apply_init(module, state: dict, sha: str, path: str | Path) -> InitReport:
             reinit.append(name)
     used = set(loaded) | set(adapted) | set(reinit)
     ignored = tuple(sorted(k for k in state if k not in used))
-    if not loaded and not adapted:
+    # A counter (num_batches_tracked) or a head bias fits any model: only backbone weights count.
+    if not any(merged[n].is_floating_point() and n not in head for n in loaded + adapted):
         raise InputError(
             f"--init {path}: no tensor matches the model (another architecture? {len(state)} "
             f"tensors such as {next(iter(state))!r}, the model has e.g. {next(iter(target))!r})"
