@@ -141,7 +141,7 @@ def _bad_init_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     files["other"] = (tmp / "other.pt", "no tensor matches")
     torch.save({"encoder.layer.0.weight": torch.zeros(3, 3)}, files["other"][0])
     files["width"] = (tmp / "width.pt", "no tensor matches")
-    torch.save(_model(width=1.0).state_dict(), files["width"][0])  # same names, other shapes
+    torch.save(_model(width=0.25).state_dict(), files["width"][0])  # `cnn` at width 1: other shapes
     files["junk"] = (tmp / "junk.pt", "corrupt")
     files["junk"][0].write_bytes(b"not a checkpoint at all")
     return files
