@@ -16,6 +16,7 @@ from edgemed.cli.options import (
     output_choice,
     output_options,
 )
+from edgemed.cli.recipe import recipe_from_options, recipe_options
 
 
 @click.command()
@@ -58,6 +59,7 @@ from edgemed.cli.options import (
     is_flag=True,
     help="Also keep perceptually near-identical images in one split.",
 )
+@recipe_options
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--class-names",
@@ -90,6 +92,7 @@ def train(
     threads,
     out,
     force,
+    **recipe,
 ) -> None:
     """Train a classifier with early stopping on validation AUC; write model.pt and card.json."""
     from edgemed.data.npz import parse_names
@@ -116,10 +119,14 @@ def train(
         near_duplicates=near_duplicates,
         threads=threads,
         class_names=parse_names(class_names, "--class-names"),
+        **recipe_from_options(recipe),
     )
     _check(cfg)
     result = run_train(cfg)
     write_training_dir(result, cfg.model, Path(out), force)
+    init = result.card["training"]["recipe"]["init"]
+    if init:
+        click.echo(init_line(init))
     click.echo(summary_line(result.card, out))
     v = result.card.get("validation") or {}
     for block in (v, result.card["test"]):  # multi-label/multi-class: named per label
@@ -167,6 +174,14 @@ def _check(cfg) -> None:
             raise InputError(
                 f"--{key} (or --model-arg {key}=...) must be a positive number, got {v!r}"
             )
+
+
+def init_line(init: dict) -> str:
+    return (
+        f"init {init['path']}: {init['loaded']} tensors loaded, {len(init['adapted'])} adapted "
+        f"{init['adapted']}, {len(init['reinitialised'])} re-initialised {init['reinitialised']}, "
+        f"{init['ignored_count']} ignored"
+    )
 
 
 def summary_line(card: dict, out) -> str:

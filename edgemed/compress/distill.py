@@ -76,7 +76,9 @@ def _run_distill(t, ref, ds, req):
 
     s = req.settings()
     task = t.contract.task
-    loss = distillation_loss(ref.module, task, hard_loss(task), s["temperature"], s["alpha"])
+    loss = distillation_loss(
+        ref.module, task, hard_loss(task, ds, t.contract.num_outputs), s["temperature"], s["alpha"]
+    )
     result = fit(t.module, ds, t.contract, fit_settings(req), loss, "distill")
     details = {"teacher_params": sum(p.numel() for p in ref.module.parameters())}
     return Outcome(t.module, t.spec, details, result)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from edgemed.compress.finetune import FitSettings, fit, hard_loss
+from edgemed.compress.finetune import fit, hard_loss
 from edgemed.contract import Contract
 from edgemed.models import ModelSpec
 
@@ -55,12 +55,13 @@ class Method:
 
 
 def fit_settings(req):
+    from edgemed.pipeline.loop import Recipe
 
-    return FitSettings(epochs=req.fit_epochs, lr=req.fit_lr, seed=req.seed)
+    return Recipe(epochs=req.fit_epochs, lr=req.fit_lr, seed=req.seed)
 
 
 def tune(t: Subject, ds, req, label: str):
     """Fine-tune `t.module` on the hard labels (every method but distillation)."""
 
-    hard = hard_loss(t.contract.task)
+    hard = hard_loss(t.contract.task, ds, t.contract.num_outputs)
     return fit(t.module, ds, t.contract, fit_settings(req), lambda z, y, x: hard(z, y), label)

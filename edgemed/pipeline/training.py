@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,9 @@ from edgemed.models import ModelSpec, build_model
 from edgemed.models.checkpoint import save_checkpoint
 from edgemed.models.complexity import measure_complexity
 from edgemed.models.probe import probe_torch
-from edgemed.progress import Progress
+from edgemed.pipeline.augment import AugmentSettings, check_augment
+from edgemed.pipeline.init_weights import apply_init, read_init_weights
+from edgemed.pipeline.loss import CLASS_WEIGHTS, class_weights, task_loss
 from edgemed.provenance import provenance
 
 
@@ -41,7 +42,11 @@ class TrainConfig:
     image_size: tuple[int, int] | None = None
     channels: int = 1
     near_duplicates: bool = False
-    augment: bool = True
+    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    class_weights: str = "auto"
+    warmup_epochs: float = 1.0
+    init: str | None = None
+    freeze_epochs: int = 0
     threads: int | None = None
     class_names: tuple[str, ...] | None = None  # --class-names: overrides the data's names
 
@@ -49,6 +54,22 @@ class TrainConfig:
         d = asdict(self)
         d["model"] = self.model.to_dict()
         return d
+
+    def recipe(self):
+        """The fitting recipe of this run (edgemed.pipeline.loop)."""
+        from edgemed.pipeline.loop import Recipe
+
+        return Recipe(
+            epochs=self.epochs,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            weight_decay=self.weight_decay,
+            warmup_epochs=self.warmup_epochs,
+            augment=self.augment,
+            patience=self.patience,
+            freeze_epochs=self.freeze_epochs,
+            seed=self.seed,
+        )
 
 
 @dataclass(frozen=True)
@@ -78,9 +99,11 @@ def train(cfg: TrainConfig, ds: Dataset | None = None) -> TrainResult:
     """Run training and evaluation; returns the best-on-validation model, its contract and card."""
     import torch
 
+    check_recipe(cfg)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    init = read_init_weights(cfg.init) if cfg.init else None  # refused before data loads
     module, peeked = None, None
     if ds is None:  # probe the model on the data's shape first: loading may take minutes
         peeked = peek_contract(cfg.data, cfg.image_size, cfg.channels)
@@ -91,10 +114,12 @@ def train(cfg: TrainConfig, ds: Dataset | None = None) -> TrainResult:
     require_evaluable_validation(contract, ds.split("val").labels)
     if module is None or _probe_key(peeked) != _probe_key(contract):
         module = _probed_model(cfg, contract)
-    t0 = time.perf_counter()
-    best_state, history = _fit(module, ds, contract, cfg)
-    seconds = time.perf_counter() - t0
-    module.load_state_dict(best_state)
+    init_report = apply_init(module, *init, cfg.init) if init else None
+    weights = class_weights(
+        contract.task, ds.split("train").labels, contract.num_outputs, cfg.class_weights
+    )
+    fitted = _fit(module, ds, contract, cfg, weights, init_report is not None)
+    module.load_state_dict(fitted.best_state)
     module.eval()
     val_scores = contract.scores(predict_logits(module, contract, ds.split("val").images))
     contract = contract.with_threshold(
@@ -108,15 +133,18 @@ def train(cfg: TrainConfig, ds: Dataset | None = None) -> TrainResult:
         "test": evaluate(contract, ds.split("test").labels, test_logits),
         "validation": validation,
         "training": {
-            "seconds": round(seconds, 2),
-            "epochs_run": len(history),
-            "history": history,
-            "best_epoch": int(np.argmax([h["val_auc"] for h in history])) + 1,
+            "seconds": round(fitted.seconds, 2),
+            "epochs_run": len(fitted.history),
+            "history": list(fitted.history),
+            "best_epoch": fitted.best_epoch,
+            "recipe": recipe_record(cfg, weights, init_report),
         },
         "data": {**ds.summary(), "split_overlap": split_overlap(ds)},
         "contract": contract.to_dict(),
         "config": cfg.to_dict(),
-        "provenance": provenance(inputs={"data": ds.data_hash}),
+        "provenance": provenance(
+            inputs={"data": ds.data_hash, **({"init": init[1]} if init else {})}
+        ),
     }
     return TrainResult(module, contract, card)
 
@@ -255,77 +283,52 @@ def predict_logits(module, contract: Contract, images: np.ndarray, batch: int = 
     return np.concatenate(out).reshape(len(images), -1)
 
 
-def _fit(module, ds: Dataset, contract: Contract, cfg: TrainConfig) -> tuple[dict, list[dict]]:
-    import torch
+def _fit(module, ds: Dataset, contract: Contract, cfg: TrainConfig, weights, from_init: bool):
+    """The one training loop (edgemed.pipeline.loop) with this task's (weighted) loss."""
+    from edgemed.pipeline.init_weights import head_names
+    from edgemed.pipeline.loop import fit
 
-    train_split, val = ds.split("train"), ds.split("val")
-    x_all = torch.from_numpy(contract.normalize(train_split.images))
-    y_all = torch.from_numpy(
-        train_split.labels.astype(np.float32 if contract.task != "multiclass" else np.int64)
+    loss = task_loss(contract.task, weights)
+    val = ds.split("val")
+    return fit(
+        module,
+        ds,
+        contract,
+        cfg.recipe(),
+        lambda logits, y, _x: loss(logits, y),
+        lambda m: selection_auc(contract, val.labels, predict_logits(m, contract, val.images)),
+        head=head_names(module) if from_init else frozenset(),
     )
-    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * ((len(x_all) + cfg.batch_size - 1) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, steps))
-    loss_fn = _loss(contract.task)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    best, best_auc, history, stale = None, -1.0, [], 0
-    bar = Progress(steps, "train")
-    for epoch in range(cfg.epochs):
-        module.train()
-        losses = []
-        for idx in torch.randperm(len(x_all), generator=gen).split(cfg.batch_size):
-            xb = _augment(x_all[idx], gen) if cfg.augment else x_all[idx]
-            loss = loss_fn(module(xb), y_all[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            bar.advance(1, f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.3f}")
-        module.eval()
-        val_auc = selection_auc(contract, val.labels, predict_logits(module, contract, val.images))
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "loss": round(float(np.mean(losses)), 5),
-                "val_auc": round(val_auc, 5),
-            }
+
+
+def check_recipe(cfg: TrainConfig) -> None:
+    """Refuse recipe settings that make no sense, naming the flag."""
+    check_augment(cfg.augment)
+    if cfg.class_weights not in CLASS_WEIGHTS:
+        raise InputError(
+            f"--class-weights must be one of {', '.join(CLASS_WEIGHTS)}, got {cfg.class_weights!r}"
         )
-        bar.note(f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses):.3f} val AUC {val_auc:.4f}")
-        if val_auc > best_auc + 1e-4:
-            best, best_auc, stale = (
-                {k: v.clone() for k, v in module.state_dict().items()},
-                val_auc,
-                0,
-            )
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                bar.note(
-                    f"early stop: val AUC did not improve for {cfg.patience} epochs (best {best_auc:.4f})"
-                )
-                break
-    bar.close()
-    return best, history
+    if not 0 <= cfg.warmup_epochs <= cfg.epochs:
+        raise InputError(f"--warmup-epochs must be between 0 and --epochs ({cfg.epochs})")
+    if not 0 <= cfg.weight_decay < 1:
+        raise InputError("--weight-decay must be >= 0 and < 1")
+    if cfg.freeze_epochs and not cfg.init:
+        raise InputError("--freeze-epochs trains the head of initialised weights: give --init")
+    if not 0 <= cfg.freeze_epochs < cfg.epochs:
+        raise InputError(f"--freeze-epochs must be >= 0 and smaller than --epochs ({cfg.epochs})")
 
 
-def _loss(task: str):
-    import torch
-
-    if task == "multiclass":
-        return torch.nn.CrossEntropyLoss()
-    bce = torch.nn.BCEWithLogitsLoss()
-    return lambda logits, y: bce(logits.reshape(y.shape[0], -1), y.reshape(y.shape[0], -1))
-
-
-def _augment(x, gen):
-    """Random shift by up to 1/14 of the size (reflect-padded crop); no flips (anatomy is sided)."""
-    import torch
-
-    pad = max(1, x.shape[-1] // 14)
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
-    dy, dx = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
-    return padded[..., dy : dy + x.shape[-2], dx : dx + x.shape[-1]]
+def recipe_record(cfg: TrainConfig, weights, init_report) -> dict:
+    """What the card records of the recipe beyond the config: resolved weights and the init."""
+    return {
+        "schedule": "linear warm-up, cosine decay (AdamW)",
+        "warmup_epochs": cfg.warmup_epochs,
+        "weight_decay": cfg.weight_decay,
+        "augment": cfg.augment.to_dict(),
+        "class_weights": {"mode": cfg.class_weights, "values": weights},
+        "freeze_epochs": cfg.freeze_epochs,
+        "init": init_report.to_dict() if init_report else None,
+    }
 
 
 def write_training_dir(result: TrainResult, spec: ModelSpec, out: Path, force: bool) -> Path:
