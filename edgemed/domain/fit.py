@@ -8,6 +8,7 @@ flag rate measured there is recorded with its Wilson interval.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +16,13 @@ import numpy as np
 
 from edgemed.contract import Contract
 from edgemed.domain import DEFAULT_FPR, FORMAT
+from edgemed.domain.guard import infer_features
 from edgemed.domain.reference import DomainReference, fit_gaussian, save_reference, threshold_at
 from edgemed.domain.stats import NAMES, input_statistics
 from edgemed.errors import InputError
 
 MAX_FIT_IMAGES = 4096
-MIN_VAL_IMAGES = 50
+MIN_VAL_IMAGES = 20
 
 
 @dataclass(frozen=True)
@@ -32,15 +34,6 @@ class DomainData:
     val_images: np.ndarray
     val_labels: np.ndarray
     data_hash: str
-
-
-def infer_features(runner, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Logits and features from a runner with a feature hook (`infer_features`), else logits only."""
-    hook = getattr(runner, "infer_features", None)
-    if hook is None:
-        return runner.infer(x), None
-    logits, feats = hook(x)
-    return logits, (None if feats is None else np.asarray(feats, np.float32).reshape(len(x), -1))
 
 
 def run_with_features(runner, contract: Contract, images: np.ndarray, batch: int = 64):
@@ -136,6 +129,13 @@ def domain_data(card: dict | None, data: str | None, contract: Contract) -> Doma
     if ds is None:
         return None
     tr, va = ds.split("train"), ds.split("val")
+    if len(va) < MIN_VAL_IMAGES:
+        print(
+            f"edgemed: warning: no domain guard: its threshold needs at least {MIN_VAL_IMAGES} "
+            f"validation images, the data has {len(va)}; results will say domain unknown",
+            file=sys.stderr,
+        )
+        return None
     return DomainData(tr.images, tr.labels, va.images, va.labels, ds.data_hash)
 
 

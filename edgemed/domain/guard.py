@@ -10,6 +10,7 @@ import numpy as np
 from edgemed.domain.reference import DomainReference
 from edgemed.domain.stats import input_statistics
 
+POLICY_KEY = "domain_policy"
 UNKNOWN = {"domain": "unknown", "domain_reason": "the bundle carries no domain reference"}
 
 
@@ -72,3 +73,29 @@ class DomainGuard:
         s = self.scores(images, features)
         ratios = [np.where(np.isfinite(v), v / self.thresholds[k], np.inf) for k, v in s.items()]
         return np.max(np.stack(ratios), axis=0)
+
+
+def infer_features(runner, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits and features from a runner with a feature hook (`infer_features`), else logits only."""
+    hook = getattr(runner, "infer_features", None)
+    if hook is None:
+        return runner.infer(x), None
+    logits, feats = hook(x)
+    return logits, (None if feats is None else np.asarray(feats, np.float32).reshape(len(x), -1))
+
+
+def artifact_guard(artifact, runner) -> DomainGuard | None:
+    """The guard of an artifact whose runner is active, None without a reference. A reference
+    fitted on other model files, other data or another feature width is refused (one line)."""
+    from edgemed.domain.reference import check_feature_size, check_matches, load_reference
+
+    ref = load_reference(artifact.path)
+    if ref is None:
+        return None
+    inputs = (artifact.manifest.get("provenance") or {}).get("inputs") or {}
+    check_matches(ref, artifact.manifest.get("files") or {}, inputs.get("data"))
+    c = artifact.contract
+    probe = np.full((1, *c.input_size, c.channels), 128, np.uint8)
+    _, feats = infer_features(runner, c.normalize(probe))
+    check_feature_size(ref, None if feats is None or ref.features is None else feats.shape[1])
+    return DomainGuard(ref)

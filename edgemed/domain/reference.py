@@ -61,16 +61,19 @@ def fit_gaussian(x: np.ndarray, groups: np.ndarray | None) -> Gaussian:
 
 
 def threshold_at(scores: np.ndarray, rate: float) -> float:
-    """The larger of the empirical (1 - rate) quantile of `scores` and that of a log-normal fit
-    to them: a few hundred validation images hold one or two images beyond a 0.5% quantile, so
-    the empirical tail alone is noisy (measured: 2.8% of the chest test split flagged at a 1%
-    target with the empirical quantile alone)."""
+    """The (1 - rate) quantile of `scores`: the larger of the empirical one and that of a
+    log-normal fit, or the fit alone where the split is too small to hold one image beyond it.
+
+    A few hundred validation images hold one or two images beyond a 0.5% quantile, so the
+    empirical tail alone is noisy (measured: 2.8% of the chest test split flagged at a 1% target
+    with it alone); with fewer than 1/rate images it is just the largest score, an outlier."""
     s = np.sort(np.asarray(scores, np.float64))
-    k = int(math.floor(rate * len(s)))  # how many may lie above
-    empirical = float(s[len(s) - k - 1]) if k < len(s) else float(s[0])
     logs = np.log(np.maximum(s, 1e-12))
     fitted = float(np.exp(logs.mean() + _normal_quantile(1.0 - rate) * logs.std(ddof=1)))
-    return max(empirical, fitted)
+    k = int(math.floor(rate * len(s)))  # how many may lie above
+    if k == 0:
+        return fitted
+    return max(float(s[len(s) - k - 1]), fitted)
 
 
 def _normal_quantile(p: float) -> float:
@@ -166,7 +169,8 @@ def _check_shapes(feats: Gaussian | None, a: dict, meta: dict, where: Path) -> N
 def check_matches(ref: DomainReference, model_files: dict, data_hash: str | None) -> None:
     """Refuse a reference fitted for other model files or other data (one line naming which)."""
     want = ref.meta.get("model_files") or {}
-    for name, sha in want.items():
+    for name, entry in want.items():
+        sha = str(entry.get("sha256") if isinstance(entry, dict) else entry)
         have = (model_files.get(name) or {}).get("sha256")
         if have != sha:
             raise InputError(
