@@ -187,11 +187,12 @@ def test_serve_raises_a_drift_alarm_after_a_switch_and_monitor_reports_it(
     """150 in-domain images (the validation split, the monitor's reference), then 100 inverted
     ones: the alarm comes after the switch, within 100 images, audited and counted."""
     from tests.bundle_support import cxr_bundle_for, write_dicom
-    from tests.serve_support import _study, in_process, send, wait_for
+    from tests.serve_support import _study, in_process, wait_for
 
     bundle = cxr_bundle_for(cxr_onnx, tmp_path_factory)
     _, pub = keypair(tmp_path_factory)
-    val = np.load(CXR)["val_images"]
+    val = np.load(CXR)["val_images"]  # stored by class: shuffled, or the prevalence alarm is right
+    val = val[np.random.default_rng(0).permutation(len(val))]
     d = tmp_path / "in"
     d.mkdir()
     before = [write_dicom(d / f"v{i}.dcm", val[i % len(val)], **_study({})) for i in range(150)]
@@ -199,7 +200,7 @@ def test_serve_raises_a_drift_alarm_after_a_switch_and_monitor_reports_it(
     svc = in_process(tmp_path, bundle, pub, 0, workers=1)
     try:
         for batch, total in ((before, 150), (after, 250)):
-            assert set(send(batch, svc.dicom_port).values()) == {0}
+            _send_all(batch, svc.dicom_port)
             wait_for(lambda t=total: svc.metrics.snapshot()["done"] == t, 180, f"{total} done")
         entries = [json.loads(x) for x in svc.cfg.audit_path.read_text().splitlines()]
         alarms = [e for e in entries if e["event"] == "drift_alarm"]
@@ -214,3 +215,47 @@ def test_serve_raises_a_drift_alarm_after_a_switch_and_monitor_reports_it(
     doc = json.loads((tmp_path / "report" / "surveillance.json").read_text())
     assert doc["images"] == 250 and doc["domain"]["out"] >= 95 and doc["alarms"]
     assert "<svg" in (tmp_path / "report" / "surveillance.html").read_text()
+
+
+def test_window_monitor_is_quiet_in_domain_and_alarms_after_a_prevalence_switch(cxr_onnx):
+    """3,000 results resampled from the validation split raise no alarm; a switch to positives
+    only (a shifted prevalence) raises the positive-rate alarm within 100 images."""
+    from edgemed.artifact import load_artifact, open_runner
+    from edgemed.data import load_dataset
+    from edgemed.domain.fit import run_with_features
+    from edgemed.domain.guard import DomainGuard
+    from edgemed.domain.monitor import ks_pvalue, monitor_for
+    from edgemed.domain.reference import load_reference
+
+    art = load_artifact(cxr_onnx)
+    c, guard = art.contract, DomainGuard(load_reference(cxr_onnx))
+    val = load_dataset(str(CXR), c.input_size, c.channels).split("val")
+    with open_runner(art) as r:
+        logits, feats = run_with_features(r, c, val.images)
+    s, p = guard.scores(val.images, feats), c.probabilities(logits)[:, 0]
+    results = [{"domain_scores": {k: float(v[i]) for k, v in s.items()},
+                "probabilities": {"normal": 1 - p[i], "pneumonia": p[i]}}
+               for i in range(len(p))]  # fmt: skip
+    mon, rng = monitor_for(guard, c), np.random.default_rng(0)
+    assert not [a for i in rng.integers(0, len(p), 3000) for a in mon.observe(results[i])]
+    positives = [results[i] for i in np.flatnonzero(p >= c.threshold)]
+    alarms = [(k, a) for k in range(100) for a in mon.observe(positives[k % len(positives)])]
+    assert any(a.statistic == "positive_rate:pneumonia" for _, a in alarms), alarms
+    assert ks_pvalue(np.arange(100.0), np.arange(100.0))[1] == 1.0
+    assert ks_pvalue(np.zeros(100), np.ones(100))[1] < 1e-20
+
+
+def _send_all(paths: list[Path], port: int) -> None:
+    """C-STORE in associations of 20, a chunk sent again if the association failed (a loaded
+    machine can time out a response; the spool acknowledges a repeat without processing it)."""
+    from tests.serve_support import send
+
+    for i in range(0, len(paths), 20):
+        for _ in range(3):
+            try:
+                if set(send(paths[i : i + 20], port).values()) == {0}:
+                    break
+            except RuntimeError:
+                continue
+        else:
+            raise AssertionError(f"could not store images {i}-{i + 19} in 3 tries")

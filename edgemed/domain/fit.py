@@ -75,13 +75,7 @@ def fit_reference(runner, contract: Contract, data: DomainData, fpr: float = DEF
     feats = None if train_feats is None or val_feats is None else fit_gaussian(train_feats, groups)
     val_in = inputs.distance(input_statistics(data.val_images))
     val_f = feats.distance(val_feats) if feats else np.zeros(0)
-    share = fpr / 2 if feats else fpr
-    thresholds = {"input": threshold_at(val_in, share)}
-    if feats:
-        thresholds["features"] = threshold_at(val_f, share)
-    flagged = val_in > thresholds["input"]
-    if feats:
-        flagged |= val_f > thresholds["features"]
+    thresholds, flagged = _thresholds(val_in, val_f if feats else None, fpr)
     k, n = int(flagged.sum()), len(flagged)
     meta = {
         "format": FORMAT,
@@ -104,6 +98,17 @@ def fit_reference(runner, contract: Contract, data: DomainData, fpr: float = DEF
     }
     probs = contract.probabilities(val_logits)
     return DomainReference(meta, feats, inputs, val_f, val_in, probs)
+
+
+def _thresholds(val_in: np.ndarray, val_f: np.ndarray | None, fpr: float):
+    """Thresholds at `fpr` split evenly over the scores (union bound) and the val images flagged."""
+    share = fpr / 2 if val_f is not None else fpr
+    thresholds = {"input": threshold_at(val_in, share)}
+    flagged = val_in > thresholds["input"]
+    if val_f is not None:
+        thresholds["features"] = threshold_at(val_f, share)
+        flagged |= val_f > thresholds["features"]
+    return thresholds, flagged
 
 
 def write_reference(root: Path, ref: DomainReference) -> dict:

@@ -30,7 +30,7 @@ class Gaussian:
         """Squared Mahalanobis distance to the nearest class mean, (N,); NaN/Inf rows -> inf."""
         x = np.asarray(x, np.float64).reshape(len(x), -1)
         d = x[:, None, :] - self.means[None, :, :]
-        out = np.einsum("nkd,de,nke->nk", d, self.precision, d).min(axis=1)
+        out = np.einsum("nkd,nkd->nk", d @ self.precision, d).min(axis=1)
         return np.where(np.isfinite(out) & np.isfinite(x).all(axis=1), out, np.inf)
 
 
