@@ -259,3 +259,35 @@ def _send_all(paths: list[Path], port: int) -> None:
                 continue
         else:
             raise AssertionError(f"could not store images {i}-{i + 19} in 3 tries")
+
+
+def test_bench_ood_measures_the_guard_and_bundle_holds_it_to_limits(
+    cxr_onnx, brain_dir, tmp_path, tmp_path_factory
+):
+    fast = ("--seconds", "0.05", "--min-runs", "3")
+    res = run_cli("bench", cxr_onnx, "--data", CXR, *fast, "--ood", brain_dir,
+                  "--out", tmp_path / "bench")  # fmt: skip
+    assert res.code == 0, res.err
+    rows = json.loads((tmp_path / "bench" / "results.json").read_text())["domain_guard"]
+    row = rows[0]
+    assert row["in_domain"]["n"] == 468 and row["ood"][0]["auroc"] >= 0.99
+    assert "domain guard" in res.out and "AUROC" in res.out
+    key, _ = keypair(tmp_path_factory)
+    ok = make_bundle(cxr_onnx, tmp_path / "bench", key, tmp_path / "ok.bundle",
+                     "--max-domain-fpr", "0.05", "--min-ood-auroc", "0.99")  # fmt: skip
+    signed = json.loads(json.dumps(_manifest(ok)))
+    assert signed["domain_gate"]["ood"][0]["auroc"] == row["ood"][0]["auroc"]
+    assert signed["domain_policy"] == "flag" and signed["domain"]["feature_size"]
+    args = ("bundle", "--model", cxr_onnx, "--key", key, "--out", tmp_path / "x.bundle")
+    res = run_cli(*args, "--report", tmp_path / "bench", "--max-domain-fpr", "0.0001")
+    assert_user_error(res, "domain guard gate failed", "in-domain false flags")
+    res = run_cli(*args, "--report", cxr_report_for(cxr_onnx, tmp_path_factory),
+                  "--min-ood-auroc", "0.9")  # fmt: skip
+    assert_user_error(res, "bench ARTIFACT --data DATA --ood")
+    assert not (tmp_path / "x.bundle").exists()
+
+
+def _manifest(bundle: Path) -> dict:
+    from tests.bundle_support import member_bytes, read_members
+
+    return json.loads(member_bytes(read_members(bundle), "bundle-manifest.json"))

@@ -155,9 +155,13 @@ class Predictor:
 
 def _domain_guard(artifact, runner, manifest: dict):
     """The bundle's domain guard (None for bundles without a reference) and its signed policy."""
+    from edgemed.domain import POLICIES
     from edgemed.domain.guard import POLICY_KEY, artifact_guard
 
-    return artifact_guard(artifact, runner), str(manifest.get(POLICY_KEY) or "flag")
+    policy = manifest.get(POLICY_KEY, "flag")  # bundles made before the guard: flag (unknown)
+    if policy not in POLICIES:
+        raise InputError(f"bundle domain policy {policy!r} is not one of {', '.join(POLICIES)}")
+    return artifact_guard(artifact, runner), policy
 
 
 def _import_decoders() -> None:

@@ -15,6 +15,7 @@ from edgemed.errors import InputError
 
 FEATURE_OUTPUT = "features"
 NONE = "none"
+FEATURE_NODE = "edgemed_feature_output"
 LINEAR_OPS = {"Gemm", "MatMul", "Add", "Identity", "Dropout"}
 
 
@@ -77,7 +78,7 @@ def with_feature_output(model, requested: str | None, where: str):
             return model, None
         how = "found: the input of the final linear layer"
     model.graph.node.append(onnx.helper.make_node("Identity", [tensor], [FEATURE_OUTPUT],
-                                                  name="edgemed_feature_output"))  # fmt: skip
+                                                  name=FEATURE_NODE))  # fmt: skip
     out = onnx.helper.make_tensor_value_info(
         FEATURE_OUTPUT, onnx.TensorProto.FLOAT, ["batch", "feature_size"]
     )
@@ -85,3 +86,17 @@ def with_feature_output(model, requested: str | None, where: str):
     del model.graph.output[:]
     model.graph.output.extend([rest[0], out, *rest[1:]])
     return model, FeatureOutput(FEATURE_OUTPUT, tensor, how)
+
+
+def strip_feature_output(model):
+    """An edgemed artifact's ONNX read again as a model source: its feature output removed (the
+    logits are the model's output; a new export adds its own feature output)."""
+    nodes = [n for n in model.graph.node if n.name == FEATURE_NODE]
+    if not nodes:
+        return model
+    produced = set(nodes[0].output)
+    keep = [o for o in model.graph.output if o.name not in produced]
+    del model.graph.output[:]
+    model.graph.output.extend(keep)
+    model.graph.node.remove(nodes[0])
+    return model

@@ -144,12 +144,12 @@ def domain_data(card: dict | None, data: str | None, contract: Contract) -> Doma
     return DomainData(tr.images, tr.labels, va.images, va.labels, ds.data_hash)
 
 
-def add_feature_output(onnx_path: Path, requested: str | None) -> dict | None:
+def add_feature_output(onnx_path: Path, requested: str | None, where: str) -> dict | None:
     """Rewrite the reference ONNX with its feature output; the manifest's description or None."""
     from edgemed.domain.features import with_feature_output
     from edgemed.onnx_export import load_onnx, save_onnx
 
-    model, found = with_feature_output(load_onnx(onnx_path), requested, str(onnx_path))
+    model, found = with_feature_output(load_onnx(onnx_path), requested, where)
     if found is None:
         return None
     save_onnx(model, onnx_path)

@@ -238,7 +238,7 @@ def run_export(req: ExportRequest) -> dict:
         work.mkdir()
         onnx_path, contract = reference_onnx(loaded, work / "reference.onnx", req.opset)
         loaded = replace(loaded, contract=contract)
-        features = _feature_output(onnx_path, req)
+        features = _feature_output(onnx_path, req) if profile.device == "cpu" else None
         simplified = _maybe_simplify(onnx_path, req.simplify)
         ref = reference_logits(loaded, onnx_path, ev) if ev else None
         against = "torch" if loaded.kind == "torch" else "source ONNX"
@@ -285,7 +285,7 @@ def run_export(req: ExportRequest) -> dict:
             manifest["drift"] = drift.to_dict() | {"eval_batch": eval_batch(conv.info)}
             if profile.device != "cpu":
                 manifest["drift"]["simulated"] = backend.simulation
-        if runnable and req.domain_fpr > 0:
+        if ev is not None and profile.device == "cpu" and req.domain_fpr > 0:  # fitted here
             manifest["domain"] = _domain(req, loaded, backend, tmp, conv, profile, features)
         manifest.update(backend.artifact_extras(tmp, manifest, ref, ev))  # e.g. TensorRT
         return write_manifest(tmp, manifest)
@@ -297,7 +297,7 @@ def _feature_output(onnx_path: Path, req: ExportRequest) -> dict | None:
 
     if req.domain_fpr <= 0 and not req.feature_output:
         return None
-    return add_feature_output(onnx_path, req.feature_output)
+    return add_feature_output(onnx_path, req.feature_output, f"model {req.model}")
 
 
 def _domain(req, loaded, backend, tmp: Path, conv: Converted, profile, features) -> dict | None:
