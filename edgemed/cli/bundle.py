@@ -168,14 +168,19 @@ def predict(bundle_path, images, pubkey, threads, max_bundle_mb, max_members) ->
     from edgemed.errors import InputError
 
     limits = _limits(max_bundle_mb, max_members)
-    bad = 0
+    bad: list[dict] = []
     with load(Path(bundle_path), Path(pubkey), threads, limits=limits) as predictor:
         for path in images:
             result = _predict_one(predictor, path)
-            bad += result["status"] != "ok"
+            if result["status"] != "ok":
+                bad.append(result)
             click.echo(result_line(result))
     if bad:
-        raise InputError(f"{bad} of {len(images)} images were refused or unreadable (see status)")
+        first = bad[0].get("domain_reason") or bad[0].get("reason")
+        raise InputError(
+            f"{len(bad)} of {len(images)} images were refused or unreadable (see status; "
+            f"first, {bad[0]['image']}: {first})"
+        )
 
 
 def _predict_one(predictor, path: str) -> dict:
