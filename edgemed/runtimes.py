@@ -96,7 +96,9 @@ RUNTIMES: dict[str, Registration] = {
         ALL,
         sources=frozenset({"torch"}),  # litert-torch converts the torch module
         op_type_vocabulary="torch module classes such as Linear, LayerNorm",
-        feature_output=True,  # litert-torch converts a module returning a tuple to 2 outputs
+        # litert-torch could convert a module returning (logits, features); edgemed does not yet,
+        # so the domain guard of a LiteRT artifact uses input statistics only (its manifest says so)
+        feature_output=False,
     ),
     "tensorrt": Registration(
         "edgemed.backends.tensorrt:TensorRTBackend",
@@ -109,7 +111,9 @@ RUNTIMES: dict[str, Registration] = {
         profile_check="edgemed.backends.tensorrt.profile:checked_tensorrt_fields",
         # ONNX Runtime on CPU reproduces FP32 and Q/DQ INT8 math and FP16 rounding
         simulation=Simulation("onnxruntime-cpu", ALL),
-        feature_output=True,  # an engine binds every network output
+        # an engine binds every network output, but the guard's reference is fitted at export on
+        # the CPU and a TensorRT artifact is only built on its device: no feature output yet
+        feature_output=False,
     ),
 }
 

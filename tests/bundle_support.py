@@ -108,7 +108,10 @@ def degraded_artifact(src: Path, out: Path, noise: float, seed: int = 0) -> Path
     from edgemed.artifact import FORMAT, MANIFEST, write_manifest
 
     shutil.copytree(src, out)
+    for name in ("domain.json", "domain.npz"):  # fitted on the model before it was perturbed
+        (out / name).unlink(missing_ok=True)
     manifest = json.loads((out / MANIFEST).read_text())
+    manifest.pop("domain", None)
     model = onnx.load(str(out / manifest["model_file"]))
     rng = np.random.default_rng(seed)
     for init in model.graph.initializer:

@@ -163,14 +163,18 @@ def _text(d: Path) -> Path:
     ],
     ids=["too-small", "elongated", "missing", "not-an-image"],
 )
-def test_bad_images_are_refused_with_no_partial_output(
+def test_bad_images_get_their_own_record_and_a_non_zero_exit(
     cxr_bundle, keys, inputs, tmp_path, make, needles
 ):
     bad = make(tmp_path)
     before = tree_snapshot(tmp_path)
-    res = run_cli("predict", cxr_bundle, inputs["png0"], bad, "--pubkey", keys[1])
-    assert_user_error(res, *needles)
-    assert res.out == "" and tree_snapshot(tmp_path) == before
+    res = run_cli("predict", cxr_bundle, inputs["png0"], bad, inputs["png1"], "--pubkey", keys[1])
+    assert_user_error(res, "1 of 3 images were refused or unreadable")
+    records = [json.loads(line) for line in res.out.splitlines()]
+    assert [r["status"] for r in records] == ["ok", "unreadable", "ok"]
+    assert all(n in records[1]["reason"] for n in needles)
+    assert "decision" in records[0] and "decision" in records[2]
+    assert tree_snapshot(tmp_path) == before
 
 
 def _appliance_dirs() -> set[str]:

@@ -419,6 +419,11 @@ CASES = [
         "cannot read config",
     ),  # fmt: skip
     C("audit-missing", "audit verify {root}/nope.jsonl", "cannot read audit log"),
+    C(
+        "monitor-not-a-spool",
+        "monitor {root} --out {root}/surveillance",
+        "not an edgemed serve spool",
+    ),
     C("audit-not-a-log", "audit verify {afile}", "line 1 is not JSON"),
     C("verify-not-tar", "verify {tar_bundle} --pubkey {pub}", "not a complete uncompressed tar"),
     C("verify-truncated", "verify {trunc_bundle} --pubkey {pub}", "truncated"),

@@ -33,6 +33,8 @@ MEMBERS = (
     "bundle-manifest.sig",
     "contract.json",
     "model/card.json",
+    "model/domain.json",
+    "model/domain.npz",
     "model/manifest.json",
     "model/model.onnx",
     "report/report.html",

@@ -3,6 +3,7 @@ pixels (and so the prediction) of the PNG/JPEG it was made from; bad DICOMs are 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +150,10 @@ def _predict_refused(predictor, pub: Path, path: Path, *needles: str) -> None:
     before = tree_snapshot(path.parent)
     res = run_cli("predict", predictor.bundle.path, path, "--pubkey", pub)
     assert_user_error(res, *needles)
-    assert res.out == "" and tree_snapshot(path.parent) == before
+    (record,) = [json.loads(line) for line in res.out.splitlines()]  # one record, no result
+    assert record["status"] == "unreadable" and "decision" not in record
+    assert all(n.lower() in record["reason"].lower() for n in needles)
+    assert tree_snapshot(path.parent) == before
 
 
 def test_rgb_dicom_with_color_content_is_refused(brain_dir, any_modality, keys, tmp_path):

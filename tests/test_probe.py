@@ -74,8 +74,9 @@ def test_chosen_output_exports_and_runs_outside_edgemed(tmp_path, contract_file,
     assert m["parity"]["against"] == "torch" and m["parity"]["flips"] == 0
     sess = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"))
     x = np.zeros((3, 1, 28, 28), np.float32)
-    (y,) = sess.run(None, {sess.get_inputs()[0].name: x})
-    assert y.shape == (3, 1)
+    y, features = sess.run(None, {sess.get_inputs()[0].name: x})  # logits first, then the
+    assert y.shape == (3, 1) and len(features) == 3  # domain guard's feature output
+    assert [o.name for o in sess.get_outputs()] == ["logits", "features"]
 
 
 def _onnx(path: Path, module, names=("x",), outputs=("y",), dynamic=True) -> Path:

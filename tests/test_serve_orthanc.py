@@ -92,6 +92,7 @@ def test_images_pushed_get_srs_in_orthanc_matching_predict(
         sr = got[uid]
         assert sr["findings"] == [want["decision"]]
         assert sr["threshold"] == pytest.approx(want["threshold"])
+        assert sr["domain"] == want["domain"] in ("in", "out")  # the coded domain qualifier
         for name, p in want["probabilities"].items():
             assert sr["probabilities"][name] == pytest.approx(p, abs=1e-6)
         assert sr["text"]["Bundle ID"] == want["bundle_id"]

@@ -77,6 +77,7 @@ class Predictor:
         self.runtime_version = package_version(verified.manifest["runtime"]["package"])
         self.runner = open_runner(artifact, threads)
         self.runner.activate()
+        self.guard, self.domain_policy = _domain_guard(artifact, self.runner, verified.manifest)
         _import_decoders()
         self._finalizer = weakref.finalize(self, _release, self.runner, workdir)
 
@@ -93,12 +94,21 @@ class Predictor:
     def predict_image(self, image: np.ndarray, name: str = "", t0: float | None = None) -> dict:
         """Classify an already prepared uint8 (H, W, C) image."""
         t0 = time.perf_counter() if t0 is None else t0
+        from edgemed.domain.guard import UNKNOWN, infer_features
+
         t1 = time.perf_counter()
-        logits = np.asarray(self.runner.infer(self.contract.normalize(image[None])), np.float32)
+        logits, feats = infer_features(self.runner, self.contract.normalize(image[None]))
+        logits = np.asarray(logits, np.float32)
+        domain = self.guard.verdicts(image[None], feats)[0] if self.guard else dict(UNKNOWN)
         done = time.perf_counter()
+        refused = domain["domain"] == "out" and self.domain_policy == "refuse"
         return {
             "image": name,
-            **self.decide(logits.reshape(1, -1)),
+            "status": "refused" if refused else "ok",
+            **({"reason": "outside the validated domain"} if refused else {}),
+            **({} if refused else self.decide(logits.reshape(1, -1))),
+            **domain,
+            "domain_policy": self.domain_policy,
             "bundle_id": self.bundle.bundle_id,
             "bundle_sha256": self.bundle.sha256,
             "runtime": self.runtime,
@@ -145,6 +155,17 @@ class Predictor:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _domain_guard(artifact, runner, manifest: dict):
+    """The bundle's domain guard (None for bundles without a reference) and its signed policy."""
+    from edgemed.domain import POLICIES
+    from edgemed.domain.guard import POLICY_KEY, artifact_guard
+
+    policy = manifest.get(POLICY_KEY, "flag")  # bundles made before the guard: flag (unknown)
+    if policy not in POLICIES:
+        raise InputError(f"bundle domain policy {policy!r} is not one of {', '.join(POLICIES)}")
+    return artifact_guard(artifact, runner), policy
 
 
 def _import_decoders() -> None:

@@ -51,6 +51,9 @@ class BundleRequest:
     modalities: tuple[str, ...] = ()
     description: str | None = None
     selection: dict | None = None  # the sweep's rule and candidates, when a sweep chose the model
+    domain_policy: str = "flag"  # what the appliance does with an image outside the domain
+    max_domain_fpr: float | None = None  # limits on the guard's measured evidence (bench --ood)
+    min_ood_auroc: float | None = None
 
 
 def manifest_bytes(manifest: dict) -> bytes:
@@ -69,12 +72,43 @@ def build_bundle(req: BundleRequest) -> dict:
     key = load_private_key(req.key)
     art = load_artifact(req.model, verify=True)
     backend = get_backend(art.runtime)
+    domain = domain_block(art, req.domain_policy)  # a mismatched reference: refused first
     gate = release_gate(Path(req.report), art.path, req.limits, req.override_reason)
     files, documents = collect_files(art, Path(req.report))
     manifest = bundle_manifest(art, backend, files, documents, gate, key, modalities, req)
+    manifest.update(domain)
+    manifest["domain_gate"] = domain_gate(art, Path(req.report), req)
     data = manifest_bytes(manifest)
     write_bundle_tar(out, data, key.sign(data), files, req.force)
     return manifest
+
+
+def domain_block(art: Artifact, policy: str) -> dict:
+    """The signed domain policy and the reference's numbers; a reference that does not match the
+    model's files or data is refused here, before anything is signed."""
+    from edgemed.domain import POLICIES
+    from edgemed.domain.guard import POLICY_KEY
+    from edgemed.domain.reference import check_matches, load_reference
+
+    if policy not in POLICIES:
+        raise InputError(f"--domain-policy {policy!r} is not one of {', '.join(POLICIES)}")
+    ref = load_reference(art.path)
+    if ref is None:
+        return {POLICY_KEY: policy, "domain": None}
+    inputs = (art.manifest.get("provenance") or {}).get("inputs") or {}
+    check_matches(ref, art.manifest.get("files") or {}, inputs.get("data"))
+    keys = ("feature_output", "feature_size", "target_fpr", "thresholds", "val_flag_rate")
+    return {POLICY_KEY: policy, "domain": {k: ref.meta.get(k) for k in keys}}
+
+
+def domain_gate(art: Artifact, report: Path, req: BundleRequest) -> dict | None:
+    """The guard's measured evidence, held to --max-domain-fpr / --min-ood-auroc when given."""
+    from edgemed.domain.evidence import check_limits
+    from edgemed.fileio import read_json
+
+    results = read_json(report / RESULTS_NAME, "bench results")
+    sha = sha256_bytes((art.path / ARTIFACT_MANIFEST).read_bytes())
+    return check_limits(results, sha, req.max_domain_fpr, req.min_ood_auroc)
 
 
 def check_modalities(modalities: tuple[str, ...]) -> tuple[str, ...]:

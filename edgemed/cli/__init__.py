@@ -30,6 +30,7 @@ COMMANDS = {
     "audit": "edgemed.cli.serve:audit",
     "fleet": "edgemed.cli.fleet:fleet",
     "sweep": "edgemed.cli.sweep:sweep",
+    "monitor": "edgemed.cli.monitor:monitor",
 }
 
 

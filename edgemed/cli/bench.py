@@ -57,6 +57,13 @@ from edgemed.evaluation.limits import BENCH_DEFAULTS
 @click.option(
     "--gate-per-group", is_flag=True, help="Apply the gates to each group of --groups as well."
 )
+@click.option(
+    "--ood",
+    multiple=True,
+    metavar="DATA",
+    help="Out-of-domain data (any dataset path, repeatable): measure each artifact's domain guard "
+    "(AUROC, share flagged, FPR@95TPR; in-domain false flags on --split with CI).",
+)
 @click.option("--resume", is_flag=True, help="Continue DIR: skip configurations already done.")
 @click.option("--retry-failed", is_flag=True, help="With --resume, re-run failed/timed-out rows.")
 @executor_options
@@ -76,6 +83,7 @@ def bench(
     include_reference,
     groups,
     gate_per_group,
+    ood,
     resume,
     retry_failed,
     executor,
@@ -112,8 +120,23 @@ def bench(
         workers=workers,
     )
     results = run_bench(req)
+    if ood:
+        results = _domain_evidence(results, artifacts, data, split, tuple(ood), Path(out))
     click.echo(terminal_table(results))
     if results.get("subgroups"):
         click.echo(group_tables(results))
     click.echo(f"results: {Path(out) / 'results.json'}; report: {Path(out) / 'report.html'}")
     enforce(results, Path(out))
+
+
+def _domain_evidence(results: dict, artifacts, data, split, ood, out: Path) -> dict:
+    """Add the domain guard's evidence (`bench --ood`) to results.json; print its table."""
+    from edgemed.domain.evidence import KEY, artifact_evidence, domain_table
+    from edgemed.fileio import write_json_atomic
+    from edgemed.harness.bench import RESULTS
+
+    rows = [artifact_evidence(a, data, split, ood) for a in artifacts]
+    results = {**results, KEY: rows}
+    write_json_atomic(out / RESULTS, results)
+    click.echo(domain_table(rows))
+    return results

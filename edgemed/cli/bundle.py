@@ -52,6 +52,24 @@ def keygen(out, force) -> None:
     help="DICOM Modality the model takes (repeatable, e.g. CR, DX); predict refuses others.",
 )
 @click.option("--description", help="What the model takes, for messages (default: from the card).")
+@click.option(
+    "--domain-policy",
+    type=click.Choice(["flag", "refuse"]),
+    default="flag",
+    show_default=True,
+    help="An image outside the validated domain: report the finding marked (flag) or none (refuse).",
+)
+@click.option(
+    "--max-domain-fpr",
+    type=click.FloatRange(0.0, 1.0),
+    help="Refuse unless the domain guard flagged at most this share of in-domain test images "
+    "(measured by `bench --ood`).",
+)
+@click.option(
+    "--min-ood-auroc",
+    type=click.FloatRange(0.0, 1.0),
+    help="Refuse unless the domain guard's AUROC is at least this on every `bench --ood` set.",
+)
 @force_option
 def bundle(
     model,
@@ -64,6 +82,9 @@ def bundle(
     override_reason,
     modalities,
     description,
+    domain_policy,
+    max_domain_fpr,
+    min_ood_auroc,
     force,
 ) -> None:
     """Pack ARTIFACT + contract + bench evidence into one signed bundle (release gate first)."""
@@ -82,6 +103,9 @@ def bundle(
         force=force,
         modalities=tuple(modalities),
         description=description,
+        domain_policy=domain_policy,
+        max_domain_fpr=max_domain_fpr,
+        min_ood_auroc=min_ood_auroc,
     )
     m = build_bundle(req)
     gate = m["gate"]
@@ -92,6 +116,8 @@ def bundle(
         )
     else:
         click.echo(f"release gate passed: {'; '.join(c['detail'] for c in gate['checks'])}")
+    if not m.get("domain"):
+        click.echo("note: the model carries no domain reference; every result says domain unknown")
     if not m["input"]["modalities"]:
         click.echo("note: no --modality given; the appliance will not check the DICOM Modality")
     if record and record.get("proxy"):
@@ -171,21 +197,40 @@ def verify(bundle_path, pubkey, max_bundle_mb, max_members) -> None:
 def predict(bundle_path, images, pubkey, threads, max_bundle_mb, max_members) -> None:
     """Verify BUNDLE, then print one JSON object per IMAGE (PNG, JPEG or DICOM).
 
-    Every image is read, checked and run before any result is printed, so a bad image (or a
-    non-finite model output) fails the whole call without partial output."""
-    import time
-
+    Every image gets a record, an unreadable or refused one too (`status` and the reason); the
+    exit status is non-zero at the end when any image was refused or could not be read."""
     from edgemed.appliance import load, result_line  # lazy: --help
+    from edgemed.errors import InputError  # lazy: --help
 
     limits = _limits(max_bundle_mb, max_members)
+    bad: list[dict] = []
     with load(Path(bundle_path), Path(pubkey), threads, limits=limits) as predictor:
-        prepared = []
         for path in images:
-            t0 = time.perf_counter()
-            prepared.append((path, predictor.prepare(path), time.perf_counter() - t0))
-        results = []
-        for path, image, read_s in prepared:
-            t1 = time.perf_counter() - read_s
-            results.append(result_line(predictor.predict_image(image, str(path), t1)))
-        for line in results:
-            click.echo(line)
+            result = _predict_one(predictor, path)
+            if result["status"] != "ok":
+                bad.append(result)
+            click.echo(result_line(result))
+    if bad:
+        first = bad[0].get("domain_reason") or bad[0].get("reason")
+        raise InputError(
+            f"{len(bad)} of {len(images)} images were refused or unreadable (see status; "
+            f"first, {bad[0]['image']}: {first})"
+        )
+
+
+def _predict_one(predictor, path: str) -> dict:
+    """One image's record: the result, or `unreadable` (the file) / `failed` (the model's output)
+    with the reason; never an exception, so every other image still gets its record."""
+    import time
+
+    from edgemed.errors import EdgemedError
+
+    t0 = time.perf_counter()
+    try:
+        image = predictor.prepare(path)
+    except EdgemedError as exc:
+        return {"image": str(path), "status": "unreadable", "reason": str(exc)}
+    try:
+        return predictor.predict_image(image, str(path), t0)
+    except EdgemedError as exc:
+        return {"image": str(path), "status": "failed", "reason": str(exc)}

@@ -117,6 +117,19 @@ from edgemed.runtimes import RUNTIMES
     "keeps every output, the contract records the reported ones, and export's budget, bench, the "
     "bundle gate, predict and the SR judge and carry only these.",
 )
+@click.option(
+    "--domain-fpr",
+    type=click.FloatRange(min=0.0, max=0.2),
+    default=0.01,
+    show_default=True,
+    help="Domain guard: share of validation images it may flag (0: export without a guard).",
+)
+@click.option(
+    "--feature-output",
+    metavar="NAME",
+    help="Graph tensor the domain guard reads as features (default: the input of the final "
+    "linear layer; 'none': input-space statistics only).",
+)
 @max_pixels_option
 @out_option
 @force_option
@@ -145,6 +158,8 @@ def export(
     max_float_layers,
     backend_options,
     labels,
+    domain_fpr,
+    feature_output,
     out,
     force,
 ) -> None:
@@ -181,13 +196,15 @@ def export(
         options=options,
         output=output_choice(output_name, output_index),
         labels=parse_names(labels, "--labels"),
+        feature_output=feature_output,
+        domain_fpr=domain_fpr,
     )
     manifest = run_export(req)
     click.echo(export_summary(manifest, out))
 
 
 def export_summary(m: dict, out) -> str:
-    size = sum(f["bytes"] for name, f in m["files"].items() if not name.endswith(".json"))
+    size = sum(f["bytes"] for name, f in m["files"].items() if not name.endswith((".json", ".npz")))
     parts = [f"exported {m['target']} {m['precision']} ({size / 1024:.0f} KiB) -> {out}"]
     if m.get("parity"):
         p = m["parity"]
@@ -207,8 +224,23 @@ def export_summary(m: dict, out) -> str:
         sim = f" (simulated: {d['simulated']})" if d.get("simulated") else ""
         flips = f"flips {d['flips']}/{d['n']} ({d.get('decisive_flips', d['flips'])} decisive)"
         parts.append(f"drift vs FP32{sim}: max |dp| {d['max_abs_dp']:.1e}, {flips}{auc}")
+    parts.append(domain_summary(m.get("domain")))
     # e.g. TensorRT: the engine is built on the target device
     step = (m.get("backend") or {}).get("next_step")
     if step:
         parts.append(step.format(out=out))
     return "; ".join(parts)
+
+
+def domain_summary(domain: dict | None) -> str:
+    """One clause on the domain guard the artifact carries (or why it has none)."""
+    if not domain:
+        return "no domain guard (no validation data here, or --domain-fpr 0): results say domain unknown"
+    v = domain["val_flag_rate"]
+    what = (
+        "features + input statistics" if domain.get("feature_output") else "input statistics only"
+    )
+    return (
+        f"domain guard ({what}): {v['k']}/{v['n']} validation images flagged "
+        f"(target {domain['target_fpr']:.1%})"
+    )

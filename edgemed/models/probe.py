@@ -200,7 +200,11 @@ def _count_message(who: str, got: int, contract: Contract) -> str:
 
 
 def onnx_with_output(model, choice: str | int | None, path) -> object:
-    """The ONNX graph keeping only the chosen output (by name or position); unchanged if None."""
+    """The ONNX graph keeping only the chosen output (by name or position); unchanged if None.
+    An edgemed artifact's own feature output (edgemed.domain.features) is never a choice."""
+    from edgemed.domain.features import strip_feature_output
+
+    model = strip_feature_output(model)
     outputs = list(model.graph.output)
     names = [o.name for o in outputs]
     if choice is None:

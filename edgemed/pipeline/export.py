@@ -68,6 +68,8 @@ class ExportRequest:
         None  # --output-name/--output-index: the logits of a multi-output model
     )
     labels: tuple[str, ...] | None = None  # --labels: the labels a multi-label artifact reports
+    feature_output: str | None = None  # --feature-output NAME|none (default: found)
+    domain_fpr: float = 0.01  # --domain-fpr: the guard's false-flag rate on val (0: no guard)
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -241,6 +243,7 @@ def run_export(req: ExportRequest) -> dict:
         work.mkdir()
         onnx_path, contract = reference_onnx(loaded, work / "reference.onnx", req.opset)
         loaded = replace(loaded, contract=contract)
+        features = _feature_output(onnx_path, req) if _guarded(profile) else None
         simplified = _maybe_simplify(onnx_path, req.simplify)
         ref = reference_logits(loaded, onnx_path, ev) if ev else None
         against = "torch" if loaded.kind == "torch" else "source ONNX"
@@ -287,8 +290,35 @@ def run_export(req: ExportRequest) -> dict:
             manifest["drift"] = drift.to_dict() | {"eval_batch": eval_batch(conv.info)}
             if profile.device != "cpu":
                 manifest["drift"]["simulated"] = _simulation_name(profile.runtime)
+        if ev is not None and profile.device == "cpu" and req.domain_fpr > 0:  # fitted here
+            manifest["domain"] = _domain(req, loaded, backend, tmp, conv, profile, features)
         manifest.update(backend.artifact_extras(tmp, manifest, ref, ev))  # e.g. TensorRT
         return write_manifest(tmp, manifest)
+
+
+def _guarded(profile) -> bool:
+    """The artifact exposes the domain guard's feature output: its runtime runs one (registry) and
+    the reference can be fitted here (a CPU target)."""
+    return profile.device == "cpu" and registration(profile.runtime).feature_output
+
+
+def _feature_output(onnx_path: Path, req: ExportRequest) -> dict | None:
+    """The penultimate features as the reference ONNX's second output (edgemed.domain)."""
+    from edgemed.domain.fit import add_feature_output
+
+    if req.domain_fpr <= 0 and not req.feature_output:
+        return None
+    return add_feature_output(onnx_path, req.feature_output, f"model {req.model}")
+
+
+def _domain(req, loaded, backend, tmp: Path, conv: Converted, profile, features) -> dict | None:
+    """Fit the domain guard's reference with the converted artifact (edgemed.domain.fit)."""
+    from edgemed.domain.fit import domain_data, export_domain
+
+    data = domain_data(loaded.card, req.data, loaded.contract)
+    if data is None:
+        return None
+    return export_domain(backend, tmp, conv, profile.threads, data, req.domain_fpr, features)
 
 
 def _maybe_simplify(onnx_path: Path, simplify: bool) -> dict | None:

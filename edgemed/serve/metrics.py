@@ -21,7 +21,11 @@ COUNTERS = {
     "audit_syslog_dropped": "Audit entries not forwarded: queue full (kept in the local log)",
     "bundle_swaps": "Bundles swapped in after verification",
     "bundle_swaps_refused": "Bundles refused on swap (the old one kept serving)",
+    "domain_flagged": "Instances outside the validated domain, reported with the finding marked",
+    "domain_refused": "Instances outside the validated domain, refused by the domain policy",
+    "drift_alarms": "Window drift alarms raised (edgemed.domain.monitor)",
 }
+GAUGES = {"drift_alarms_active": "Window statistics currently out of their validation reference"}
 HISTOGRAMS = {
     "latency_seconds": "Received -> SR acknowledged by every destination",
     "inference_seconds": "Decode, preprocessing and model run for one instance",
@@ -46,12 +50,17 @@ class Metrics:
     def __init__(self, queue_depth: Callable[[], int]) -> None:
         self._lock = threading.Lock()
         self.counters = dict.fromkeys(COUNTERS, 0)
+        self.gauges = dict.fromkeys(GAUGES, 0)
         self.histograms = {name: Histogram() for name in HISTOGRAMS}
         self._queue_depth = queue_depth
 
     def inc(self, name: str, by: int = 1) -> None:
         with self._lock:
             self.counters[name] += by
+
+    def set_gauge(self, name: str, value: float) -> None:
+        with self._lock:
+            self.gauges[name] = value
 
     def observe(self, name: str, seconds: float) -> None:
         with self._lock:
@@ -74,6 +83,10 @@ class Metrics:
                 f"# TYPE {full} gauge",
             ]
             lines.append(f"{full} {self._queue_depth()}")
+            for name, help_text in GAUGES.items():
+                full = f"edgemed_serve_{name}"
+                lines += [f"# HELP {full} {help_text}", f"# TYPE {full} gauge"]
+                lines.append(f"{full} {self.gauges[name]}")
             for name, help_text in HISTOGRAMS.items():
                 lines += _histogram(f"edgemed_serve_{name}", help_text, self.histograms[name])
         return "\n".join(lines) + "\n"

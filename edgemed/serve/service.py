@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from edgemed.domain.watch import DomainWatch
 from edgemed.errors import EdgemedError, InputError
 from edgemed.serve.audit import AuditLog
 from edgemed.serve.audit_head import HeadSigner
@@ -58,6 +59,7 @@ class Service:
             self.audit.sink = self.syslog.put
         self.health = SpoolHealth(self.spool.root / "tmp", self._spool_state_changed)
         self.forwarder = Forwarder(cfg.ae_title, cfg.retries, cfg.retry_backoff, self.tls)
+        self.watch = DomainWatch(self.audit, self.metrics, log)
         self._infer_lock = threading.Lock()
         self._large_decode = threading.Lock()
         self._swap_lock = threading.Lock()
@@ -257,6 +259,10 @@ class Service:
         except InputError as exc:
             self._give_up(uid, "refused", str(exc))
             return None
+        self.watch.observe(model.predictor, result, uid)
+        if result["status"] == "refused":  # outside the domain under `refuse`: no finding
+            self._give_up(uid, "domain_refused", result.get("domain_reason", "out of domain"))
+            return None
         self.metrics.observe("inference_seconds", time.perf_counter() - t0)
         sr = build_sr(header, result, model.algorithm)
         result.update(
@@ -288,7 +294,7 @@ class Service:
                 model = self.model
                 image = model.predictor.prepare(src)
             result = model.predictor.predict_image(image, uid, t0)
-        if not all(math.isfinite(v) for v in result["probabilities"].values()):
+        if not all(math.isfinite(v) for v in result.get("probabilities", {}).values()):
             raise InputError(f"the model's output for {uid} is not finite; no result is reported")
         return result
 

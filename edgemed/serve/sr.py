@@ -223,7 +223,25 @@ def _finding(result: dict) -> list:
         else [(_code("threshold", "Operating threshold"), t)]
     )  # fmt: skip
     items += [hsr.NumContentItem(c, float(v), unit, None, "CONTAINS") for c, v in pairs]
-    return items
+    return items + _domain_qualifier(result)
+
+
+DOMAIN_MEANINGS = {
+    "in": "inside the validated domain",
+    "out": "outside the validated domain",
+    "unknown": "validated domain unknown (no domain reference)",
+}
+
+
+def _domain_qualifier(result: dict) -> list:
+    """A coded item the PACS can show: was the image inside the domain the evidence covers?"""
+    import highdicom.sr as hsr
+
+    status = result.get("domain")
+    if status not in DOMAIN_MEANINGS:
+        return []
+    value = _code(f"domain-{status}", DOMAIN_MEANINGS[status])
+    return [hsr.CodeContentItem(_code("domain", "Validated domain"), value, "CONTAINS")]
 
 
 def _algorithm(algo: Algorithm) -> list:
@@ -248,6 +266,8 @@ def read_sr_result(sr: Dataset) -> dict:
             _read_label_finding(item, out)
         elif item.ValueType == "CODE" and name.CodeValue == "121071":
             out["findings"].append(item.ConceptCodeSequence[0].CodeValue)
+        elif item.ValueType == "CODE" and name.CodeValue == "domain":
+            out["domain"] = item.ConceptCodeSequence[0].CodeValue.removeprefix("domain-")
         elif item.ValueType == "NUM":
             value = float(item.MeasuredValueSequence[0].NumericValue)
             if name.CodeValue == "threshold":

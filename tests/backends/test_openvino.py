@@ -129,8 +129,11 @@ def test_layer_candidates_are_every_op_nncf_quantized(cxr_onnx, cxr_model, tmp_p
     cal = calibration_for_export(str(CXR), "int8", contract, None, CalibrationOptions(64))
     req = ConvertRequest(cxr_onnx / "model.onnx", contract, "int8", calibration=cal)
     every = OpenVINOBackend().quantizable_nodes(req)
-    assert {"/pool/GlobalAveragePool", "/Flatten", "/head/Gemm"} <= set(every)
-    assert set(every) == set(OnnxRuntimeBackend().quantizable_nodes(req))
+    assert {"/pool/GlobalAveragePool", "/head/Gemm"} <= set(every)
+    # /Flatten's output is also the domain guard's feature output (a model output, through the
+    # Identity `edgemed_feature_output`): NNCF leaves both unquantized, ONNX Runtime lists them
+    ort = set(OnnxRuntimeBackend().quantizable_nodes(req))
+    assert ort - set(every) == {"/Flatten", "edgemed_feature_output"} and set(every) <= ort
 
     m = _export(
         cxr_model, tmp_path / "o", "--precision", "int8", "--calib", CXR, "--calib-count", "64",

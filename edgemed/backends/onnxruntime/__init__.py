@@ -83,6 +83,11 @@ class OnnxRuntimeRunner(Runner):
     def infer(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
 
+    def infer_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and the feature output (the graph's second output; None without one), one run."""
+        outs = self.session.run(None, {self.input_name: x})
+        return outs[0], (outs[1] if len(outs) > 1 else None)
+
     def deactivate(self) -> None:
         self.session = None
 

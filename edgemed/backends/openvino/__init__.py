@@ -112,6 +112,11 @@ class OpenVINORunner(Runner):
     def infer(self, x: np.ndarray) -> np.ndarray:
         return self.request.infer({0: x}).to_tuple()[0]
 
+    def infer_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and the feature output (the IR's second output; None without one), one run."""
+        outs = self.request.infer({0: x}).to_tuple()
+        return outs[0], (outs[1] if len(outs) > 1 else None)
+
     def deactivate(self) -> None:
         self.request = None
 
