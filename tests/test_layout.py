@@ -16,6 +16,7 @@ LAYERS = (
     ("evaluation",),
     ("backends",),
     ("models",),
+    ("domain",),
     ("harness", "bundle"),
     ("pipeline",),
     ("compress", "appliance"),

@@ -28,6 +28,8 @@ from edgemed.artifact import load_artifact
 from edgemed.backends import open_runner
 from edgemed.bundle import CONTRACT_NAME, MODEL_DIR
 from edgemed.contract import Contract
+from edgemed.domain import POLICIES
+from edgemed.domain.guard import POLICY_KEY, UNKNOWN, artifact_guard, infer_features
 from edgemed.errors import InputError
 from edgemed.evaluation.sanity import check_outputs
 from edgemed.fileio import private_tempdir
@@ -94,7 +96,6 @@ class Predictor:
     def predict_image(self, image: np.ndarray, name: str = "", t0: float | None = None) -> dict:
         """Classify an already prepared uint8 (H, W, C) image."""
         t0 = time.perf_counter() if t0 is None else t0
-        from edgemed.domain.guard import UNKNOWN, infer_features
 
         t1 = time.perf_counter()
         logits, feats = infer_features(self.runner, self.contract.normalize(image[None]))
@@ -159,8 +160,6 @@ class Predictor:
 
 def _domain_guard(artifact, runner, manifest: dict):
     """The bundle's domain guard (None for bundles without a reference) and its signed policy."""
-    from edgemed.domain import POLICIES
-    from edgemed.domain.guard import POLICY_KEY, artifact_guard
 
     policy = manifest.get(POLICY_KEY, "flag")  # bundles made before the guard: flag (unknown)
     if policy not in POLICIES:

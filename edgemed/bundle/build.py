@@ -28,9 +28,13 @@ from edgemed.bundle import (
     SIGNATURE_NAME,
 )
 from edgemed.bundle.gate import REPORT_HTML, RESULTS_NAME, GateDecision, release_gate
+from edgemed.domain import POLICIES
+from edgemed.domain.evidence import check_limits
+from edgemed.domain.guard import POLICY_KEY
+from edgemed.domain.reference import check_matches, load_reference
 from edgemed.errors import InputError
 from edgemed.evaluation.limits import Limits
-from edgemed.fileio import publish, refuse_existing, remove_stale, sha256_bytes, writing
+from edgemed.fileio import publish, read_json, refuse_existing, remove_stale, sha256_bytes, writing
 from edgemed.provenance import package_version, runtime_versions
 from edgemed.signing import fingerprint, load_private_key
 
@@ -86,9 +90,6 @@ def build_bundle(req: BundleRequest) -> dict:
 def domain_block(art: Artifact, policy: str) -> dict:
     """The signed domain policy and the reference's numbers; a reference that does not match the
     model's files or data is refused here, before anything is signed."""
-    from edgemed.domain import POLICIES
-    from edgemed.domain.guard import POLICY_KEY
-    from edgemed.domain.reference import check_matches, load_reference
 
     if policy not in POLICIES:
         raise InputError(f"--domain-policy {policy!r} is not one of {', '.join(POLICIES)}")
@@ -103,8 +104,6 @@ def domain_block(art: Artifact, policy: str) -> dict:
 
 def domain_gate(art: Artifact, report: Path, req: BundleRequest) -> dict | None:
     """The guard's measured evidence, held to --max-domain-fpr / --min-ood-auroc when given."""
-    from edgemed.domain.evidence import check_limits
-    from edgemed.fileio import read_json
 
     results = read_json(report / RESULTS_NAME, "bench results")
     sha = sha256_bytes((art.path / ARTIFACT_MANIFEST).read_bytes())

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from edgemed.cli.options import force_option, limit_options, max_pixels_option
+from edgemed.errors import EdgemedError, InputError
 from edgemed.evaluation.limits import BUNDLE_DEFAULTS
 
 
@@ -126,7 +127,6 @@ def bundle(
 
 def _model_and_report(model, report, selection, device) -> tuple[str, str, dict | None]:
     """--model/--report as given, or what the sweep at --selection chose for --device."""
-    from edgemed.errors import InputError
 
     if selection is None:
         if device is not None:
@@ -222,8 +222,6 @@ def _predict_one(predictor, path: str) -> dict:
     """One image's record: the result, or `unreadable` (the file) / `failed` (the model's output)
     with the reason; never an exception, so every other image still gets its record."""
     import time
-
-    from edgemed.errors import EdgemedError
 
     t0 = time.perf_counter()
     try:

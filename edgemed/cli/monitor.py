@@ -16,8 +16,8 @@ from edgemed.cli.options import force_option
 @force_option
 def monitor(spool, out, audit_log, force) -> None:
     """Write the surveillance report (HTML + JSON) from the results SPOOL kept."""
-    from edgemed.domain.report import write_report
     from edgemed.fileio import staged_dir
+    from edgemed.serve.monitor_report import write_report
 
     spool = Path(spool)
     audit = Path(audit_log) if audit_log else spool / "audit.jsonl"

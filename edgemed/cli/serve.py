@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from edgemed.errors import InputError
+
 
 def _opt(name: str, **kw):
     """A flag whose name is also its TOML key (`--ae-title` <-> `ae-title = ...`)."""
@@ -61,7 +63,6 @@ def serve(bundle_path, pubkey, config_path, **flags) -> None:
     import signal
     import threading
 
-    from edgemed.errors import InputError
     from edgemed.serve.config import build_config, read_toml
     from edgemed.serve.service import Service
 

@@ -17,6 +17,7 @@ from edgemed.cli.options import (
     output_options,
 )
 from edgemed.cli.recipe import recipe_from_options, recipe_options
+from edgemed.errors import InputError
 
 
 @click.command()
@@ -159,7 +160,6 @@ def _warn_overlap(data: dict) -> None:
 
 
 def _check(cfg) -> None:
-    from edgemed.errors import InputError
 
     for name in ("epochs", "batch_size", "patience"):
         if getattr(cfg, name) < 1:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from edgemed.compress.finetune import fit, hard_loss
 from edgemed.contract import Contract
 from edgemed.models import ModelSpec
+from edgemed.pipeline.loop import Recipe
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,6 @@ class Method:
 
 
 def fit_settings(req):
-    from edgemed.pipeline.loop import Recipe
 
     return Recipe(epochs=req.fit_epochs, lr=req.fit_lr, seed=req.seed)
 

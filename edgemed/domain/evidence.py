@@ -13,13 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemed.artifact import load_artifact, open_runner
+from edgemed.data import load_dataset
+from edgemed.domain.guard import DomainGuard
+from edgemed.domain.ood import in_domain_row, ood_row, score_images
+from edgemed.domain.reference import load_reference
 from edgemed.errors import DriftError
+from edgemed.fileio import sha256_file
 
 KEY = "domain_guard"
 
 
 def _images(path: str, contract) -> np.ndarray:
-    from edgemed.data import load_dataset
 
     ds = load_dataset(path, contract.input_size, contract.channels)
     return np.concatenate(
@@ -29,12 +34,6 @@ def _images(path: str, contract) -> np.ndarray:
 
 def artifact_evidence(artifact: str, data: str, split: str, ood: tuple[str, ...]) -> dict:
     """The guard rows of one artifact (`domain: unknown` without a reference)."""
-    from edgemed.artifact import load_artifact, open_runner
-    from edgemed.data import load_dataset
-    from edgemed.domain.guard import DomainGuard
-    from edgemed.domain.ood import in_domain_row, ood_row, score_images
-    from edgemed.domain.reference import load_reference
-    from edgemed.fileio import sha256_file
 
     art = load_artifact(artifact)
     c = art.contract

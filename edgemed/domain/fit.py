@@ -14,12 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemed.artifact import file_entries
+from edgemed.backends import eval_batch
 from edgemed.contract import Contract
+from edgemed.data import model_dataset
 from edgemed.domain import DEFAULT_FPR, FORMAT
 from edgemed.domain.guard import infer_features
 from edgemed.domain.reference import DomainReference, fit_gaussian, save_reference, threshold_at
 from edgemed.domain.stats import NAMES, input_statistics
 from edgemed.errors import InputError
+from edgemed.evaluation.stats import wilson_interval
+from edgemed.feature_output import with_feature_output
+from edgemed.onnx_export import load_onnx, save_onnx
 
 MAX_FIT_IMAGES = 4096
 MIN_VAL_IMAGES = 20
@@ -59,7 +65,6 @@ def fit_reference(runner, contract: Contract, data: DomainData, fpr: float = DEF
                   model_files: dict | None = None, feature_output: dict | None = None,
                   batch: int = 64) -> DomainReference:  # fmt: skip
     """Fit on train, calibrate on val (at most `fpr` flagged there), with the artifact's runner."""
-    from edgemed.evaluation.stats import wilson_interval
 
     if len(data.val_images) < MIN_VAL_IMAGES:
         raise InputError(
@@ -128,7 +133,6 @@ def write_reference(root: Path, ref: DomainReference) -> dict:
 
 def domain_data(card: dict | None, data: str | None, contract: Contract) -> DomainData | None:
     """The model's training and validation splits (as parity reads them), None without data."""
-    from edgemed.data import model_dataset
 
     ds = model_dataset(card, data, contract.input_size, contract.channels, card_split=False)
     if ds is None:
@@ -146,8 +150,6 @@ def domain_data(card: dict | None, data: str | None, contract: Contract) -> Doma
 
 def add_feature_output(onnx_path: Path, requested: str | None, where: str) -> dict | None:
     """Rewrite the reference ONNX with its feature output; the manifest's description or None."""
-    from edgemed.domain.features import with_feature_output
-    from edgemed.onnx_export import load_onnx, save_onnx
 
     model, found = with_feature_output(load_onnx(onnx_path), requested, where)
     if found is None:
@@ -159,8 +161,6 @@ def add_feature_output(onnx_path: Path, requested: str | None, where: str) -> di
 def export_domain(backend, model_dir: Path, conv, threads, data: DomainData, fpr: float,
                   feature_output: dict | None) -> dict:  # fmt: skip
     """Fit the reference with the artifact just written to `model_dir` and store it there."""
-    from edgemed.artifact import file_entries
-    from edgemed.backends import eval_batch
 
     files = file_entries(Path(model_dir), list(conv.files))
     with backend.runner(Path(model_dir) / conv.model_file, conv.info, threads) as runner:

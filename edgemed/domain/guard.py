@@ -7,7 +7,12 @@ import math
 
 import numpy as np
 
-from edgemed.domain.reference import DomainReference
+from edgemed.domain.reference import (
+    DomainReference,
+    check_feature_size,
+    check_matches,
+    load_reference,
+)
 from edgemed.domain.stats import input_statistics
 
 POLICY_KEY = "domain_policy"
@@ -87,7 +92,6 @@ def infer_features(runner, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None
 def artifact_guard(artifact, runner) -> DomainGuard | None:
     """The guard of an artifact whose runner is active, None without a reference. A reference
     fitted on other model files, other data or another feature width is refused (one line)."""
-    from edgemed.domain.reference import check_feature_size, check_matches, load_reference
 
     ref = load_reference(artifact.path)
     if ref is None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgemed.contract import Contract
+from edgemed.domain.fit import run_with_features
+from edgemed.evaluation.stats import wilson_interval
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,6 @@ class Scored:
 
 def score_images(runner, guard, contract: Contract, images: np.ndarray, batch: int = 64) -> Scored:
     """Run the artifact (features) and the guard over uint8 images."""
-    from edgemed.domain.fit import run_with_features
 
     _, feats = run_with_features(runner, contract, images, batch)
     return Scored(guard.combined_score(images, feats), guard.out_of_domain(images, feats))
@@ -79,7 +80,6 @@ def ood_row(name: str, in_domain: Scored, ood: Scored) -> dict:
 
 def in_domain_row(scored: Scored) -> dict:
     """The in-domain false-flag rate with its Wilson interval."""
-    from edgemed.evaluation.stats import wilson_interval
 
     k, n = int(scored.flagged.sum()), len(scored.flagged)
     return {"n": n, "flagged": k, "rate": k / n, "ci95": list(wilson_interval(k, n))}

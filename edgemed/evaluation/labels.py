@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgemed.evaluation.stats import delong_covariance, normal_ci
+
 MIN_PER_CLASS = 5
 # A 95% CI wider than this (upper - lower) is flagged: an AUC known only to +-0.1 cannot rank
 # two models or tell a fair label from a good one.
@@ -69,7 +71,6 @@ def not_evaluable_text(counts) -> str:
 def auc_with_ci(y: np.ndarray, scores: np.ndarray) -> dict:
     """AUC with its DeLong 95% CI, the chance verdict and a wide-CI flag, for one label column.
     chance: "above" (lower bound > 0.5), "inverted" (upper bound < 0.5) or "undecided"."""
-    from edgemed.evaluation.stats import delong_covariance, normal_ci
 
     aucs, cov = delong_covariance(np.asarray(y).reshape(-1), np.asarray(scores, np.float64))
     lo, hi = normal_ci(float(aucs[0]), float(cov[0, 0]))

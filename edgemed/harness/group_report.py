@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from html import escape
 
+from edgemed.harness.label_report import group_label_html
+
 GROUP_COLUMNS = (
     "group", "n", "pos", "ref AUC [95% CI]", "AUC [95% CI]", "AUC drop (positive = worse) [95% CI]",
     "sens [95% CI]", "spec [95% CI]", "flips b/d", "note",
@@ -94,6 +96,5 @@ def group_html(results: dict) -> str:
         parts.append(
             f"<h3>{escape(title)}</h3><div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
         )
-    from edgemed.harness.label_report import group_label_html
 
     return "".join(parts) + group_label_html(results)

@@ -8,6 +8,8 @@ from html import escape
 
 from edgemed.evaluation.limits import METRICS, Metric
 from edgemed.evaluation.pareto import pareto_front
+from edgemed.harness.group_report import group_html
+from edgemed.harness.label_report import per_label_html
 from edgemed.harness.svg import Axes, color, padded
 
 # The drift columns are the metric registry's (evaluation/limits.METRICS: one column per gateable
@@ -187,12 +189,8 @@ def html_report(results: dict) -> str:
         _section("Confusion matrices at the operating threshold", _grid(confusion_tables(ok))),
     ]
     if any((r["drift"] or {}).get("per_label") and r["drift"].get("task") != "binary" for r in ok):
-        from edgemed.harness.label_report import per_label_html
-
         sections.insert(1, _section("Per label (one-vs-rest for multi-class)", per_label_html(ok)))
     if results.get("subgroups"):
-        from edgemed.harness.group_report import group_html
-
         sections.insert(1, _section("Subgroups", group_html(results)))
     style = (
         "body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;"

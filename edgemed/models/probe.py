@@ -15,6 +15,7 @@ import numpy as np
 from edgemed.backends.onnxruntime import unsupported_error
 from edgemed.contract import Contract
 from edgemed.errors import InputError
+from edgemed.feature_output import strip_feature_output
 
 PROBE_BATCHES = (2, 1)
 MAX_PROBE_SIZE = 512  # the too-small search doubles the input side up to this
@@ -201,8 +202,7 @@ def _count_message(who: str, got: int, contract: Contract) -> str:
 
 def onnx_with_output(model, choice: str | int | None, path) -> object:
     """The ONNX graph keeping only the chosen output (by name or position); unchanged if None.
-    An edgemed artifact's own feature output (edgemed.domain.features) is never a choice."""
-    from edgemed.domain.features import strip_feature_output
+    An edgemed artifact's own feature output (edgemed.feature_output) is never a choice."""
 
     model = strip_feature_output(model)
     outputs = list(model.graph.output)

@@ -25,6 +25,7 @@ from edgemed.backends.onnxruntime import OnnxRuntimeRunner
 from edgemed.calibration import CalibrationOptions
 from edgemed.contract import Contract
 from edgemed.data import model_dataset
+from edgemed.domain.fit import add_feature_output, domain_data, export_domain
 from edgemed.errors import DriftError, InputError
 from edgemed.evaluation.drift import Drift, drift_from_logits
 from edgemed.evaluation.sanity import OutputError
@@ -304,7 +305,6 @@ def _guarded(profile) -> bool:
 
 def _feature_output(onnx_path: Path, req: ExportRequest) -> dict | None:
     """The penultimate features as the reference ONNX's second output (edgemed.domain)."""
-    from edgemed.domain.fit import add_feature_output
 
     if req.domain_fpr <= 0 and not req.feature_output:
         return None
@@ -313,7 +313,6 @@ def _feature_output(onnx_path: Path, req: ExportRequest) -> dict | None:
 
 def _domain(req, loaded, backend, tmp: Path, conv: Converted, profile, features) -> dict | None:
     """Fit the domain guard's reference with the converted artifact (edgemed.domain.fit)."""
-    from edgemed.domain.fit import domain_data, export_domain
 
     data = domain_data(loaded.card, req.data, loaded.contract)
     if data is None:

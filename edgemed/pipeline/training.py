@@ -14,6 +14,14 @@ from edgemed.data.overlap import split_overlap
 from edgemed.data.peek import peek_contract
 from edgemed.errors import InputError
 from edgemed.evaluation.drift import label_columns
+from edgemed.evaluation.labels import (
+    MIN_PER_CLASS,
+    chance_warning,
+    label_counts,
+    macro,
+    not_evaluable_text,
+    per_label_aucs,
+)
 from edgemed.evaluation.metrics import auc, binary_metrics, youden_threshold
 from edgemed.evaluation.stats import delong_covariance, normal_ci
 from edgemed.fileio import staged_dir, write_json_atomic
@@ -22,7 +30,8 @@ from edgemed.models.checkpoint import save_checkpoint
 from edgemed.models.complexity import measure_complexity
 from edgemed.models.probe import probe_torch
 from edgemed.pipeline.augment import AugmentSettings, check_augment
-from edgemed.pipeline.init_weights import apply_init, read_init_weights
+from edgemed.pipeline.init_weights import apply_init, head_names, read_init_weights
+from edgemed.pipeline.loop import Recipe, fit
 from edgemed.pipeline.loss import CLASS_WEIGHTS, class_weights, task_loss
 from edgemed.provenance import provenance
 
@@ -57,7 +66,6 @@ class TrainConfig:
 
     def recipe(self):
         """The fitting recipe of this run (edgemed.pipeline.loop)."""
-        from edgemed.pipeline.loop import Recipe
 
         return Recipe(
             epochs=self.epochs,
@@ -208,7 +216,6 @@ def validation_check(contract: Contract, labels: np.ndarray, scores: np.ndarray)
 def _per_label_summary(
     contract: Contract, labels: np.ndarray, probs: np.ndarray, where: str
 ) -> dict:
-    from edgemed.evaluation.labels import MIN_PER_CLASS, chance_warning, macro, per_label_aucs
 
     onehot = label_columns(contract, labels)
     per = per_label_aucs(contract.class_names, onehot, probs)
@@ -234,7 +241,6 @@ def selection_auc(contract: Contract, labels: np.ndarray, logits: np.ndarray) ->
 def require_evaluable_validation(contract: Contract, labels: np.ndarray) -> None:
     """Refuse to train when no label of the validation split can be evaluated (nothing to select
     on: early stopping would follow noise)."""
-    from edgemed.evaluation.labels import label_counts, not_evaluable_text
 
     if contract.task == "binary":
         return
@@ -285,8 +291,6 @@ def predict_logits(module, contract: Contract, images: np.ndarray, batch: int = 
 
 def _fit(module, ds: Dataset, contract: Contract, cfg: TrainConfig, weights, from_init: bool):
     """The one training loop (edgemed.pipeline.loop) with this task's (weighted) loss."""
-    from edgemed.pipeline.init_weights import head_names
-    from edgemed.pipeline.loop import fit
 
     loss = task_loss(contract.task, weights)
     val = ds.split("val")

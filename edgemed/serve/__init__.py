@@ -9,5 +9,6 @@
     http       health, metrics, results, predict, STOW-RS
     audit      hash-chained JSONL audit log
     service    the pieces together; bundle swap
+    monitor_report  `edgemed monitor`: the surveillance report from a spool (edgemed.domain)
 Never imports torch: the model runs through `edgemed.appliance.load`.
 """

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgemed.errors import InputError
+from edgemed.fileio import write_bytes_atomic
+from edgemed.signing import fingerprint, load_public_key, signature_is_valid
 
 FORMAT = "edgemed-audit-head/1"
 
@@ -37,7 +39,6 @@ class HeadSigner:
     """Signs (seq, line hash) of the chain's last entry at intervals, in a background thread."""
 
     def __init__(self, log, key, interval_s: float) -> None:
-        from edgemed.signing import fingerprint
 
         self._log, self._key = log, key
         self._key_id = fingerprint(self._key.public_key())
@@ -56,7 +57,6 @@ class HeadSigner:
     def sign_now(self) -> None:
         """Write LOG.head for the chain as it is now (nothing when unchanged); a write error is
         logged by the caller's spool-health path, not raised into the thread."""
-        from edgemed.fileio import write_bytes_atomic
 
         seq, line_hash = self._log.head()
         if seq == self._signed_seq or seq == 0:
@@ -96,7 +96,6 @@ class HeadCheck:
 def check_head(log_path: Path, pubkey: Path, line_hashes: list[str]) -> HeadCheck:
     """Check LOG.head against the chain (`line_hashes[i]` = hash of entry i+1); InputError names
     what was found (forged head, truncation, rewritten entries)."""
-    from edgemed.signing import fingerprint, load_public_key, signature_is_valid
 
     key = load_public_key(pubkey)
     path = head_path(log_path)

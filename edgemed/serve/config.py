@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from edgemed.errors import InputError
+from edgemed.serve.tls import TlsFiles
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -84,7 +85,6 @@ class ServeConfig:
 
     def tls_files(self):
         """The TLS settings checked for completeness, or None without tls-cert."""
-        from edgemed.serve.tls import TlsFiles
 
         if (self.tls_cert is None) != (self.tls_key is None):
             raise InputError("tls-cert and tls-key go together; pass both or neither")

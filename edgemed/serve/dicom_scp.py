@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from edgemed.errors import InputError
+from edgemed.serve.spool import valid_uid
 from edgemed.serve.tls import LazyHandshake, handshake
 
 log = logging.getLogger("edgemed.serve")
@@ -48,9 +50,6 @@ def check_dataset_uid(path: Path, uid: str) -> None:
     overlong UID in the command but not in the dataset): refused as a failed C-STORE."""
     from pydicom import dcmread
     from pydicom.errors import InvalidDicomError
-
-    from edgemed.errors import InputError
-    from edgemed.serve.spool import valid_uid
 
     try:
         ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
@@ -136,8 +135,6 @@ def start_scp(
     is the ServeConfig (max_upload_mb, dicom_timeout, max_associations)."""
     from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
     from pynetdicom.sop_class import Verification
-
-    from edgemed.errors import InputError
 
     _config.STORE_RECV_CHUNKED_DATASET = True  # never a whole dataset in memory
     _config.VALIDATORS["UI"] = overlong_uids_reach_the_handler(_config.VALIDATORS["UI"])

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pydicom.dataset import Dataset
 
 from edgemed.serve.config import Destination
+from edgemed.serve.dicom_scp import no_delay
 
 log = logging.getLogger("edgemed.serve")
 SUCCESS_OR_WARNING = {0x0000, 0xB000, 0xB006, 0xB007}
@@ -90,8 +91,6 @@ class Forwarder:
     def _association(self, sr: Dataset, dest: Destination):
         """(association, reused) for this thread and destination; (None, False) if refused."""
         from pynetdicom import AE, evt
-
-        from edgemed.serve.dicom_scp import no_delay
 
         cached = self._cache().get(dest)
         if cached and cached[0].is_established and time.monotonic() - cached[1] < IDLE_S:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from edgemed.errors import EdgemedError, InputError
 from edgemed.serve.httplimits import BodyClock, DeadlineReader, LimitedHTTPServer
+from edgemed.serve.intake import sop_instance_uid, stow_spans
+from edgemed.serve.spool import valid_uid
 
 log = logging.getLogger("edgemed.serve")
 OPEN_PATHS = ("/healthz", "/readyz")
@@ -149,7 +151,6 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, svc.metrics.render().encode(), "text/plain; version=0.0.4")
         elif path.startswith("/v1/results/"):
             uid = path.removeprefix("/v1/results/")
-            from edgemed.serve.spool import valid_uid
 
             result = svc.result(uid) if valid_uid(uid) else None
             if result is None:
@@ -186,7 +187,6 @@ class Handler(BaseHTTPRequestHandler):
         self._json(200, result)
 
     def _stow(self, body: Path) -> None:
-        from edgemed.serve.intake import stow_spans
 
         with open(body, "rb") as f, _mapped(f) as data:
             try:
@@ -197,7 +197,6 @@ class Handler(BaseHTTPRequestHandler):
             self._store_parts(data, spans)
 
     def _store_parts(self, data, spans: list[tuple[int, int]]) -> None:
-        from edgemed.serve.intake import sop_instance_uid
 
         stored, failed = [], []
         for start, end in spans:

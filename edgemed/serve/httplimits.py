@@ -17,6 +17,8 @@ import threading
 import time
 from http.server import ThreadingHTTPServer
 
+from edgemed.serve.tls import handshake
+
 log = logging.getLogger("edgemed.serve")
 LOG_EVERY_S = 60.0
 MIN_BODY_RATE = 64 * 1024  # bytes/s a body must average once `http-timeout` has passed
@@ -112,7 +114,6 @@ class LimitedHTTPServer(ThreadingHTTPServer):
             self._release(client_address[0])
 
     def _tls(self, request, peer: str):
-        from edgemed.serve.tls import handshake
 
         try:
             wrapped = self.tls.server.wrap_socket(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgemed.serve.config import ServeConfig
+from edgemed.appliance import load
+from edgemed.serve.config import ServeConfig, modality_filter
 from edgemed.serve.sr import Algorithm
 
 
@@ -20,8 +21,6 @@ class Model:
 
 def open_model(bundle: Path, pubkey: Path, cfg: ServeConfig) -> Model:
     """Verify and load `bundle` completely (appliance.load), or raise; nothing half-switched."""
-    from edgemed.appliance import load
-    from edgemed.serve.config import modality_filter
 
     predictor = load(bundle, pubkey, cfg.threads)
     try:

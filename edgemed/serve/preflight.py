@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from edgemed.errors import InputError
 from edgemed.serve.config import ServeConfig
 from edgemed.serve.tls import Contexts
+from edgemed.signing import load_private_key
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,6 @@ class Preflight:
 
 
 def preflight(cfg: ServeConfig) -> Preflight:
-    from edgemed.signing import load_private_key
 
     cfg.check_plaintext()
     files = cfg.tls_files()

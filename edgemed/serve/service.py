@@ -23,8 +23,11 @@ from edgemed.errors import EdgemedError, InputError
 from edgemed.serve.audit import AuditLog
 from edgemed.serve.audit_head import HeadSigner
 from edgemed.serve.config import ServeConfig
+from edgemed.serve.dicom_scp import start_scp
 from edgemed.serve.forwarder import Forwarder, dest_key
 from edgemed.serve.health import SpoolFailing, SpoolHealth, retry_delay
+from edgemed.serve.http import start_http
+from edgemed.serve.intake import check_header, read_header
 from edgemed.serve.metrics import Metrics
 from edgemed.serve.model import Model, open_model
 from edgemed.serve.preflight import preflight
@@ -72,8 +75,6 @@ class Service:
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
-        from edgemed.serve.dicom_scp import start_scp
-        from edgemed.serve.http import start_http
 
         a = self.model.algorithm
         try:  # a full disk at start: serve, refuse intake and say why until it has room
@@ -247,7 +248,6 @@ class Service:
             return None
 
     def _classify(self, uid: str):
-        from edgemed.serve.intake import check_header, read_header
 
         src = self.spool.path("queue", uid, ".dcm")
         t0 = time.perf_counter()

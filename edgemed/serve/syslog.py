@@ -24,6 +24,7 @@ import time
 from xml.sax.saxutils import quoteattr
 
 from edgemed.errors import InputError
+from edgemed.serve.tls import BCP195_CIPHERS
 
 log = logging.getLogger("edgemed.serve")
 QUEUE_MAX = 10000
@@ -172,7 +173,6 @@ class SyslogForwarder:
 
 def syslog_context(ca, cert=None, key=None) -> ssl.SSLContext:
     """TLS 1.2+ client context verifying the collector against `ca` (RFC 5425 requires TLS)."""
-    from edgemed.serve.tls import BCP195_CIPHERS
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgemed.errors import InputError
 from edgemed.evaluation.limits import BUNDLE_DEFAULTS, METRICS, limits_from
-from edgemed.profiles import resolve_target
+from edgemed.profiles import expand_devices, resolve_target
 from edgemed.sweep.select import SelectRule
 
 GRIDS = ("quick", "default")
@@ -133,7 +133,6 @@ def _gate(raw: dict, path: Path) -> tuple[tuple[str, float], ...]:
 
 def expand_targets(raw: object, path: Path) -> tuple[str, ...]:
     """Profiles as given; a device name (a `machine` of the target profiles) names all of its."""
-    from edgemed.profiles import expand_devices
 
     if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
         raise InputError(f"sweep plan {path}: targets must be a list of profile or device names")

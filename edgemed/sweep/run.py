@@ -29,6 +29,7 @@ from edgemed.study import StudyConfig, default_grid, quick_grid
 from edgemed.study.run import partial_dir, run_study
 from edgemed.sweep import SweepPlan
 from edgemed.sweep.console import LOG_NAME, Stage, into_log
+from edgemed.sweep.report import selection_html
 from edgemed.sweep.select import select as select_devices
 
 SELECTION = "selection.json"
@@ -47,7 +48,6 @@ def run_sweep(
     plan: SweepPlan, out: Path, spec: ExecutorSpec, resume: bool, force: bool, allow_proxy: bool
 ) -> dict:
     """All stages; returns the selection document."""
-    from edgemed.sweep.report import selection_html
 
     check_available(spec)
     _claim(out, resume, force)
@@ -127,7 +127,6 @@ def export_task(model: object, name: str, target: str, precision: str, data: str
 def export_isolated(*args) -> dict:
     """`export_task(*args)` in its runtime's own export process (START_METHOD); a process that
     dies is an export failure of this configuration, not of the sweep."""
-    from edgemed.profiles import resolve_target
 
     runtime = resolve_target(args[2]).runtime
     pool = _EXPORT_POOLS.get(runtime)

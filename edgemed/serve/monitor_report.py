@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgemed.errors import InputError
+from edgemed.harness.svg import Axes
 
 ROLLING = 50
 MAX_RECORD_BYTES = 1 << 20
@@ -92,7 +93,6 @@ def _ratio(t: dict) -> float | None:
 
 
 def _plots(doc: dict) -> list[str]:
-    from edgemed.harness.svg import Axes
 
     tl = doc["timeline"]
     n = max(len(tl), 1)
