@@ -24,7 +24,8 @@ def _all_images(path, contract) -> np.ndarray:
 
 
 def _guard_rows(artifact: Path, own: str, sets: dict) -> tuple[dict, dict]:
-    from edgemed.artifact import load_artifact, open_runner
+    from edgemed.artifact import load_artifact
+    from edgemed.backends import open_runner
     from edgemed.data import load_dataset
     from edgemed.domain.guard import DomainGuard
     from edgemed.domain.ood import in_domain_row, ood_row, score_images
@@ -220,7 +221,8 @@ def test_serve_raises_a_drift_alarm_after_a_switch_and_monitor_reports_it(
 def test_window_monitor_is_quiet_in_domain_and_alarms_after_a_prevalence_switch(cxr_onnx):
     """3,000 results resampled from the validation split raise no alarm; a switch to positives
     only (a shifted prevalence) raises the positive-rate alarm within 100 images."""
-    from edgemed.artifact import load_artifact, open_runner
+    from edgemed.artifact import load_artifact
+    from edgemed.backends import open_runner
     from edgemed.data import load_dataset
     from edgemed.domain.fit import run_with_features
     from edgemed.domain.guard import DomainGuard

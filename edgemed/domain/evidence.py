@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemed.artifact import load_artifact, open_runner
+from edgemed.artifact import load_artifact
+from edgemed.backends import open_runner
 from edgemed.data import load_dataset
 from edgemed.domain.guard import DomainGuard
 from edgemed.domain.ood import in_domain_row, ood_row, score_images
