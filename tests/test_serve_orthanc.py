@@ -30,6 +30,7 @@ from tests.serve_support import (
     parse_metrics,
     send,
     sop_uid,
+    stow_body,
     wait_for,
 )
 
@@ -217,7 +218,7 @@ def test_stow_rs_predict_and_token(tmp_path, pacs, cxr_bundle, pubkey):
     try:
         url, auth = service_url(svc), {"Authorization": "Bearer 0123456789abcdef0123456789abcdef"}
         paths = cxr_dicoms(tmp_path / "in", 2)
-        body, ctype = _multipart([p.read_bytes() for p in paths])
+        body, ctype = stow_body([p.read_bytes() for p in paths])
         assert http_post(f"{url}/studies", body, ctype)[0] == 401
         assert http_get(f"{url}/metrics")[0] == 401
         assert http_get(f"{url}/healthz")[0] == 200 and http_get(f"{url}/readyz")[0] == 200
@@ -243,16 +244,6 @@ def test_stow_rs_predict_and_token(tmp_path, pacs, cxr_bundle, pubkey):
         assert svc.metrics.snapshot()["bundle_swaps"] == 1
     finally:
         svc.stop()
-
-
-def _multipart(parts: list[bytes]) -> tuple[bytes, str]:
-    boundary = "edgemed-test-boundary-7f3a"
-    body = b"".join(
-        b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n"
-        for p in parts
-    )
-    body += b"--" + boundary.encode() + b"--\r\n"
-    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
 def _serve_args(tmp_path: Path, bundle: Path, pubkey: Path, pacs) -> list[str]:

@@ -122,7 +122,9 @@ def test_the_terminal_gets_one_line_per_stage_and_the_log_the_rest(swept):
         "sweep [3/3] bench",
     ], proc.stderr
     log = (out / "sweep.log").read_text()
-    assert "study" in log and "flatbuffer_export" in log
+    assert "study" in log  # our own per-model lines
+    # the converters' and quantizers' own output (which lines a converter prints varies)
+    assert any(n in log for n in ("flatbuffer_export", "I0000", "Statistics collection")), log
     assert "os.fork()" not in log
 
 

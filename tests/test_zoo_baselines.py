@@ -49,7 +49,13 @@ INT8_REFUSED = {("inception", "tflite"): "litert-torch could not conv"}
 # AVX2-only EPYC (budget 1%; --accuracy-control keeps 4 layers in float and passes, 172 s) and
 # 1 of 270 on an AVX-512 VNNI EPYC, whose INT8 kernels differ. Either outcome is checked: a
 # one-line refusal naming the budget, or an artifact within it.
-INT8_CPU_DEPENDENT = {("vit", "openvino"): "drifted beyond the budget"}
+# ResNet-50 (w 0.125) on ONNX Runtime after the training recipe of issue 27 (one epoch = the
+# warm-up alone): 4 decisive flips of 270 (1.5%) on an AVX-512 VNNI/AMX Xeon in the whole-suite run,
+# within budget in the branch's own runs; a barely trained model sits near its threshold.
+INT8_CPU_DEPENDENT = {
+    ("vit", "openvino"): "drifted beyond the budget",
+    ("resnet50", "onnx"): "drifted beyond the budget",
+}
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ from edgemed.backends.quant import (
     write_calibration_manifest,
 )
 from edgemed.errors import DriftError, InputError
+from edgemed.feature_output import FEATURE_NODE
 from edgemed.fileio import sha256_file
 from edgemed.provenance import package_version
 
@@ -174,7 +175,10 @@ class OnnxRuntimeBackend(Backend):
         s = self.settings(req)
         types = oq.op_types(self._named_graph(req, s))
         nodes = self._candidates(req, s)
-        return tuple(n for n in nodes if types.get(n) not in s.exclude_op_types)
+        # the domain guard's feature output only names a tensor: keeping it float changes nothing
+        return tuple(
+            n for n in nodes if types.get(n) not in s.exclude_op_types and n != FEATURE_NODE
+        )
 
     def _candidates(self, req: ConvertRequest, s: QuantSettings) -> tuple[str, ...]:
         if s.precision == "fp16":
