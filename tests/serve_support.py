@@ -65,6 +65,17 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def stop_server(proc: subprocess.Popen, log) -> None:
+    """SIGTERM, 20 s to exit, then SIGKILL; close the server's log file."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
 # ---- Orthanc ---------------------------------------------------------------------------------
 
 
@@ -141,13 +152,7 @@ class Orthanc:
         return f"{self.aet}@{LOOPBACK}:{self.dicom_port}"
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        stop_server(self.proc, self.log)
 
     def sr_instance_ids(self) -> list[str]:
         code, body = http_get(f"{self.url}/series?expand")
@@ -506,10 +511,4 @@ class Rsyslog:
         return self.out.read_text().splitlines() if self.out.exists() else []
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        stop_server(self.proc, self.log)
