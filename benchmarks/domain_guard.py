@@ -13,6 +13,7 @@ in-domain images resampled from the test split; switches to OOD and to a shifted
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemed.artifact import load_artifact, open_runner
+from edgemed.artifact import load_artifact
+from edgemed.backends import open_runner
 from edgemed.data import load_dataset
 from edgemed.domain.guard import DomainGuard, infer_features
 from edgemed.domain.monitor import monitor_for
@@ -82,8 +84,16 @@ def results_for(runner, guard, c, images: np.ndarray) -> list[dict]:
     return out
 
 
-def stream(guard, c, normal: list[dict], switch: list[dict] | None, n: int, seed: int) -> dict:
-    """Feed `n` resampled in-domain results (then `switch` ones, resampled): alarms and delay."""
+def stream(guard, c, normal: list[dict], switch: list[dict] | None, n: int, seed: int,
+           keep_test: np.ndarray | None = None) -> dict:  # fmt: skip
+    """Feed `n` resampled in-domain results (then `switch` ones, resampled): alarms and delay.
+    `keep_test`: the monitor's reference keeps only these test images (the rest streamed)."""
+    if keep_test is not None:
+        r = guard.reference
+        guard = DomainGuard(dataclasses.replace(
+            r, test_feature_scores=r.test_feature_scores[keep_test] if len(r.test_feature_scores)
+            else r.test_feature_scores, test_input_scores=r.test_input_scores[keep_test],
+            test_probabilities=r.test_probabilities[keep_test]))  # fmt: skip
     mon = monitor_for(guard, c)
     rng = np.random.default_rng(seed)
     before: dict[str, int] = {}
@@ -117,8 +127,13 @@ def bench_artifact(model: str, art_dir: Path, own: Path) -> dict:
         val = results_for(r, guard, c, ds.split("val").images)
         first_ood = next(iter(sets.values()))
         pos = test.images[np.asarray(test.labels).reshape(len(test.labels), -1)[:, 0] == 1]
+        half = np.random.default_rng(3).permutation(len(normal))
+        keep, streamed = np.sort(half[: len(half) // 2]), half[len(half) // 2 :]
         row["stream"] = {
             "in_domain_10000": stream(guard, c, normal, None, 10000, 0),
+            "test_half_not_in_reference_10000": stream(
+                guard, c, [normal[i] for i in streamed], None, 10000, 4, keep
+            ),
             "validation_10000": stream(guard, c, val, None, 10000, 0),
             "switch_to_far_ood": stream(
                 guard, c, normal, results_for(r, guard, c, first_ood), 1000, 1

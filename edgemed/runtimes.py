@@ -98,7 +98,7 @@ RUNTIMES: dict[str, Registration] = {
         op_type_vocabulary="torch module classes such as Linear, LayerNorm",
         # litert-torch could convert a module returning (logits, features); edgemed does not yet,
         # so the domain guard of a LiteRT artifact uses input statistics only (its manifest says so)
-        feature_output=False,
+        feature_output=True,  # litert-torch exports (logits, features) from an fx-tapped module
     ),
     "tensorrt": Registration(
         "edgemed.backends.tensorrt:TensorRTBackend",

@@ -75,7 +75,7 @@ def test_chest_model_flags_other_domains_on_real_data(cxr_onnx):
         "rotated90": lambda c, t: np.rot90(t, 1, axes=(1, 2)).copy(),
     }
     own, rows = _guard_rows(cxr_onnx, str(CXR), sets)
-    assert own["rate"] <= 0.035, own  # goal 1.5%; measured 1.9-2.8% on this model (see README)
+    assert own["rate"] <= 0.015, own  # the goal; measured 0.9% (4 of 468), see BENCHMARKS.md
     for name in ("brain_mri", "inverted"):
         assert rows[name]["auroc"] >= 0.99 and rows[name]["flagged"] >= 0.95, rows[name]
     assert rows["adult_cxr"]["auroc"] >= 0.85, rows["adult_cxr"]
@@ -88,10 +88,34 @@ def test_brain_model_flags_chest_xrays(brain_model, brain_dir, tmp_path):
     out = tmp_path / "brain-onnx"
     run_export(ExportRequest(model=str(brain_model), target="onnx", out=out))
     own, rows = _guard_rows(out, str(brain_dir), {"cxr": lambda c, t: _all_images(CXR, c)})
-    # Goal 95% flagged; measured 76%: 38 validation images put the threshold on a log-normal
-    # fit (no image lies beyond a 0.5% quantile of 38), see BENCHMARKS.md.
-    assert rows["cxr"]["auroc"] >= 0.99 and rows["cxr"]["flagged"] >= 0.6, rows["cxr"]
+    # Goal 95% flagged; measured 99.8% (76% before the statistics were standardized before the
+    # shrinkage), see BENCHMARKS.md.
+    assert rows["cxr"]["auroc"] >= 0.99 and rows["cxr"]["flagged"] >= 0.95, rows["cxr"]
     assert own["rate"] <= 0.1, own  # 60-odd test images: one flag is 1.6%
+
+
+def test_tflite_artifact_carries_the_feature_output(cxr_model, tmp_path):
+    """The .tflite has the features as a second output (an fx tap of the last Linear's input),
+    its FP32 logits are bit-identical to the export without it, and its guard uses them."""
+    from edgemed.artifact import load_artifact
+    from edgemed.backends import open_runner
+    from edgemed.pipeline.export import ExportRequest, run_export
+
+    pytest.importorskip("litert_torch", reason="TFLite export needs edgemed[tflite]")
+    m = run_export(ExportRequest(model=str(cxr_model), target="tflite", out=tmp_path / "f"))
+    run_export(ExportRequest(model=str(cxr_model), target="tflite", out=tmp_path / "p",
+                             domain_fpr=0))  # fmt: skip
+    assert m["domain"]["feature_size"] and m["domain"]["feature_output"]["name"] == "features"
+    with_f, plain = load_artifact(tmp_path / "f"), load_artifact(tmp_path / "p")
+    c = with_f.contract
+    x = c.normalize(np.load(CXR)["test_images"][:32, :, :, None])
+    with open_runner(with_f) as r, open_runner(plain) as q:
+        logits, feats = r.infer_features(x)
+        assert np.array_equal(logits, q.infer(x))
+        assert q.infer_features(x)[1] is None
+    assert feats.shape == (32, m["domain"]["feature_size"]) and np.isfinite(feats).all()
+    own, rows = _guard_rows(tmp_path / "f", str(CXR), {"inverted": lambda c, t: 255 - t})
+    assert rows["inverted"]["flagged"] >= 0.95 and own["rate"] <= 0.03, (own, rows)
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +243,8 @@ def test_serve_raises_a_drift_alarm_after_a_switch_and_monitor_reports_it(
 
 
 def test_window_monitor_is_quiet_in_domain_and_alarms_after_a_prevalence_switch(cxr_onnx):
-    """3,000 results resampled from the validation split raise no alarm; a switch to positives
+    """3,000 results resampled from the validation split, then 3,000 from the test split (two
+    held-out splits that differ by more than sampling), raise no alarm; a switch to positives
     only (a shifted prevalence) raises the positive-rate alarm within 100 images."""
     from edgemed.artifact import load_artifact
     from edgemed.backends import open_runner
@@ -231,20 +256,30 @@ def test_window_monitor_is_quiet_in_domain_and_alarms_after_a_prevalence_switch(
 
     art = load_artifact(cxr_onnx)
     c, guard = art.contract, DomainGuard(load_reference(cxr_onnx))
-    val = load_dataset(str(CXR), c.input_size, c.channels).split("val")
+    ds = load_dataset(str(CXR), c.input_size, c.channels)
+    val, test = ds.split("val"), ds.split("test")
     with open_runner(art) as r:
         logits, feats = run_with_features(r, c, val.images)
-    s, p = guard.scores(val.images, feats), c.probabilities(logits)[:, 0]
-    results = [{"domain_scores": {k: float(v[i]) for k, v in s.items()},
-                "probabilities": {"normal": 1 - p[i], "pneumonia": p[i]}}
-               for i in range(len(p))]  # fmt: skip
+        t_logits, t_feats = run_with_features(r, c, test.images)
+    results = _results(guard, c, val.images, feats, logits)
     mon, rng = monitor_for(guard, c), np.random.default_rng(0)
-    assert not [a for i in rng.integers(0, len(p), 3000) for a in mon.observe(results[i])]
+    assert not [a for i in rng.integers(0, len(results), 3000) for a in mon.observe(results[i])]
+    t_res = _results(guard, c, test.images, t_feats, t_logits)
+    assert not [a for i in rng.integers(0, len(t_res), 3000) for a in mon.observe(t_res[i])]
+    p = c.probabilities(logits)[:, 0]
     positives = [results[i] for i in np.flatnonzero(p >= c.threshold)]
     alarms = [(k, a) for k in range(100) for a in mon.observe(positives[k % len(positives)])]
     assert any(a.statistic == "positive_rate:pneumonia" for _, a in alarms), alarms
     assert ks_pvalue(np.arange(100.0), np.arange(100.0))[1] == 1.0
     assert ks_pvalue(np.zeros(100), np.ones(100))[1] < 1e-20
+
+
+def _results(guard, c, images, feats, logits) -> list[dict]:
+    """Per-image result dicts as the predictor makes them (binary: domain scores + probabilities)."""
+    s, p = guard.scores(images, feats), c.probabilities(logits)[:, 0]
+    return [{"domain_scores": {k: float(v[i]) for k, v in s.items()},
+             "probabilities": {"normal": 1 - p[i], "pneumonia": p[i]}}
+            for i in range(len(p))]  # fmt: skip
 
 
 def _send_all(paths: list[Path], port: int) -> None:

@@ -52,6 +52,7 @@ class ConvertRequest:
     options: dict = field(default_factory=dict)
     validation: ValidationImages | None = None
     accuracy_control: Limits | None = None
+    features: bool = False  # the domain guard's feature output is wanted (converters from torch)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ class DomainData:
     val_images: np.ndarray
     val_labels: np.ndarray
     data_hash: str
+    test_images: np.ndarray | None = None  # the monitor's reference pools val and test
 
 
 def run_with_features(runner, contract: Contract, images: np.ndarray, batch: int = 64):
@@ -101,8 +102,23 @@ def fit_reference(runner, contract: Contract, data: DomainData, fpr: float = DEF
         "thresholds": thresholds,
         "val_flag_rate": {"k": k, "n": n, "rate": k / n, "ci95": list(wilson_interval(k, n))},
     }
+    held = _held_out(runner, contract, data, inputs, feats, batch)
+    meta["monitor_reference"] = {"splits": ["val", "test"] if len(held[2]) else ["val"],
+                                 "n": n + len(held[2])}  # fmt: skip
     probs = contract.probabilities(val_logits)
-    return DomainReference(meta, feats, inputs, val_f, val_in, probs)
+    return DomainReference(meta, feats, inputs, val_f, val_in, probs, *held)
+
+
+def _held_out(runner, contract: Contract, data: DomainData, inputs, feats, batch: int):
+    """Scores and probabilities of the test split: the monitor's reference is every held-out
+    in-domain image the evidence was measured on (val + test), not val alone, whose own sampling
+    difference from test was measured as 14 false window alarms in 10,000 test images."""
+    images = data.test_images
+    if images is None or len(images) == 0:
+        return np.zeros(0), np.zeros(0), np.zeros((0, 0))
+    logits, f = run_with_features(runner, contract, images, batch)
+    f_scores = feats.distance(f) if feats is not None and f is not None else np.zeros(0)
+    return f_scores, inputs.distance(input_statistics(images)), contract.probabilities(logits)
 
 
 def _thresholds(val_in: np.ndarray, val_f: np.ndarray | None, fpr: float):
@@ -145,7 +161,8 @@ def domain_data(card: dict | None, data: str | None, contract: Contract) -> Doma
             file=sys.stderr,
         )
         return None
-    return DomainData(tr.images, tr.labels, va.images, va.labels, ds.data_hash)
+    te = ds.split("test")
+    return DomainData(tr.images, tr.labels, va.images, va.labels, ds.data_hash, te.images)
 
 
 def add_feature_output(onnx_path: Path, requested: str | None, where: str) -> dict | None:

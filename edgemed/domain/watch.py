@@ -32,8 +32,10 @@ class DomainWatch:
             active = len(self._monitor.active)
         for a in alarms:
             self.log.warning(
-                "drift alarm: %s p=%.2g (window %.3f, validation %.3f) after %d images, at %s",
-                a.statistic, a.p_value, a.window_value, a.reference_value, a.seen, uid,
+                "drift alarm: %s p=%.2g (window %.3f, held-out %.3f, tolerance %.3f) after %d "
+                "images, at %s",
+                a.statistic, a.p_value, a.window_value, a.reference_value, a.tolerance, a.seen,
+                uid,
             )  # fmt: skip
             self.audit.append("drift_alarm", bundle_id=bundle, sop_instance_uid=uid, **a.to_dict())
             self.metrics.inc("drift_alarms")

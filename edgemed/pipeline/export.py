@@ -266,6 +266,7 @@ def run_export(req: ExportRequest) -> dict:
             req.options,
             ev,
             control,
+            features is not None,
         )
         facts = (req, profile, backend, loaded)
         rest = (parity, simplified, ev, calibration)

@@ -56,13 +56,18 @@ def load_interpreter_class():
         ) from None
 
 
+def output_details(interpreter) -> list[dict]:
+    """The outputs in signature order (litert-torch names them output_0, output_1, ...): the
+    logits, then the domain guard's features when the model has them."""
+    return sorted(interpreter.get_output_details(), key=lambda d: d["name"])
+
+
 def tensor_io(interpreter) -> dict:
-    """Input/output dtype, shape and (scale, zero point) as recorded in the .tflite."""
+    """Input/output (and feature output) dtype, shape and (scale, zero point) of the .tflite."""
     out = {}
-    for role, d in (
-        ("input", interpreter.get_input_details()[0]),
-        ("output", interpreter.get_output_details()[0]),
-    ):
+    outs = output_details(interpreter)
+    roles = [("input", interpreter.get_input_details()[0]), ("output", outs[0])]
+    for role, d in roles + [("features", d) for d in outs[1:2]]:
         scale, zero = d["quantization"]
         out[role] = {
             "dtype": np.dtype(d["dtype"]).name,
@@ -85,6 +90,7 @@ class TFLiteRunner(Runner):
 
     def __init__(self, model_path: Path, threads: int | None = None) -> None:
         self.model_path, self.threads = Path(model_path), threads
+        self.feat = None
         self.interpreter = None
 
     def activate(self) -> None:
@@ -100,7 +106,9 @@ class TFLiteRunner(Runner):
             ) from None
         self.load_seconds = time.perf_counter() - t0
         self.interpreter = it
-        self.inp, self.out = it.get_input_details()[0], it.get_output_details()[0]
+        outs = output_details(it)
+        self.inp, self.out = it.get_input_details()[0], outs[0]
+        self.feat = outs[1] if len(outs) > 1 else None
         dim0 = int(self.inp.get("shape_signature", self.inp["shape"])[0])
         self.batch_limit = dim0 if dim0 > 0 else None  # litert-torch exports a fixed batch of 1
         self._info = {"interpreter": which, "threads": self.threads, "io": tensor_io(it)}
@@ -109,20 +117,33 @@ class TFLiteRunner(Runner):
         step = self.batch_limit or len(x)
         return np.concatenate([self._invoke(x[i : i + step]) for i in range(0, len(x), step)])
 
-    def _invoke(self, x: np.ndarray) -> np.ndarray:
-        inp, out, it = self.inp, self.out, self.interpreter
+    def infer_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and the feature output (the model's second output; None without one)."""
+        if self.feat is None:
+            return self.infer(x), None
+        step = self.batch_limit or len(x)
+        pairs = [self._invoke(x[i : i + step], True) for i in range(0, len(x), step)]
+        return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+
+    def _invoke(self, x: np.ndarray, features: bool = False):
+        inp, it = self.inp, self.interpreter
         if inp["dtype"] != np.float32:
             x = quantize_input(x, inp["dtype"], *inp["quantization"])
         it.set_tensor(inp["index"], np.ascontiguousarray(x))
         it.invoke()
-        y = it.get_tensor(out["index"])
-        if out["dtype"] != np.float32:
-            scale, zero = out["quantization"]
-            y = (y.astype(np.float32) - zero) * np.float32(scale)
-        return y.reshape(len(x), -1).astype(np.float32)
+        logits = _dequantized(it, self.out, len(x))
+        return (logits, _dequantized(it, self.feat, len(x))) if features else logits
 
     def deactivate(self) -> None:
         self.interpreter = None
+
+
+def _dequantized(interpreter, detail: dict, n: int) -> np.ndarray:
+    y = interpreter.get_tensor(detail["index"])
+    if detail["dtype"] != np.float32:
+        scale, zero = detail["quantization"]
+        y = (y.astype(np.float32) - zero) * np.float32(scale)
+    return y.reshape(n, -1).astype(np.float32)
 
 
 class TFLiteBackend(Backend):
@@ -172,11 +193,12 @@ class TFLiteBackend(Backend):
         contract = req.contract.with_layout(LAYOUT)
         target = Path(out) / MODEL_FILE
         if s.precision == "fp32":
-            info = lc.tflite_fp32(req.module, contract, target)
+            info = lc.tflite_fp32(req.module, contract, target, req.features)
         elif s.precision == "fp16":
             with tempfile.TemporaryDirectory(prefix="edgemed-tflite-") as tmp:
-                lc.tflite_fp32(req.module, contract, Path(tmp) / "fp32.tflite")
+                fp32 = lc.tflite_fp32(req.module, contract, Path(tmp) / "fp32.tflite", req.features)
                 info = lc.tflite_fp16(Path(tmp) / "fp32.tflite", target)
+                info["feature_output"] = fp32["feature_output"]
 
             refuse_nonfinite(
                 TFLiteRunner(target), contract, req.validation, "TFLite fp16 (float16 weights)",
@@ -223,7 +245,7 @@ class TFLiteBackend(Backend):
         if s.exclude_nodes:
             check_node_names(s.exclude_nodes, lc.weighted_modules(req.module), self.name)
         s = self._by_type(req, s)
-        info = lc.tflite_int8(req.module, contract, req.calibration, s, target)
+        info = lc.tflite_int8(req.module, contract, req.calibration, s, target, req.features)
         return {
             **info,
             "calibration": calibration_info(req.calibration),

@@ -79,6 +79,34 @@ def nhwc_module(module):
     return NHWCInput(module).eval()
 
 
+def feature_tapped(module) -> tuple[object, bool]:
+    """(a module returning (logits, features), True): the features are the input of the last
+    torch Linear, what the head reads (the tensor the ONNX feature output names). (module, False)
+    where torch.fx cannot trace the module (data-dependent control flow) or it has no Linear:
+    that artifact's domain guard then uses input statistics only, and its manifest says so."""
+    import torch
+
+    try:
+        gm = torch.fx.symbolic_trace(module)
+    except Exception:  # any trace failure means "no feature output", never a failed export
+        return module, False
+    linear = [n for n in gm.graph.nodes if _is_linear(gm, n)]
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    if not linear or not isinstance(out.args[0], torch.fx.Node):
+        return module, False
+    out.args = ((out.args[0], linear[-1].args[0]),)
+    gm.recompile()
+    return gm.eval(), True
+
+
+def _is_linear(gm, node) -> bool:
+    import torch
+
+    if node.op == "call_module":
+        return isinstance(gm.get_submodule(node.target), torch.nn.Linear)
+    return node.op == "call_function" and node.target is torch.nn.functional.linear
+
+
 def weighted_modules(module) -> tuple[str, ...]:
     """Names of the Conv/Linear submodules, in definition order (what INT8 can keep in float)."""
     import torch
@@ -144,12 +172,13 @@ def _convert(module, sample, path: Path, quant_config=None) -> None:
         edge.export(str(path))
 
 
-def tflite_fp32(module, contract: Contract, path: Path) -> dict:
-    """FP32 .tflite taking NHWC `contract` input at batch 1."""
+def tflite_fp32(module, contract: Contract, path: Path, features: bool = False) -> dict:
+    """FP32 .tflite taking NHWC `contract` input at batch 1 (with `features`: a second output)."""
     import torch
 
+    module, tapped = feature_tapped(module) if features else (module, False)
     _convert(nhwc_module(module), torch.zeros(contract.input_shape(1)), path)
-    return {"converter": "litert-torch", "weights": "float32"}
+    return {"converter": "litert-torch", "weights": "float32", "feature_output": tapped}
 
 
 def tflite_fp16(fp32_path: Path, path: Path) -> dict:
@@ -283,17 +312,22 @@ def _prepare(quantize_pt2e, graph, quantizer, excluded: tuple[str, ...]):
         ) from None
 
 
-def tflite_int8(module, contract: Contract, calibration, s: QuantSettings, path: Path) -> dict:
+def tflite_int8(module, contract: Contract, calibration, s: QuantSettings, path: Path,
+                features: bool = False) -> dict:  # fmt: skip
     """INT8 .tflite: PT2E quantization calibrated on `calibration` (NHWC contract); float logits
-    unless `integer_output` (then full-integer)."""
+    unless `integer_output` (then full-integer); with `features` a second, float output, except
+    in a full-integer model (the converter refuses an int8 output the head also reads with
+    another scale: that model's guard uses the input statistics only)."""
     import torch
 
+    integer_output = bool(s.extra.get("integer_output", False))
+    tap = features and not integer_output
+    module, tapped = feature_tapped(module) if tap else (module, False)
     with quiet_third_party_logs():
         from litert_torch.quantize.quant_config import QuantConfig
         from torchao.quantization.pt2e import quantize_pt2e
 
     config = _act_config(s.calib_method, s.granularity == "per-channel")
-    integer_output = bool(s.extra.get("integer_output", False))
     quantizer = _excluding_quantizer(config, s.exclude_nodes, integer_output)
     graph, batch = _export_for_calibration(nhwc_module(module), contract)
     n = len(calibration.images)
@@ -322,4 +356,5 @@ def tflite_int8(module, contract: Contract, calibration, s: QuantSettings, path:
         "activations": f"int8 ({s.calib_method} observer)",
         "output": "int8" if integer_output else "float32 logits",
         "calibration_batch": batch,
+        "feature_output": tapped,
     }
