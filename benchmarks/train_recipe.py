@@ -49,7 +49,7 @@ VARIANTS = {  # after-code config overrides measured next to the defaults (NIH: 
 }
 TRANSFER = (  # (source, source overrides, target); the source is pretrained once, seed 0
     ("nih", {}, "chest"),
-    ("chest", {"image_size": [64, 64]}, "brain"),
+    ("chest", {}, "brain"),  # pretrained at its native 28 px, fine-tuned at 128 px
 )
 
 ONE = """
@@ -79,7 +79,7 @@ r = T.train(cfg)
 if job.get("save"):
     T.write_training_dir(r, cfg.model, Path(job["save"]), force=True)
 t, v = r.card["test"], r.card["training"]
-print("RESULT " + json.dumps({"auc": t["auc"], "ci": t.get("auc_ci95"),
+print("RESULT " + json.dumps({"auc": t["auc"], "ci": t.get("auc_ci95"), "acc": t.get("accuracy"),
       "seconds": v["seconds"] - sum(s for _, s in trace), "epochs_run": v["epochs_run"],
       "best_epoch": v["best_epoch"], "val_curve": [h["val_auc"] for h in v["history"]],
       "test_curve": [round(a, 5) for a, _ in trace],
@@ -123,6 +123,11 @@ class Rows:
     def __init__(self, path: Path | None) -> None:
         self.rows: list[dict] = []
         self.path = path
+        if path and path.exists():  # a resumed run: rows already measured are not run again
+            self.rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+    def has(self, name: str, recipe: str, seed: int) -> bool:
+        return any((r["set"], r["recipe"], r["seed"]) == (name, recipe, seed) for r in self.rows)
 
     def add(self, row: dict) -> dict:
         row = {**row, "load": [round(v, 2) for v in os.getloadavg()]}
@@ -141,6 +146,8 @@ def compare(name: str, before: Path, seeds, recipes, variants, rows: Rows) -> No
     lanes = [lane for lane in lanes if lane[0].split("-")[0] in recipes]
     for i, seed in enumerate(seeds):
         for recipe, src, extra in lanes if i % 2 == 0 else lanes[::-1]:
+            if rows.has(name, recipe, seed):
+                continue
             config = {**SETS[name], **extra, "seed": seed, "threads": 2}
             r = run_one(src, config, trace=src == ROOT)
             rows.add({"set": name, "recipe": recipe, "seed": seed, **r})
@@ -167,12 +174,9 @@ def transfer(seeds, tmp: Path, rows: Rows) -> None:
         rows.add({"set": f"pretrain {source}", "recipe": "after", "seed": 0, **r})
         for seed in seeds:
             config = {**SETS[target], "seed": seed, "threads": 2}
-            have = [
-                x
-                for x in rows.rows
-                if (x["set"], x["recipe"], x["seed"]) == (target, "after", seed)
-            ]
-            if not have:
+            if rows.has(f"{source}->{target}", "init", seed):
+                continue
+            if not rows.has(target, "after", seed):
                 rows.add(
                     {"set": target, "recipe": "after", "seed": seed, **run_one(ROOT, config, True)}
                 )
@@ -284,6 +288,15 @@ def stop_epoch(val: list[float], patience: int, count_from: int) -> int:
     return len(val)
 
 
+def best_epoch(val: list[float]) -> int:
+    """The epoch the loop keeps: a later one only when it gains more than 1e-4 (loop._Best)."""
+    best, at = -1.0, 0
+    for e, v in enumerate(val, start=1):
+        if v > best + 1e-4:
+            best, at = v, e
+    return at
+
+
 def early_stopping_table(rows: list[dict]) -> None:
     """Old rule (patience 5 from epoch 1) vs the mid-schedule rule vs off, on the after runs."""
     sys.path.insert(0, str(ROOT))
@@ -301,9 +314,9 @@ def early_stopping_table(rows: list[dict]) -> None:
             ("patience 5 from mid-decay", 5, patience_start(15, 1.0)),
             ("off", 99, 99),
         )
-        for name, p, start in rules:
+        for name, p, start in rules + (("off, last epoch kept (not a rule of edgemed)", 99, 99),):
             end = stop_epoch(val, p, start)
-            sel = int(np.argmax(val[:end])) + 1
+            sel = best_epoch(val[:end]) if "last" not in name else end
             auc = r["test_curve"][sel - 1]
             mean.setdefault((r["set"], r["recipe"], name), []).append(auc)
             print(
