@@ -94,6 +94,79 @@ def test_warmup_then_cosine_decay():
     assert lrs[-1] < 0.001 and warmup_cosine(55, 10, 100) == pytest.approx(0.5)
 
 
+def test_class_weights_are_capped_both_ways_and_the_card_records_both():
+    from edgemed.errors import InputError
+    from edgemed.pipeline.loss import WEIGHT_CAP, class_weights, raw_class_weights
+
+    y = np.zeros((181, 3))
+    y[:1, 0] = 1  # 1 positive in 181: pos_weight 180 (NIH 1000 has such labels)
+    y[:90, 1] = 1
+    y[:171, 2] = 1  # mostly positive: 10 / 171
+    assert raw_class_weights("multilabel", y, 3, "auto") == (180.0, 1.0111, 0.0585)
+    assert class_weights("multilabel", y, 3, "auto") == (WEIGHT_CAP, 1.0111, 1 / WEIGHT_CAP)
+    assert class_weights("multilabel", y, 3, "auto", cap=None)[0] == 180.0
+    assert class_weights("multilabel", y, 3, "auto", cap=1.0) == (1.0, 1.0, 1.0)
+    for bad in (0.5, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="--class-weight-cap"):
+            class_weights("multilabel", y, 3, "auto", cap=bad)
+
+
+def test_the_card_records_every_recipe_default(cxr_model):
+    import json
+
+    from edgemed.pipeline.loss import WEIGHT_CAP
+
+    card = json.loads((cxr_model / "card.json").read_text())
+    rec = card["training"]["recipe"]
+    assert rec["class_weights"]["cap"] == WEIGHT_CAP
+    assert rec["class_weights"]["values"] == [1.0] == rec["class_weights"]["uncapped"]  # balanced
+    assert (
+        rec["early_stopping"]["patience"] == 4 and rec["early_stopping"]["counted_from_epoch"] == 3
+    )
+    for key in (
+        "epochs",
+        "lr",
+        "batch_size",
+        "warmup_epochs",
+        "weight_decay",
+        "augment",
+        "schedule",
+    ):
+        assert rec[key] is not None, key
+    from edgemed.pipeline.training import TrainConfig
+
+    assert TrainConfig(data="x").patience is None  # the default: the schedule runs to its end
+
+
+def _small(ds, n: int):
+    """`ds` with only the first n training images (a fast loop test)."""
+    from dataclasses import replace
+
+    t = ds.split("train")
+    small = replace(t, images=t.images[:n], labels=t.labels[:n], ids=t.ids[:n], hashes=t.hashes[:n])
+    return replace(ds, splits={**ds.splits, "train": small})
+
+
+def test_early_stopping_counts_only_past_the_middle_of_the_cosine_decay():
+    from edgemed.data import load_dataset
+    from edgemed.pipeline.loop import Recipe, fit, patience_start
+    from edgemed.pipeline.loss import task_loss
+    from edgemed.pipeline.training import contract_for
+
+    assert patience_start(15, 1.0) == 8 and patience_start(10, 1.0) == 6
+    assert patience_start(4, 1.0, freeze_epochs=3) == 4  # never during head-only epochs
+    ds = _small(load_dataset(str(CXR), None, 1, 0, False), 128)
+    contract, loss = contract_for(ds), task_loss("binary")
+    flat = lambda m: 0.5  # noqa: E731 -- a plateau from the first epoch on
+    runs = {}
+    for patience in (1, None):
+        r = Recipe(epochs=6, lr=1e-3, batch_size=64, patience=patience)
+        out = fit(_model(), ds, contract, r, lambda z, y, _x: loss(z, y), flat)
+        runs[patience] = [h["epoch"] for h in out.history]
+    # patience 1 from epoch 1 would stop at 2; stale epochs count from epoch 4 (LR below half)
+    assert runs[1] == [1, 2, 3, 4] and runs[None] == [1, 2, 3, 4, 5, 6]
+
+
 # --- --init ---------------------------------------------------------------------------------
 
 
@@ -218,3 +291,31 @@ def test_transfer_chest_xray_to_brain_mri(cxr_model, brain_dir, tmp_path):
     assert card["provenance"]["inputs"]["init"] == init["sha256"]
     assert card["config"]["freeze_epochs"] == 1 and card["config"]["augment"]["level"] == "light"
     assert card["test"]["auc"] > 0.6
+
+
+# --- MedMNIST layout ------------------------------------------------------------------------
+
+
+def test_a_medmnist_layout_rgb_multiclass_npz_trains_in_colour(tmp_path):
+    """The format only (synthetic pixels in the MedMNIST v2 npz layout: RGB 28x28x3, labels
+    (N, 1), 4 classes as in BloodMNIST-like sets); accuracy claims come from real data only."""
+    import json
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 96), ("val", 48), ("test", 48)):
+        labels = np.arange(n) % 4
+        images = rng.integers(0, 256, (n, 28, 28, 3), dtype=np.uint8)
+        images[np.arange(n), :, :, labels % 3] = 0  # a colour cue per class (keep colour)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.reshape(n, 1)
+    path = tmp_path / "colourmnist.npz"
+    np.savez(path, **arrays)
+    out = tmp_path / "m"
+    res = run_cli(
+        "train", "--data", path, "--model-arg", "width=0.25", "--epochs", "2", "--out", out
+    )
+    assert res.code == 0, res.err
+    card = json.loads((out / "card.json").read_text())
+    assert card["contract"]["channels"] == 3 and card["contract"]["task"] == "multiclass"
+    assert len(card["test"]["per_label"]) == 4 and card["config"]["channels"] == 3
+    assert len(card["training"]["recipe"]["class_weights"]["values"]) == 4

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from edgemed.pipeline.loss import WEIGHT_CAP
+
 _AUGMENT_HELP = "(default: the --augment level's value)"
 
 
@@ -43,6 +45,13 @@ def recipe_options(f):
             default="auto",
             show_default=True,
             help="auto: pos_weight per label / weight per class from the training split.",
+        ),
+        click.option(
+            "--class-weight-cap",
+            type=float,
+            default=WEIGHT_CAP,
+            show_default=True,
+            help="Clip every class weight / pos_weight to [1/CAP, CAP] (rare labels).",
         ),
         click.option("--weight-decay", type=float, default=1e-4, show_default=True),
         click.option(
@@ -87,6 +96,7 @@ def recipe_from_options(o: dict) -> dict:
     return {
         "augment": augment,
         "class_weights": o["class_weights"],
+        "class_weight_cap": o["class_weight_cap"],
         "weight_decay": o["weight_decay"],
         "warmup_epochs": o["warmup_epochs"],
         "init": o["init"],

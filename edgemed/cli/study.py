@@ -28,7 +28,9 @@ from edgemed.cli.options import COUNT, executor_options, force_option, out_optio
     "--epochs", type=COUNT, default=10, show_default=True, help="Training epochs per model."
 )
 @click.option(
-    "--patience", type=COUNT, default=4, show_default=True, help="Early-stopping patience."
+    "--patience",
+    type=COUNT,
+    help="Early-stopping patience, counted once the cosine LR is below half (default: off).",
 )
 @click.option(
     "--image-size",

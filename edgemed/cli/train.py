@@ -45,16 +45,19 @@ from edgemed.errors import InputError
 @click.option(
     "--patience",
     type=COUNT,
-    default=5,
-    show_default=True,
-    help="Early-stopping patience (epochs without val AUC gain).",
+    help="Early stopping after N epochs without a val AUC gain, counted only once the cosine "
+    "LR is below half its peak (default: off; the best-val epoch is kept either way).",
 )
 @click.option(
     "--image-size",
     type=click.IntRange(min=8, max=4096),
     help="Resize images to SIZE x SIZE (default: npz native, folders 128).",
 )
-@click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True)
+@click.option(
+    "--channels",
+    type=click.Choice(["1", "3"]),
+    help="Input channels (default: 3 for an npz of RGB images, e.g. PathMNIST; else 1).",
+)
 @click.option(
     "--near-duplicates",
     is_flag=True,
@@ -97,6 +100,7 @@ def train(
 ) -> None:
     """Train a classifier with early stopping on validation AUC; write model.pt and card.json."""
     from edgemed.data.npz import parse_names
+    from edgemed.data.peek import native_channels
     from edgemed.fileio import refuse_existing
     from edgemed.models import ModelSpec, parse_model_args
     from edgemed.pipeline.training import TrainConfig, write_training_dir
@@ -116,7 +120,7 @@ def train(
         patience=patience,
         seed=seed,
         image_size=(image_size, image_size) if image_size else None,
-        channels=int(channels),
+        channels=int(channels) if channels else native_channels(data),
         near_duplicates=near_duplicates,
         threads=threads,
         class_names=parse_names(class_names, "--class-names"),
@@ -161,7 +165,7 @@ def _warn_overlap(data: dict) -> None:
 
 def _check(cfg) -> None:
 
-    for name in ("epochs", "batch_size", "patience"):
+    for name in ("epochs", "batch_size"):  # --patience: check_recipe
         if getattr(cfg, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1")
     if not cfg.lr > 0:

@@ -30,6 +30,20 @@ def peek_contract(path: str, image_size: tuple[int, int] | None, channels: int) 
     return None
 
 
+def native_channels(path: str) -> int:
+    """3 for an npz of RGB images (N, H, W, 3), else 1 (grey npz, folders, anything unreadable:
+    the full loader reports those)."""
+    try:
+        p = data_path(path)
+        if p.is_file() and p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as f:
+                shape = npy_shape(f.zip, "train_images")
+            return 3 if len(shape) == 4 and shape[3] == 3 else 1
+    except Exception:  # the full load names the problem
+        return 1
+    return 1
+
+
 def _contract(size, channels: int, names: tuple[str, ...], task: str) -> Contract:
     return Contract(
         input_size=tuple(int(v) for v in size),

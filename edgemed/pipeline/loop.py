@@ -20,7 +20,9 @@ from edgemed.progress import Progress
 
 @dataclass(frozen=True)
 class Recipe:
-    """How the weights are fitted (recorded in the card). `patience` None: no early stopping."""
+    """How the weights are fitted (recorded in the card). `patience` None: no early stopping
+    (the default: the schedule runs to its low-LR end, the best-validation weights are kept);
+    otherwise epochs without a gain count only from `patience_start(...)` on."""
 
     epochs: int
     lr: float
@@ -49,6 +51,14 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
 
 
+def patience_start(epochs: int, warmup_epochs: float, freeze_epochs: int = 0) -> int:
+    """The first epoch whose stale validation score counts towards early stopping: the one that
+    ends past the middle of the cosine decay (LR below half its peak). Stopping earlier cuts the
+    low-LR end the schedule is built for; on small validation sets a plateau there is noise."""
+    middle = warmup_epochs + (epochs - warmup_epochs) / 2
+    return max(freeze_epochs + 1, math.ceil(middle))
+
+
 def fit(
     module,
     ds: Dataset,
@@ -75,14 +85,16 @@ def fit(
     gen = torch.Generator().manual_seed(r.seed)
     stats = _norm_tensors(contract)
     t0 = time.perf_counter()
-    track = _Best(module, score, score_start)
+    track = _Best(
+        module, score, score_start, patience_start(r.epochs, r.warmup_epochs, r.freeze_epochs)
+    )
     bar = Progress(total, label)
     for epoch in range(1, r.epochs + 1):
         _set_trainable(module, head if epoch <= r.freeze_epochs else None)
         loss = _epoch(module, x_all, y_all, r, (gen, opt, sched, loss_fn, stats), bar)
         value = track.update(module, epoch, loss)
         bar.note(f"epoch {epoch}/{r.epochs} loss {loss:.4f} val AUC {value:.4f}")
-        if r.patience and epoch > r.freeze_epochs and track.stale >= r.patience:
+        if r.patience and track.stale >= r.patience:
             bar.note(f"early stop: val AUC did not improve for {r.patience} epochs")
             break
     bar.close()
@@ -93,10 +105,10 @@ def fit(
 class _Best:
     """The best-scoring weights so far and the per-epoch history."""
 
-    def __init__(self, module, score: Callable, score_start: bool) -> None:
+    def __init__(self, module, score: Callable, score_start: bool, count_from: int = 1) -> None:
         self.score, self.best, self.best_value, self.best_epoch = score, None, -math.inf, 0
         self.history: list[dict] = []
-        self.stale = 0
+        self.stale, self.count_from = 0, count_from
         if score_start:
             self.update(module, 0, None)
 
@@ -113,7 +125,7 @@ class _Best:
         if value > self.best_value + 1e-4:
             self.best = {k: v.detach().clone() for k, v in module.state_dict().items()}
             self.best_value, self.best_epoch, self.stale = value, epoch, 0
-        elif epoch:
+        elif epoch >= self.count_from:
             self.stale += 1
         return value
 

@@ -31,8 +31,15 @@ from edgemed.models.complexity import measure_complexity
 from edgemed.models.probe import probe_torch
 from edgemed.pipeline.augment import AugmentSettings, check_augment
 from edgemed.pipeline.init_weights import apply_init, head_names, read_init_weights
-from edgemed.pipeline.loop import Recipe, fit
-from edgemed.pipeline.loss import CLASS_WEIGHTS, class_weights, task_loss
+from edgemed.pipeline.loop import Recipe, fit, patience_start
+from edgemed.pipeline.loss import (
+    CLASS_WEIGHTS,
+    WEIGHT_CAP,
+    check_weight_cap,
+    class_weights,
+    raw_class_weights,
+    task_loss,
+)
 from edgemed.provenance import provenance
 
 
@@ -46,13 +53,14 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
-    patience: int = 5
+    patience: int | None = None  # off: the cosine schedule runs to its end (loop.Recipe)
     seed: int = 0
     image_size: tuple[int, int] | None = None
     channels: int = 1
     near_duplicates: bool = False
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     class_weights: str = "auto"
+    class_weight_cap: float | None = WEIGHT_CAP
     warmup_epochs: float = 1.0
     init: str | None = None
     freeze_epochs: int = 0
@@ -66,7 +74,6 @@ class TrainConfig:
 
     def recipe(self):
         """The fitting recipe of this run (edgemed.pipeline.loop)."""
-
         return Recipe(
             epochs=self.epochs,
             lr=self.lr,
@@ -123,9 +130,11 @@ def train(cfg: TrainConfig, ds: Dataset | None = None) -> TrainResult:
     if module is None or _probe_key(peeked) != _probe_key(contract):
         module = _probed_model(cfg, contract)
     init_report = apply_init(module, *init, cfg.init) if init else None
+    train_labels = ds.split("train").labels
     weights = class_weights(
-        contract.task, ds.split("train").labels, contract.num_outputs, cfg.class_weights
+        contract.task, train_labels, contract.num_outputs, cfg.class_weights, cfg.class_weight_cap
     )
+    raw = raw_class_weights(contract.task, train_labels, contract.num_outputs, cfg.class_weights)
     fitted = _fit(module, ds, contract, cfg, weights, init_report is not None)
     module.load_state_dict(fitted.best_state)
     module.eval()
@@ -145,7 +154,7 @@ def train(cfg: TrainConfig, ds: Dataset | None = None) -> TrainResult:
             "epochs_run": len(fitted.history),
             "history": list(fitted.history),
             "best_epoch": fitted.best_epoch,
-            "recipe": recipe_record(cfg, weights, init_report),
+            "recipe": recipe_record(cfg, (weights, raw), init_report),
         },
         "data": {**ds.summary(), "split_overlap": split_overlap(ds)},
         "contract": contract.to_dict(),
@@ -314,6 +323,9 @@ def check_recipe(cfg: TrainConfig) -> None:
         )
     if not 0 <= cfg.warmup_epochs <= cfg.epochs:
         raise InputError(f"--warmup-epochs must be between 0 and --epochs ({cfg.epochs})")
+    check_weight_cap(cfg.class_weight_cap)
+    if cfg.patience is not None and cfg.patience < 1:
+        raise InputError("--patience must be >= 1 (leave it out for no early stopping)")
     if not 0 <= cfg.weight_decay < 1:
         raise InputError("--weight-decay must be >= 0 and < 1")
     if cfg.freeze_epochs and not cfg.init:
@@ -322,16 +334,40 @@ def check_recipe(cfg: TrainConfig) -> None:
         raise InputError(f"--freeze-epochs must be >= 0 and smaller than --epochs ({cfg.epochs})")
 
 
-def recipe_record(cfg: TrainConfig, weights, init_report) -> dict:
-    """What the card records of the recipe beyond the config: resolved weights and the init."""
+def recipe_record(cfg: TrainConfig, weights: tuple, init_report) -> dict:
+    """What the card records of the recipe beyond the config: the early-stopping rule, the
+    resolved class weights (clipped, and as computed before the cap) and the init."""
+    values, raw = weights
     return {
-        "schedule": "linear warm-up, cosine decay (AdamW)",
+        "schedule": "linear warm-up, cosine decay to 0 at the last epoch (AdamW)",
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
         "warmup_epochs": cfg.warmup_epochs,
         "weight_decay": cfg.weight_decay,
+        "early_stopping": early_stopping_record(cfg),
+        "selection": "the epoch with the best validation AUC (macro over evaluable labels)",
         "augment": cfg.augment.to_dict(),
-        "class_weights": {"mode": cfg.class_weights, "values": weights},
+        "class_weights": {
+            "mode": cfg.class_weights,
+            "cap": cfg.class_weight_cap,
+            "values": values,
+            "uncapped": raw,
+        },
         "freeze_epochs": cfg.freeze_epochs,
         "init": init_report.to_dict() if init_report else None,
+    }
+
+
+def early_stopping_record(cfg: TrainConfig) -> dict:
+    if cfg.patience is None:
+        return {"patience": None, "rule": "off: every epoch runs, the best-validation one is kept"}
+    start = patience_start(cfg.epochs, cfg.warmup_epochs, cfg.freeze_epochs)
+    return {
+        "patience": cfg.patience,
+        "counted_from_epoch": start,
+        "rule": "stop after `patience` epochs without a validation gain, counted from the epoch "
+        "that ends past the middle of the cosine decay",
     }
 
 

@@ -102,7 +102,7 @@ class StudyConfig:
     resume: bool = False
     force: bool = False
     epochs: int = 10
-    patience: int = 4
+    patience: int | None = None  # off, as `edgemed train` (pipeline/loop.py says why)
     image_size: int | None = None
     channels: int = 1
     seed: int = 0
@@ -125,7 +125,7 @@ def check_config(cfg: StudyConfig) -> None:
     """One-line errors for bad settings, before anything is read or written."""
     if cfg.epochs < 1:
         raise InputError("--epochs must be >= 1")
-    if cfg.patience < 1:
+    if cfg.patience is not None and cfg.patience < 1:
         raise InputError("--patience must be >= 1")
     if cfg.image_size is not None and cfg.image_size < 8:
         raise InputError(f"--image-size must be >= 8, got {cfg.image_size}")
