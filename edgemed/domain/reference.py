@@ -94,7 +94,8 @@ def _normal_quantile(p: float) -> float:
 
 @dataclass(frozen=True)
 class DomainReference:
-    """A fitted reference: `meta` is domain.json, the Gaussians and validation scores its npz."""
+    """A fitted reference: `meta` is domain.json; the Gaussians and the held-out (val, test)
+    scores and probabilities are its npz."""
 
     meta: dict
     features: Gaussian | None
@@ -109,18 +110,6 @@ class DomainReference:
     @property
     def thresholds(self) -> dict:
         return self.meta["thresholds"]
-
-    def held_out(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """({"input": .., "features": ..} scores, probabilities (N, K)) of val + test pooled."""
-        val_p = self.val_probabilities.reshape(len(self.val_probabilities), -1)
-        scores = {"input": np.concatenate([self.val_input_scores, self.test_input_scores])}
-        if self.features is not None:
-            scores["features"] = np.concatenate([self.val_feature_scores,
-                                                 self.test_feature_scores])  # fmt: skip
-        if not len(self.test_probabilities):
-            return scores, val_p
-        test_p = self.test_probabilities.reshape(len(self.test_probabilities), -1)
-        return scores, np.concatenate([val_p, test_p])
 
     @property
     def feature_size(self) -> int | None:
